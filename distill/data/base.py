@@ -1,0 +1,163 @@
+"""The in-memory data module all small datasets share: tensors in, normalised once, augmented per batch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.model_selection import train_test_split
+from torch.utils.data import DataLoader, TensorDataset
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset's files are not where the config says; the message names the path and how to get them."""
+
+
+@dataclass(frozen=True)
+class Split:
+    images: torch.Tensor  # float32, N x C x H x W, normalised
+    labels: torch.Tensor  # int64, N
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (kept, held_out) with ``fraction`` of every class held out; fixed by ``seed``."""
+    indices = np.arange(len(labels))
+    kept, held_out = train_test_split(indices, test_size=fraction, stratify=labels, random_state=seed)
+    return np.sort(kept), np.sort(held_out)
+
+
+class InMemoryDataModule(L.LightningDataModule):
+    """Holds train/val/test as tensors; subclasses only say how to read the raw arrays.
+
+    Resizing and normalisation happen once in ``setup``; augmentation (random crop with padding,
+    horizontal flip) runs on whole batches after they reach the device, so there is no per-sample
+    decode or transform in the data path.
+    """
+
+    num_classes: int
+    in_chans: int
+    native_size: int
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        eval_batch_size: int = 256,
+        num_workers: int = 0,
+        image_size: int | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        random_crop_padding: int = 0,
+        horizontal_flip: bool = False,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.image_size = image_size or self.native_size
+        self.mean = tuple(mean) if mean is not None else (0.0,) * self.in_chans
+        self.std = tuple(std) if std is not None else (1.0,) * self.in_chans
+        if len(self.mean) != self.in_chans or len(self.std) != self.in_chans:
+            raise ValueError(
+                f"{type(self).__name__}: mean/std need {self.in_chans} values (one per channel), "
+                f"got mean={list(self.mean)} std={list(self.std)}"
+            )
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self.random_crop_padding = random_crop_padding
+        self.horizontal_flip = horizontal_flip
+        self.pin_memory = pin_memory
+        self.splits: dict[str, Split] = {}
+
+    # --- what subclasses provide -------------------------------------------------------------
+    def check(self) -> None:
+        """Raise DatasetNotFoundError (with the fix) if the raw files are missing. Cheap: no loading."""
+
+    def load_raw(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Raw arrays: {'train': (images uint8/float N x C x H x W, labels), 'test': (...)}.
+
+        A 'val' entry is optional; without one, a stratified ``val_fraction`` of train is held out.
+        """
+        raise NotImplementedError
+
+    def value_range(self) -> float:
+        """The raw images' maximum value (255 for uint8 images), mapped to 1.0 before normalising."""
+        return 255.0
+
+    # --- shared machinery --------------------------------------------------------------------
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.in_chans, self.image_size, self.image_size)
+
+    def prepare_data(self) -> None:
+        self.check()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        raw = self.load_raw()
+        if "val" not in raw:
+            images, labels = raw["train"]
+            kept, held_out = stratified_split(labels, self.val_fraction, self.split_seed)
+            raw["train"], raw["val"] = (images[kept], labels[kept]), (images[held_out], labels[held_out])
+        self.splits = {name: self._to_split(*arrays) for name, arrays in raw.items()}
+
+    def _to_split(self, images: np.ndarray, labels: np.ndarray) -> Split:
+        tensor = torch.as_tensor(images).float().div_(self.value_range())
+        if tensor.shape[-1] != self.image_size or tensor.shape[-2] != self.image_size:
+            tensor = F.interpolate(tensor, size=(self.image_size, self.image_size), mode="bilinear",
+                                   align_corners=False, antialias=True)
+        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
+        std = torch.tensor(self.std).view(1, -1, 1, 1)
+        return Split(((tensor - mean) / std).contiguous(), torch.as_tensor(labels).long())
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        data = self.splits[split]
+        return DataLoader(
+            TensorDataset(data.images, data.labels),
+            batch_size=self.batch_size if shuffle else self.eval_batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.trainer is not None and self.trainer.training:
+            images, labels = batch
+            batch = (augment_batch(images, self.random_crop_padding, self.horizontal_flip), labels)
+        return batch
+
+
+def augment_batch(images: torch.Tensor, crop_padding: int, horizontal_flip: bool) -> torch.Tensor:
+    """Random crop after zero padding and random horizontal flip, each image drawn independently."""
+    if crop_padding > 0:
+        n, _, height, width = images.shape
+        padded = F.pad(images, (crop_padding,) * 4)
+        offsets_y = torch.randint(0, 2 * crop_padding + 1, (n,), device=images.device)
+        offsets_x = torch.randint(0, 2 * crop_padding + 1, (n,), device=images.device)
+        rows = (offsets_y.view(n, 1) + torch.arange(height, device=images.device)).view(n, 1, height, 1)
+        cols = (offsets_x.view(n, 1) + torch.arange(width, device=images.device)).view(n, 1, 1, width)
+        batch_index = torch.arange(n, device=images.device).view(n, 1, 1, 1)
+        channel_index = torch.arange(images.shape[1], device=images.device).view(1, -1, 1, 1)
+        images = padded[batch_index, channel_index, rows, cols]
+    if horizontal_flip:
+        flip = torch.rand(images.shape[0], device=images.device) < 0.5
+        images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
+    return images

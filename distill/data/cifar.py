@@ -1,0 +1,55 @@
+"""CIFAR-10 and CIFAR-100 in torchvision's format, held in memory as tensors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from distill.data.base import DatasetNotFoundError, InMemoryDataModule
+
+
+class _CIFARDataModule(InMemoryDataModule):
+    in_chans = 3
+    native_size = 32
+    dataset_name: str
+    folder: str
+
+    def __init__(self, root: str = "~/.cache/distill/data", download: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.root = Path(root).expanduser()
+        self.download = download
+
+    def _dataset(self, train: bool):
+        import torchvision.datasets
+
+        cls = getattr(torchvision.datasets, self.dataset_name)
+        return cls(str(self.root), train=train, download=self.download)
+
+    def check(self) -> None:
+        if self.download or (self.root / self.folder).is_dir():
+            return
+        raise DatasetNotFoundError(
+            f"{self.dataset_name} not found under data.root={self.root} (expected folder {self.folder}). "
+            f"Fix: set data.download=true to fetch it, or point data.root=<folder holding {self.folder}>."
+        )
+
+    def load_raw(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        self.check()
+        raw = {}
+        for split, train in (("train", True), ("test", False)):
+            dataset = self._dataset(train)
+            raw[split] = (dataset.data.transpose(0, 3, 1, 2), np.asarray(dataset.targets, dtype=np.int64))
+        return raw
+
+
+class CIFAR10DataModule(_CIFARDataModule):
+    num_classes = 10
+    dataset_name = "CIFAR10"
+    folder = "cifar-10-batches-py"
+
+
+class CIFAR100DataModule(_CIFARDataModule):
+    num_classes = 100
+    dataset_name = "CIFAR100"
+    folder = "cifar-100-python"

@@ -1,0 +1,30 @@
+"""scikit-learn's embedded handwritten digits (1,797 real 8x8 images): offline, tiny, the default set."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.datasets import load_digits
+
+from distill.data.base import InMemoryDataModule, stratified_split
+
+
+class DigitsDataModule(InMemoryDataModule):
+    """Fixed stratified train/val/test split of ``sklearn.datasets.load_digits`` (pixel values 0..16)."""
+
+    num_classes = 10
+    in_chans = 1
+    native_size = 8
+
+    def __init__(self, test_fraction: float = 0.2, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.test_fraction = test_fraction
+
+    def value_range(self) -> float:
+        return 16.0
+
+    def load_raw(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        digits = load_digits()
+        images = digits.images.astype(np.float32)[:, None]  # N x 1 x 8 x 8
+        labels = digits.target
+        train, test = stratified_split(labels, self.test_fraction, self.split_seed)
+        return {"train": (images[train], labels[train]), "test": (images[test], labels[test])}

@@ -1,0 +1,107 @@
+"""A folder of images per class (``root/train/<class>/*.jpg``, ``root/val/<class>/*.jpg``), decoded per sample.
+
+For sets too large to hold in memory; small sets belong in an ``InMemoryDataModule``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from distill.data.base import DatasetNotFoundError
+
+
+def _to_rgb(image):
+    # A named function, not a lambda, so the transform pickles into worker processes.
+    return image.convert("RGB")
+
+
+class ImageFolderDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        root: str,
+        train_dir: str = "train",
+        val_dir: str = "val",
+        test_dir: str | None = None,
+        image_size: int = 224,
+        in_chans: int = 3,
+        mean: Sequence[float] = (0.485, 0.456, 0.406),
+        std: Sequence[float] = (0.229, 0.224, 0.225),
+        batch_size: int = 64,
+        eval_batch_size: int = 128,
+        num_workers: int = 4,
+        pin_memory: bool = True,
+        horizontal_flip: bool = True,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root).expanduser()
+        self.dirs = {"train": train_dir, "val": val_dir, "test": test_dir or val_dir}
+        self.image_size = image_size
+        self.in_chans = in_chans
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.horizontal_flip = horizontal_flip
+        self.datasets: dict = {}
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.in_chans, self.image_size, self.image_size)
+
+    @property
+    def num_classes(self) -> int:
+        self.check()
+        return sum(1 for entry in (self.root / self.dirs["train"]).iterdir() if entry.is_dir())
+
+    def check(self) -> None:
+        missing = [str(self.root / d) for d in set(self.dirs.values()) if not (self.root / d).is_dir()]
+        if missing:
+            raise DatasetNotFoundError(
+                f"image folder(s) not found: {', '.join(missing)}. Fix: set data.root=<folder> holding "
+                f"'{self.dirs['train']}/' and '{self.dirs['val']}/' with one sub-folder of images per class."
+            )
+
+    def _transform(self, train: bool):
+        from torchvision import transforms
+
+        steps = [transforms.Grayscale(1)] if self.in_chans == 1 else [transforms.Lambda(_to_rgb)]
+        if train:
+            steps.append(transforms.RandomResizedCrop(self.image_size))
+            if self.horizontal_flip:
+                steps.append(transforms.RandomHorizontalFlip())
+        else:
+            steps += [transforms.Resize(int(self.image_size * 1.14)), transforms.CenterCrop(self.image_size)]
+        steps += [transforms.ToTensor(), transforms.Normalize(self.mean, self.std)]
+        return transforms.Compose(steps)
+
+    def prepare_data(self) -> None:
+        self.check()
+
+    def setup(self, stage: str | None = None) -> None:
+        from torchvision.datasets import ImageFolder
+
+        self.check()
+        for split, folder in self.dirs.items():
+            self.datasets[split] = ImageFolder(str(self.root / folder), transform=self._transform(split == "train"))
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size if shuffle else self.eval_batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

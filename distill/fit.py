@@ -1,0 +1,91 @@
+"""One fit: build the Lightning module, trainer, callbacks and loggers from config; fit; test the best weights."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from distill.losses import build_loss_terms
+from distill.module import DistillationModule
+from distill.tracking import close_loggers
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FitResult:
+    module: DistillationModule
+    metrics: dict[str, float]
+    best_checkpoint: str | None
+    last_checkpoint: str | None
+    monitored: float | None
+    wandb_sync: list[str] = field(default_factory=list)
+
+
+def instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a dict-of-configs group (callbacks, loggers); null entries are skipped."""
+    if not group:
+        return []
+    return [instantiate(entry) for entry in group.values() if entry is not None and "_target_" in entry]
+
+
+def fit_model(
+    cfg: DictConfig,
+    student: nn.Module,
+    datamodule: L.LightningDataModule,
+    loss_cfg: DictConfig,
+    optimizer_cfg: DictConfig,
+    scheduler_cfg: DictConfig | None,
+    teacher: nn.Module | None = None,
+    ckpt_path: str | None = None,
+) -> FitResult:
+    """Train ``student`` (with ``teacher`` when given) under ``cfg.trainer``, then test its best weights."""
+    loss_terms = build_loss_terms(OmegaConf.to_container(loss_cfg, resolve=True))
+    module = DistillationModule(
+        student=student,
+        teacher=teacher,
+        loss_terms=loss_terms,
+        optimizer=instantiate(optimizer_cfg),
+        scheduler=instantiate(scheduler_cfg) if scheduler_cfg else None,
+        num_classes=datamodule.num_classes,
+        input_shape=datamodule.input_shape,
+    )
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    config_container = OmegaConf.to_container(cfg, resolve=True)
+    for logger in loggers:
+        logger.log_hyperparams(config_container)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        checkpoint = next((cb for cb in callbacks if isinstance(cb, ModelCheckpoint)), None)
+        best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+        # Testing "best" loads the best weights into the module, so what we export is what we test.
+        trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
+    finally:
+        sync_commands = close_loggers(loggers)
+    metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if torch.is_tensor(value)}
+    monitored = None
+    if checkpoint is not None and checkpoint.best_model_score is not None:
+        monitored = float(checkpoint.best_model_score)
+    elif cfg.get("monitor") in metrics:
+        monitored = metrics[cfg.monitor]
+    last = checkpoint.last_model_path if checkpoint is not None and checkpoint.last_model_path else None
+    return FitResult(module, metrics, best, last, monitored, sync_commands)
+
+
+def seed_everything(seed: int) -> None:
+    L.seed_everything(seed, workers=True, verbose=False)
+
+
+def resolve_path(path: str | Path | None) -> Path | None:
+    return Path(str(path)).expanduser().resolve() if path else None

@@ -1,0 +1,44 @@
+"""What every loss term sees and promises: the batch's outputs in, a scalar out, layers declared up front."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class DistillBatch:
+    """Everything a loss term may read for one training batch."""
+
+    targets: torch.Tensor
+    student_logits: torch.Tensor
+    teacher_logits: torch.Tensor | None = None
+    student_features: dict[str, torch.Tensor] = field(default_factory=dict)
+    teacher_features: dict[str, torch.Tensor] = field(default_factory=dict)
+    epoch: int = 0
+
+
+class LossTerm(nn.Module):
+    """One weighted term of a run's loss.
+
+    Subclasses set ``needs_teacher`` and fill ``student_layers``/``teacher_layers`` with the module paths
+    whose outputs they read; ``build`` is called once with example features (a dry run) so that adapters
+    can be sized before the optimizer is made. ``forward`` returns the *unweighted* term; the module
+    multiplies by ``weight`` so that each term is logged on its own scale.
+    """
+
+    needs_teacher: bool = True
+
+    def __init__(self, weight: float = 1.0) -> None:
+        super().__init__()
+        self.weight = float(weight)
+        self.student_layers: tuple[str, ...] = ()
+        self.teacher_layers: tuple[str, ...] = ()
+
+    def build(self, student_features: dict[str, torch.Tensor], teacher_features: dict[str, torch.Tensor]) -> None:
+        """Create adapters from example feature shapes; the default term has none."""
+
+    def extra_repr(self) -> str:
+        return f"weight={self.weight}"

@@ -1,0 +1,167 @@
+"""The LightningModule that trains a network, with or without a frozen teacher.
+
+Distillation, a teacher trained alone and the undistilled student baseline are the same code: without
+a teacher, only terms that need none (cross-entropy) are allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from distill.errors import ConfigError
+from distill.features import FeatureTaps
+from distill.losses import DistillBatch
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., Any]
+
+
+def eval_metrics(num_classes: int, with_teacher: bool) -> nn.ModuleDict:
+    """Metrics of one evaluation split. Each reads (student_logits, teacher_logits, targets) differently."""
+    metrics: dict[str, nn.Module] = {"acc_top1": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
+    if num_classes > 5:
+        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+    if with_teacher:
+        metrics["teacher_acc_top1"] = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        # Top-1 accuracy of the student against the teacher's top-1 labels: how often the two agree.
+        metrics["agreement"] = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+    return nn.ModuleDict(metrics)
+
+
+def metric_inputs(name: str, student_logits: torch.Tensor, teacher_logits: torch.Tensor | None,
+                  targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if name == "teacher_acc_top1":
+        return teacher_logits, targets
+    if name == "agreement":
+        return student_logits, teacher_logits.argmax(1)
+    return student_logits, targets
+
+
+class DistillationModule(L.LightningModule):
+    """Trains ``student`` on a weighted sum of ``loss_terms``; ``teacher`` (optional) stays frozen.
+
+    The teacher has no gradients, is always in eval mode (so dropout is off and BatchNorm statistics
+    never change, whatever Lightning does to train/eval modes around validation) and is not saved in
+    checkpoints: it is rebuilt from its own source, which keeps checkpoints student-sized.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        loss_terms: nn.ModuleDict,
+        optimizer: OptimizerFactory,
+        num_classes: int,
+        input_shape: tuple[int, ...],
+        teacher: nn.Module | None = None,
+        scheduler: SchedulerFactory | None = None,
+    ) -> None:
+        super().__init__()
+        needing_teacher = [name for name, term in loss_terms.items() if term.needs_teacher]
+        if teacher is None and needing_teacher:
+            raise ConfigError(f"loss term(s) {needing_teacher} need a teacher, but this stage trains without one")
+        self.student = student
+        self.teacher = teacher
+        self.loss_terms = loss_terms
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.num_classes = num_classes
+        self.student_taps = FeatureTaps(student, [n for t in loss_terms.values() for n in t.student_layers], "student")
+        self.teacher_taps = None
+        if teacher is not None:
+            teacher.requires_grad_(False)
+            teacher.eval()
+            self.teacher_taps = FeatureTaps(teacher, [n for t in loss_terms.values() for n in t.teacher_layers],
+                                            "teacher")
+        self._build_adapters(input_shape)
+        self.train_acc = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.eval_metrics = nn.ModuleDict(
+            {split: eval_metrics(num_classes, teacher is not None) for split in ("val", "test")}
+        )
+
+    def _build_adapters(self, input_shape: tuple[int, ...]) -> None:
+        """Dry run on a small batch so that loss terms can size their adapters before the optimizer exists."""
+        example = torch.zeros(2, *input_shape)
+        was_training = self.student.training
+        self.student.eval()
+        with torch.no_grad():
+            outputs = self._forward(example)
+        self.student.train(was_training)
+        for term in self.loss_terms.values():
+            term.build(outputs.student_features, outputs.teacher_features)
+
+    def train(self, mode: bool = True) -> DistillationModule:
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.student(images)
+
+    def _forward(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> DistillBatch:
+        student_logits = self.student(images)
+        batch = DistillBatch(
+            targets=targets if targets is not None else student_logits.argmax(1),
+            student_logits=student_logits,
+            student_features=self.student_taps.pop(),
+            epoch=self.current_epoch if self._trainer is not None else 0,
+        )
+        if self.teacher is not None:
+            with torch.no_grad():
+                batch.teacher_logits = self.teacher(images)
+            batch.teacher_features = self.teacher_taps.pop()
+        return batch
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, targets = batch
+        outputs = self._forward(images, targets)
+        total = 0.0
+        for name, term in self.loss_terms.items():
+            value = term(outputs)
+            self.log(f"train/loss/{name}", value, on_step=True, on_epoch=True)
+            total = total + term.weight * value
+        self.train_acc(outputs.student_logits.detach(), targets)
+        self.log("train/loss", total, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/acc_top1", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return total
+
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> None:
+        images, targets = batch
+        student_logits = self.student(images)
+        self.student_taps.pop()
+        teacher_logits = None
+        if self.teacher is not None:
+            teacher_logits = self.teacher(images)
+            self.teacher_taps.pop()
+        self.log(f"{split}/loss/ce", nn.functional.cross_entropy(student_logits, targets), on_epoch=True)
+        for name, metric in self.eval_metrics[split].items():
+            metric(*metric_inputs(name, student_logits, teacher_logits, targets))
+            self.log(f"{split}/{name}", metric, on_step=False, on_epoch=True, prog_bar=split == "val")
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def configure_optimizers(self) -> Any:
+        # Adapters inside loss terms train with the student; the teacher has no trainable parameters.
+        parameters = [p for p in self.student.parameters()] + [p for p in self.loss_terms.parameters()]
+        optimizer = self.optimizer_factory(params=parameters)
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer),
+                                                         "interval": "epoch"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.")}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.teacher is not None:
+            checkpoint["state_dict"].update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})

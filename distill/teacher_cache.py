@@ -1,0 +1,79 @@
+"""Teachers trained here are cached under a key of everything that shapes them, and trained once.
+
+The key hashes the teacher's architecture and training recipe, the data config that changes what it
+sees, and the seed. Entries are published by renaming a finished folder into place, under a file lock,
+so concurrent jobs of a sweep wait for the one that trains instead of training again, and a crash never
+leaves a half-written entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from distill.export import export_model
+from distill.io import read_json, write_json
+from distill.models import load_weights
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+# Data settings that change speed or where files live, not what the teacher learns.
+DATA_KEYS_IGNORED = ("num_workers", "pin_memory", "eval_batch_size", "root", "download")
+
+
+def teacher_cache_key(cfg: DictConfig) -> str:
+    teacher = OmegaConf.to_container(cfg.teacher, resolve=True)
+    teacher.pop("weights", None)
+    data = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in DATA_KEYS_IGNORED}
+    recipe = {"format": CACHE_FORMAT, "teacher": teacher, "data": data, "seed": cfg.seed,
+              "precision": str(cfg.trainer.get("precision"))}
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class TeacherCache:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser() / "teachers"
+
+    def entry(self, key: str) -> Path:
+        return self.root / key
+
+    def has(self, key: str) -> bool:
+        return (self.entry(key) / "teacher.json").is_file()
+
+    def load_into(self, key: str, model: nn.Module) -> dict[str, Any]:
+        """Load the cached weights into ``model``; return the entry's summary (metrics, origin)."""
+        entry = self.entry(key)
+        load_weights(model, entry / "teacher.json", role="cached teacher")
+        return read_json(entry / "summary.json")
+
+    def get_or_train(self, key: str, model: nn.Module, train: Callable[[], dict[str, Any]],
+                     architecture: str, model_kwargs: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Load the cached teacher into ``model``, or call ``train()`` (which trains ``model``) and cache it.
+
+        Returns the entry's summary and whether this call trained.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.root / f"{key}.lock")):
+            if self.has(key):
+                return self.load_into(key, model), False
+            summary = train()
+            staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=self.root))
+            try:
+                export_model(model, architecture, model_kwargs, staging, stem="teacher")
+                write_json(staging / "summary.json", summary)
+                os.replace(staging, self.entry(key))
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            return summary, True

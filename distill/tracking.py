@@ -1,0 +1,60 @@
+"""Loggers: wandb goes offline by itself when it cannot reach the service; runs are closed between fits."""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+import socket
+from pathlib import Path
+
+from lightning.pytorch.loggers import Logger, WandbLogger
+
+log = logging.getLogger(__name__)
+
+
+def _has_wandb_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def _reachable(host: str = "api.wandb.ai", port: int = 443, timeout: float = 2.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wandb_offline() -> bool:
+    """True unless the user forces online mode or has an API key and the service answers."""
+    mode = os.environ.get("WANDB_MODE", "").lower()
+    if mode in ("offline", "disabled", "dryrun"):
+        return True
+    if mode == "online":
+        return False
+    return not (_has_wandb_key() and _reachable())
+
+
+def close_loggers(loggers: list[Logger]) -> list[str]:
+    """Finish wandb runs (so the next fit opens its own) and return ``wandb sync`` commands for offline ones."""
+    sync_commands = []
+    for logger in loggers:
+        if not isinstance(logger, WandbLogger) or logger._experiment is None:
+            continue
+        import wandb
+
+        run = logger.experiment
+        run_dir = Path(run.dir).parent
+        offline = bool(run.settings._offline) if hasattr(run.settings, "_offline") else run.settings.mode == "offline"
+        run.finish()
+        wandb.finish()
+        if offline:
+            command = f"wandb sync {run_dir}"
+            log.info("wandb run saved offline; upload it later with: %s", command)
+            sync_commands.append(command)
+    return sync_commands

@@ -1,0 +1,231 @@
+"""``distill-train``: check the whole config, get a teacher (load, reuse or train), distil, export, summarise.
+
+    distill-train                                  # digits, small teacher -> smaller student, softmax KD
+    distill-train data=fashion_mnist teacher=cifar_resnet32x4 student=cifar_resnet8x4 loss.kd.temperature=8
+    distill-train stage=teacher                    # train (and cache) the teacher alone
+    distill-train stage=student                    # the undistilled baseline: the student on labels alone
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from distill.data import DatasetNotFoundError
+from distill.errors import ConfigError
+from distill.export import export_model
+from distill.fit import FitResult, fit_model, seed_everything
+from distill.io import write_json
+from distill.losses import build_loss_terms
+from distill.models import check_input_fits, count_parameters, create_model
+from distill.teacher_cache import TeacherCache, teacher_cache_key
+from distill.tracking import wandb_offline
+from teachers import TeacherSource, build_teacher
+from teachers.build import teacher_source
+
+log = logging.getLogger("distill")
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+STAGES = ("distill", "teacher", "student")
+
+OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
+
+
+@dataclass
+class Plan:
+    """Everything checked and built before the first training step."""
+
+    datamodule: Any
+    model: nn.Module  # what this run trains: the student, or the teacher in stage=teacher
+    model_cfg: DictConfig
+    teacher: nn.Module | None
+    ckpt_path: str | None
+
+
+def model_kwargs(model_cfg: DictConfig, datamodule: Any) -> dict[str, Any]:
+    """The kwargs that rebuild the model with ``timm.create_model`` (written beside exported weights)."""
+    kwargs = model_cfg.get("kwargs")
+    kwargs = OmegaConf.to_container(kwargs, resolve=True) if kwargs is not None else {}
+    return {**kwargs, "num_classes": datamodule.num_classes, "in_chans": datamodule.in_chans}
+
+
+def prepare(cfg: DictConfig) -> Plan:
+    """Validate every input that can be checked cheaply, so bad input fails before any training."""
+    if cfg.stage not in STAGES:
+        raise ConfigError(f"unknown stage '{cfg.stage}'; choose one of: {', '.join(STAGES)}")
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path and not Path(str(ckpt_path)).expanduser().is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path} does not exist; give the path of a run's checkpoints/last.ckpt")
+    datamodule = instantiate(cfg.data)
+    datamodule.check()
+    if cfg.stage == "distill":
+        build_loss_terms(OmegaConf.to_container(cfg.loss, resolve=True))
+    seed_everything(cfg.seed)
+    model_cfg = cfg.teacher if cfg.stage == "teacher" else cfg.student
+    role = "teacher" if cfg.stage == "teacher" else "student"
+    if cfg.stage == "teacher":
+        model = build_teacher(cfg.teacher, datamodule.num_classes, datamodule.in_chans, datamodule.input_shape)
+    else:
+        model = create_model(model_cfg.name, datamodule.num_classes, datamodule.in_chans, model_cfg.get("kwargs"),
+                             role=role)
+        check_input_fits(model, datamodule.input_shape, role, model_cfg.name)
+    teacher = None
+    if cfg.stage == "distill":
+        teacher = build_teacher(cfg.teacher, datamodule.num_classes, datamodule.in_chans, datamodule.input_shape)
+    return Plan(datamodule, model, model_cfg, teacher, str(ckpt_path) if ckpt_path else None)
+
+
+def fit_config(cfg: DictConfig, **overrides: Any) -> DictConfig:
+    """A copy of ``cfg`` with dotted-key overrides (interpolations elsewhere follow them)."""
+    copy = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    for key, value in overrides.items():
+        OmegaConf.update(copy, key, value, merge=False)
+    return copy
+
+
+def obtain_teacher(cfg: DictConfig, teacher: nn.Module, datamodule: Any, output_dir: Path) -> dict[str, Any]:
+    """Make ``teacher`` hold its final weights; return how (source, cache key, whether trained now, metrics)."""
+    source = teacher_source(cfg.teacher)
+    info: dict[str, Any] = {"architecture": cfg.teacher.name, "source": source.value}
+    if source is TeacherSource.WEIGHTS_FILE:
+        log.info("teacher %s: weights loaded from %s", cfg.teacher.name, cfg.teacher.weights)
+        return {**info, "weights": str(cfg.teacher.weights)}
+    if source is TeacherSource.HUB and cfg.teacher.train.max_epochs == 0:
+        log.info("teacher %s: timm pretrained weights used as they are (teacher.train.max_epochs=0)", cfg.teacher.name)
+        return info
+
+    key = teacher_cache_key(cfg)
+    train_dir = output_dir if cfg.stage == "teacher" else output_dir / "teacher"
+
+    def train() -> dict[str, Any]:
+        log.info("teacher %s: no cached weights for this config (key %s); training it for %d epochs in %s",
+                 cfg.teacher.name, key, cfg.teacher.train.max_epochs, train_dir)
+        teacher_cfg = fit_config(
+            cfg, stage="teacher", run_name=f"teacher-{cfg.teacher.name}", **{
+                "paths.output_dir": str(train_dir), "trainer.max_epochs": cfg.teacher.train.max_epochs})
+        seed_everything(cfg.seed)
+        result = fit_model(teacher_cfg, teacher, datamodule, cfg.teacher.train.loss, cfg.teacher.train.optimizer,
+                           cfg.teacher.train.scheduler, ckpt_path=cfg.get("ckpt_path") if cfg.stage == "teacher" else None)
+        return {"trained_in": str(train_dir), "metrics": result.metrics, "wandb_sync": result.wandb_sync,
+                "best_checkpoint": result.best_checkpoint, "last_checkpoint": result.last_checkpoint}
+
+    cache = TeacherCache(cfg.paths.cache_dir)
+    summary, trained = cache.get_or_train(key, teacher, train, cfg.teacher.name, model_kwargs(cfg.teacher, datamodule))
+    if not trained:
+        log.info("teacher %s: reused cached weights %s (trained in %s)", cfg.teacher.name, cache.entry(key),
+                 summary.get("trained_in"))
+    teacher.eval()
+    return {**info, "cache_key": key, "cache_entry": str(cache.entry(key)), "trained_now": trained,
+            "test_acc_top1": summary["metrics"].get("test/acc_top1"), "trained_in": summary.get("trained_in"),
+            "fit": summary if trained else None}
+
+
+def summarize(cfg: DictConfig, plan: Plan, result: FitResult | None, teacher_info: dict[str, Any] | None,
+              exported: Path | None) -> dict[str, Any]:
+    summary: dict[str, Any] = {"stage": cfg.stage, "run_dir": cfg.paths.output_dir}
+    if teacher_info is not None:
+        teacher_model = plan.teacher if plan.teacher is not None else plan.model
+        summary["teacher"] = {**{k: v for k, v in teacher_info.items() if k != "fit"},
+                              "params": count_parameters(teacher_model)}
+        if result is not None and "test/teacher_acc_top1" in result.metrics:
+            summary["teacher"]["test_acc_top1"] = result.metrics["test/teacher_acc_top1"]
+    if result is not None:
+        metrics = result.metrics
+        summary["student"] = {
+            "architecture": plan.model_cfg.name,
+            "params": count_parameters(plan.model),
+            "test_acc_top1": metrics.get("test/acc_top1"),
+            "test_acc_top5": metrics.get("test/acc_top5"),
+            "best_" + cfg.monitor.replace("/", "_"): result.monitored,
+        }
+        if "test/agreement" in metrics:
+            summary["student"]["test_agreement_with_teacher"] = metrics["test/agreement"]
+        summary["metrics"] = metrics
+        summary["checkpoints"] = {"best": result.best_checkpoint, "last": result.last_checkpoint}
+        summary["wandb_sync"] = result.wandb_sync
+    if exported is not None:
+        summary["exported"] = str(exported)
+    return summary
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    lines = [f"== distill summary ({summary['stage']}) ==", f"{'model':<9}{'architecture':<24}{'params':>12}"
+             f"{'test top-1':>12}"]
+    for role in ("teacher", "student"):
+        if role in summary:
+            entry = summary[role]
+            accuracy = entry.get("test_acc_top1")
+            lines.append(f"{role:<9}{entry['architecture']:<24}{entry['params']:>12,}"
+                         f"{(f'{accuracy:.4f}' if accuracy is not None else 'n/a'):>12}")
+    if "teacher" in summary:
+        lines.append(f"teacher: {summary['teacher']['source']}"
+                     + ("" if "trained_now" not in summary["teacher"] else
+                        (", trained in this run" if summary["teacher"]["trained_now"] else ", reused from cache")))
+    lines.append(f"run folder: {summary['run_dir']}")
+    for command in summary.get("wandb_sync", []):
+        lines.append(f"upload the offline wandb run with: {command}")
+    print("\n".join(lines), flush=True)
+
+
+def run(cfg: DictConfig) -> float | None:
+    plan = prepare(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    teacher_info = None
+    result = None
+    exported = None
+    if cfg.stage == "teacher":
+        teacher_info = obtain_teacher(cfg, plan.model, plan.datamodule, output_dir)
+        exported = export_model(plan.model, cfg.teacher.name, model_kwargs(cfg.teacher, plan.datamodule), output_dir,
+                                stem="teacher")
+        fit = teacher_info.get("fit")
+        summary = summarize(cfg, plan, None, teacher_info, exported)
+        summary["teacher"]["metrics"] = fit["metrics"] if fit else None
+        summary["wandb_sync"] = fit["wandb_sync"] if fit else []
+    else:
+        if cfg.stage == "distill":
+            teacher_info = obtain_teacher(cfg, plan.teacher, plan.datamodule, output_dir)
+            loss_cfg = cfg.loss
+        else:
+            log.info("stage=student: the undistilled baseline, trained on cross-entropy with the labels alone")
+            loss_cfg = OmegaConf.create({"ce": cfg.loss.get("ce") or {"weight": 1.0}})
+        seed_everything(cfg.seed)
+        result = fit_model(cfg, plan.model, plan.datamodule, loss_cfg, cfg.optimizer, cfg.get("scheduler"),
+                           teacher=plan.teacher, ckpt_path=plan.ckpt_path)
+        exported = export_model(plan.model, plan.model_cfg.name, model_kwargs(plan.model_cfg, plan.datamodule),
+                                output_dir, stem="student",
+                                extra={"input_shape": list(plan.datamodule.input_shape)})
+        summary = summarize(cfg, plan, result, teacher_info, exported)
+    write_json(output_dir / "metrics.json", summary)
+    print_summary(summary)
+    if result is not None:
+        return result.monitored
+    return (teacher_info or {}).get("test_acc_top1")
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def hydra_main(cfg: DictConfig) -> float | None:
+    try:
+        return run(cfg)
+    except (ConfigError, DatasetNotFoundError) as error:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the sweep records this job as failed and goes on with the others
+        log.error("error: %s", error)
+        sys.exit(2)
+
+
+def main() -> None:
+    hydra_main()
+
+
+if __name__ == "__main__":
+    main()

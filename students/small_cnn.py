@@ -1,0 +1,67 @@
+"""A small plain CNN: three conv-BN-ReLU stages (the last two stride 2), global pooling, a linear head.
+
+Cheap enough to be the student in tests and on microcontroller-class budgets; ``width`` scales every stage.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from timm.models import register_model
+from torch import nn
+
+from students._registry import build_registered
+
+
+def conv_bn_relu(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class SmallCNN(nn.Module):
+    def __init__(
+        self, width: int = 16, num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.0,
+        global_pool: str = "avg",
+    ) -> None:
+        super().__init__()
+        channels = (width, 2 * width, 4 * width)
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        self.stages = nn.Sequential(
+            conv_bn_relu(in_chans, channels[0], stride=1),
+            conv_bn_relu(channels[0], channels[1], stride=2),
+            conv_bn_relu(channels[1], channels[2], stride=2),
+        )
+        self.num_features = self.head_hidden_size = channels[2]
+        self.feature_info = [
+            dict(num_chs=c, reduction=r, module=f"stages.{i}") for i, (c, r) in enumerate(zip(channels, (1, 2, 4)))
+        ]
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels[2], num_classes) if num_classes > 0 else nn.Identity()
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.global_pool(x).flatten(1)
+        x = nn.functional.dropout(x, p=self.drop_rate, training=self.training)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+@register_model
+def small_cnn(pretrained: bool = False, **kwargs: Any) -> SmallCNN:
+    return build_registered(SmallCNN, "small_cnn", pretrained, **kwargs)
