@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from distill.module import DistillationModule
 from distill.tracking import close_loggers
 
 log = logging.getLogger(__name__)
+# The frozen teacher is in eval mode on purpose; Lightning warns about any module that is.
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
 
 
 @dataclass

@@ -81,8 +81,9 @@ def check_input_fits(model: nn.Module, input_shape: tuple[int, ...], role: str, 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read weights from safetensors, a ``.pth`` state dict, or one of our Lightning checkpoints.
 
-    An exported model's ``.json`` stands for the safetensors file it names. Never unpickles arbitrary objects: ``torch.load`` runs with ``weights_only=True`` (through timm's
-    loader, which also strips ``module.``/``_orig_mod.`` wrapper prefixes).
+    An exported model's ``.json`` stands for the safetensors file it names. Never unpickles arbitrary
+    objects: ``torch.load`` runs with ``weights_only=True`` (through timm's loader, which also strips
+    ``module.``/``_orig_mod.`` wrapper prefixes).
     """
     path = Path(path).expanduser()
     if not path.is_file():

@@ -31,14 +31,17 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
 # Data settings that change speed or where files live, not what the teacher learns.
 DATA_KEYS_IGNORED = ("num_workers", "pin_memory", "eval_batch_size", "root", "download")
+# Trainer settings that change what the teacher learns (a fast_dev_run teacher must not pass for a real one).
+TRAINER_KEYS_KEPT = ("fast_dev_run", "limit_train_batches", "precision", "accumulate_grad_batches",
+                     "gradient_clip_val", "gradient_clip_algorithm")
 
 
 def teacher_cache_key(cfg: DictConfig) -> str:
     teacher = OmegaConf.to_container(cfg.teacher, resolve=True)
     teacher.pop("weights", None)
     data = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in DATA_KEYS_IGNORED}
-    recipe = {"format": CACHE_FORMAT, "teacher": teacher, "data": data, "seed": cfg.seed,
-              "precision": str(cfg.trainer.get("precision"))}
+    trainer = {key: cfg.trainer.get(key) for key in TRAINER_KEYS_KEPT}
+    recipe = {"format": CACHE_FORMAT, "teacher": teacher, "data": data, "seed": cfg.seed, "trainer": trainer}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -114,8 +114,9 @@ def obtain_teacher(cfg: DictConfig, teacher: nn.Module, datamodule: Any, output_
             cfg, stage="teacher", run_name=f"teacher-{cfg.teacher.name}", **{
                 "paths.output_dir": str(train_dir), "trainer.max_epochs": cfg.teacher.train.max_epochs})
         seed_everything(cfg.seed)
+        resume = cfg.get("ckpt_path") if cfg.stage == "teacher" else None
         result = fit_model(teacher_cfg, teacher, datamodule, cfg.teacher.train.loss, cfg.teacher.train.optimizer,
-                           cfg.teacher.train.scheduler, ckpt_path=cfg.get("ckpt_path") if cfg.stage == "teacher" else None)
+                           cfg.teacher.train.scheduler, ckpt_path=resume)
         return {"trained_in": str(train_dir), "metrics": result.metrics, "wandb_sync": result.wandb_sync,
                 "best_checkpoint": result.best_checkpoint, "last_checkpoint": result.last_checkpoint}
 

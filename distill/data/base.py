@@ -109,7 +109,7 @@ class InMemoryDataModule(L.LightningDataModule):
         self.splits = {name: self._to_split(*arrays) for name, arrays in raw.items()}
 
     def _to_split(self, images: np.ndarray, labels: np.ndarray) -> Split:
-        tensor = torch.as_tensor(images).float().div_(self.value_range())
+        tensor = torch.from_numpy(np.asarray(images, dtype=np.float32).copy()).div_(self.value_range())
         if tensor.shape[-1] != self.image_size or tensor.shape[-2] != self.image_size:
             tensor = F.interpolate(tensor, size=(self.image_size, self.image_size), mode="bilinear",
                                    align_corners=False, antialias=True)

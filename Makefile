@@ -1,0 +1,37 @@
+# Two commands do all the set-up:  `make run` (venv, install, distill-train)  and  `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+ARGS ?=
+
+.PHONY: install data run test test-all lint
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Fashion-MNIST from Debian (real data, no download at run time). Needs root; tests that use it skip without it.
+data:
+	@if [ ! -d $(FASHION_MNIST) ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) || echo "warning: could not install dataset-fashion-mnist"; \
+	  else echo "note: run 'sudo apt-get install -y dataset-fashion-mnist' for the Fashion-MNIST data"; fi; \
+	fi
+
+run: install
+	$(BIN)/distill-train $(ARGS)
+
+test: install data
+	$(BIN)/python -m pytest
+
+test-all: install data
+	$(BIN)/python -m pytest -m "slow or not slow"
+
+lint: install
+	$(BIN)/ruff check .

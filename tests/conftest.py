@@ -1,0 +1,39 @@
+"""Shared fixtures: configs composed from conf/ exactly as distill-train composes them, sized for tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from distill.train import CONF_DIR
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+# A fast pair on digits: a wide small CNN teacher and a narrow one as student, two epochs each.
+FAST = [
+    "teacher=small_cnn",
+    "teacher.train.max_epochs=2",
+    "student=small_cnn",
+    "trainer.max_epochs=2",
+    "logger=csv",
+    "~callbacks.progress_bar",
+    "trainer.enable_progress_bar=false",
+]
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """``make_cfg(*overrides, run="a")``: the composed config with its own run folder and a shared cache."""
+
+    def make(*overrides: str, run: str = "run", fast: bool = True) -> DictConfig:
+        paths = [f"paths.output_dir={tmp_path / run}", f"paths.cache_dir={tmp_path / 'cache'}"]
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose("train", overrides=[*(FAST if fast else []), *paths, *overrides])
+
+    return make
