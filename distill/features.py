@@ -1,7 +1,7 @@
 """Intermediate features by module path, taken with forward hooks so no model is edited.
 
-``FeatureTaps(model, ["layer2", "pre_logits"])`` records ``layer2``'s output and the classifier's input
-on every forward pass. Paths are looked up through wrappers (DDP's ``module.``, ``torch.compile``'s
+``FeatureTaps(model, ["layer2", "pre_logits", "@-1"])`` records ``layer2``'s output, the
+classifier's input and the deepest ``feature_info`` stage on every forward pass. Paths are looked up through wrappers (DDP's ``module.``, ``torch.compile``'s
 ``_orig_mod.``); unknown paths fail at construction with the list of valid ones.
 """
 
@@ -41,9 +41,33 @@ def layer_names(model: nn.Module) -> list[str]:
     return names + ([PRE_LOGITS] if classifier_name(unwrap(model)) else [])
 
 
+def feature_layer_names(model: nn.Module) -> list[str]:
+    """The module paths a timm model's ``feature_info`` names (its stages, shallow to deep)."""
+    info = getattr(unwrap(model), "feature_info", None)
+    if info is None:
+        return []
+    entries = info.get_dicts() if hasattr(info, "get_dicts") else info
+    return [entry["module"] for entry in entries if isinstance(entry, dict) and "module" in entry]
+
+
+def resolve_layer_path(model: nn.Module, name: str, role: str) -> str:
+    """``@N`` means ``feature_info[N]`` (``@-1``: the deepest stage), so presets work across architectures."""
+    path = normalize_layer_name(name)
+    if not path.startswith("@"):
+        return path
+    stages = feature_layer_names(model)
+    try:
+        return stages[int(path[1:])]
+    except (ValueError, IndexError):
+        raise ConfigError(
+            f"{role} layer '{name}': '@N' picks feature_info[N] and this model's feature layers are "
+            f"{stages or 'none (no feature_info)'}; give an index in range or a module path"
+        ) from None
+
+
 def resolve_layer(model: nn.Module, name: str, role: str) -> nn.Module:
     inner = unwrap(model)
-    path = normalize_layer_name(name)
+    path = resolve_layer_path(model, name, role)
     if path == PRE_LOGITS:
         classifier = classifier_name(inner)
         if classifier is None:
@@ -56,7 +80,7 @@ def resolve_layer(model: nn.Module, name: str, role: str) -> nn.Module:
         pass
     names = layer_names(model)
     hint = close_matches(path, names)
-    preferred = [info["module"] for info in getattr(inner, "feature_info", []) if isinstance(info, dict)]
+    preferred = feature_layer_names(model)
     raise ConfigError(
         f"unknown {role} layer '{name}'"
         + (f"; did you mean: {hint}?" if hint else "")
@@ -74,7 +98,7 @@ class FeatureTaps:
         self._handles = []
         for name in dict.fromkeys(names):  # unique, in order
             module = resolve_layer(model, name, role)
-            if normalize_layer_name(name) == PRE_LOGITS:
+            if resolve_layer_path(model, name, role) == PRE_LOGITS:
                 handle = module.register_forward_pre_hook(self._keep_input(name))
             else:
                 handle = module.register_forward_hook(self._keep_output(name))

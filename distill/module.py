@@ -16,7 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from distill.errors import ConfigError
 from distill.features import FeatureTaps
-from distill.losses import DistillBatch
+from distill.losses import DistillBatch, LossTerm
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
@@ -95,6 +95,12 @@ class DistillationModule(L.LightningModule):
         for term in self.loss_terms.values():
             term.build(outputs.student_features, outputs.teacher_features)
 
+    def remove_hooks(self) -> None:
+        """Detach the feature hooks from the networks (after a dry run that only checked the config)."""
+        self.student_taps.remove()
+        if self.teacher_taps is not None:
+            self.teacher_taps.remove()
+
     def train(self, mode: bool = True) -> DistillationModule:
         super().train(mode)
         if self.teacher is not None:
@@ -118,11 +124,17 @@ class DistillationModule(L.LightningModule):
             batch.teacher_features = self.teacher_taps.pop()
         return batch
 
+    def active_terms(self) -> dict[str, LossTerm]:
+        """All terms, except during a FitNet-style hint-only stage, when only the hint terms train."""
+        hint_only = {name: term for name, term in self.loss_terms.items()
+                     if getattr(term, "hint_only_epochs", 0) > self.current_epoch}
+        return hint_only or dict(self.loss_terms.items())
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, targets = batch
         outputs = self._forward(images, targets)
         total = 0.0
-        for name, term in self.loss_terms.items():
+        for name, term in self.active_terms().items():
             value = term(outputs)
             self.log(f"train/loss/{name}", value, on_step=True, on_epoch=True)
             total = total + term.weight * value

@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from distill.config import CONF_DIR
 from distill.data import DatasetNotFoundError
 from distill.errors import ConfigError
 from distill.export import export_model
@@ -28,17 +29,14 @@ from distill.fit import FitResult, fit_model, seed_everything
 from distill.io import write_json
 from distill.losses import build_loss_terms
 from distill.models import check_input_fits, count_parameters, create_model
+from distill.module import DistillationModule
 from distill.teacher_cache import TeacherCache, teacher_cache_key
-from distill.tracking import wandb_offline
 from teachers import TeacherSource, build_teacher
 from teachers.build import teacher_source
 
 log = logging.getLogger("distill")
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 STAGES = ("distill", "teacher", "student")
-
-OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
 
 
 @dataclass
@@ -68,8 +66,6 @@ def prepare(cfg: DictConfig) -> Plan:
         raise ConfigError(f"ckpt_path={ckpt_path} does not exist; give the path of a run's checkpoints/last.ckpt")
     datamodule = instantiate(cfg.data)
     datamodule.check()
-    if cfg.stage == "distill":
-        build_loss_terms(OmegaConf.to_container(cfg.loss, resolve=True))
     seed_everything(cfg.seed)
     model_cfg = cfg.teacher if cfg.stage == "teacher" else cfg.student
     role = "teacher" if cfg.stage == "teacher" else "student"
@@ -82,7 +78,22 @@ def prepare(cfg: DictConfig) -> Plan:
     teacher = None
     if cfg.stage == "distill":
         teacher = build_teacher(cfg.teacher, datamodule.num_classes, datamodule.in_chans, datamodule.input_shape)
+        check_loss_terms(cfg, model, teacher, datamodule)
     return Plan(datamodule, model, model_cfg, teacher, str(ckpt_path) if ckpt_path else None)
+
+
+def check_loss_terms(cfg: DictConfig, student: nn.Module, teacher: nn.Module, datamodule: Any) -> None:
+    """Build the loss terms and dry-run both networks: bad names, options and layers fail here, not mid-run.
+
+    The module freezes the teacher; a teacher still to be trained gets its trainable parameters back.
+    """
+    trainable = [p.requires_grad for p in teacher.parameters()]
+    module = DistillationModule(
+        student=student, teacher=teacher, loss_terms=build_loss_terms(OmegaConf.to_container(cfg.loss, resolve=True)),
+        optimizer=instantiate(cfg.optimizer), num_classes=datamodule.num_classes, input_shape=datamodule.input_shape)
+    module.remove_hooks()
+    for parameter, flag in zip(teacher.parameters(), trainable):
+        parameter.requires_grad_(flag)
 
 
 def fit_config(cfg: DictConfig, **overrides: Any) -> DictConfig:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
-from distill.train import CONF_DIR
+from distill.config import CONF_DIR
 
 MODEL_GROUPS = ("student", "teacher")
 

@@ -1,0 +1,77 @@
+"""``distill-layers``: list a model's layers with their output shapes for the data's input size.
+
+    distill-layers student=cifar_resnet8x4 data=cifar100
+    distill-layers +show=teacher teacher=timm teacher.name=resnet18 data=image_folder data.root=...
+
+The names are what loss options such as ``loss.fitnet.student_layer`` take; ``@N`` aliases
+(``feature_info[N]``) and ``pre_logits`` are shown too.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from torch import nn
+
+from distill.config import CONF_DIR
+from distill.features import PRE_LOGITS, feature_layer_names
+from distill.models import check_input_fits, classifier_name, create_model
+
+
+def layer_table(model: nn.Module, input_shape: tuple[int, ...]) -> list[tuple[str, str, str, int]]:
+    """(path, module type, output shape, own parameters) for every module, in call order of a dry run."""
+    rows: dict[str, tuple[str, str, str, int]] = {}
+    handles = []
+    for path, module in model.named_modules():
+        if not path:
+            continue
+
+        def hook(module: nn.Module, inputs: tuple, output: object, path: str = path) -> None:
+            shape = tuple(output.shape[1:]) if isinstance(output, torch.Tensor) else type(output).__name__
+            own = sum(p.numel() for p in module.parameters(recurse=False))
+            rows.setdefault(path, (path, type(module).__name__, str(shape), own))
+
+        handles.append(module.register_forward_hook(hook))
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return list(rows.values())
+
+
+def format_layers(role: str, name: str, model: nn.Module, input_shape: tuple[int, ...]) -> str:
+    aliases = {path: f"@{index}" for index, path in enumerate(feature_layer_names(model))}
+    classifier = classifier_name(model)
+    lines = [f"{role} {name}: input {tuple(input_shape)}",
+             f"  {'layer':<32}{'alias':<10}{'type':<20}{'output (per sample)':<26}{'params':>10}"]
+    for path, kind, shape, params in layer_table(model, input_shape):
+        alias = aliases.get(path, "")
+        if path == classifier:
+            alias = f"input={PRE_LOGITS}"
+        lines.append(f"  {path:<32}{alias:<10}{kind:<20}{shape:<26}{params:>10,}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Compose the same config as distill-train from Hydra overrides (no run folder is made)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=list(sys.argv[1:] if argv is None else argv))
+    datamodule = instantiate(cfg.data)
+    show = cfg.get("show", "student")
+    roles = ("student", "teacher") if show == "both" else (show,)
+    for role in roles:
+        model_cfg = cfg[role]
+        model = create_model(model_cfg.name, datamodule.num_classes, datamodule.in_chans, model_cfg.get("kwargs"),
+                             role=role)
+        check_input_fits(model, datamodule.input_shape, role, model_cfg.name)
+        print(format_layers(role, model_cfg.name, model, datamodule.input_shape))
+
+
+if __name__ == "__main__":
+    main()
