@@ -1,8 +1,9 @@
 """Intermediate features by module path, taken with forward hooks so no model is edited.
 
 ``FeatureTaps(model, ["layer2", "pre_logits", "@-1"])`` records ``layer2``'s output, the
-classifier's input and the deepest ``feature_info`` stage on every forward pass. Paths are looked up through wrappers (DDP's ``module.``, ``torch.compile``'s
-``_orig_mod.``); unknown paths fail at construction with the list of valid ones.
+classifier's input and the deepest ``feature_info`` stage on every forward pass. Paths are looked up
+through wrappers (DDP's ``module.``, ``torch.compile``'s ``_orig_mod.``); unknown paths fail at
+construction with the list of valid ones.
 """
 
 from __future__ import annotations
