@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -12,3 +13,10 @@ from distill.tracking import wandb_offline
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
+
+
+def to_dict(node: Any) -> dict[str, Any]:
+    """A config node (or None) as a plain, resolved dict."""
+    if node is None:
+        return {}
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -31,7 +30,14 @@ class FitResult:
     best_checkpoint: str | None
     last_checkpoint: str | None
     monitored: float | None
+    loggers: list[Any] = field(default_factory=list)
     wandb_sync: list[str] = field(default_factory=list)
+
+    def close_loggers(self) -> list[str]:
+        """Finish the run's loggers (wandb: close the run, note the sync command); safe to call twice."""
+        self.wandb_sync += close_loggers(self.loggers)
+        self.loggers = []
+        return self.wandb_sync
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -50,8 +56,13 @@ def fit_model(
     scheduler_cfg: DictConfig | None,
     teacher: nn.Module | None = None,
     ckpt_path: str | None = None,
+    keep_loggers_open: bool = False,
 ) -> FitResult:
-    """Train ``student`` (with ``teacher`` when given) under ``cfg.trainer``, then test its best weights."""
+    """Train ``student`` (with ``teacher`` when given) under ``cfg.trainer``, then test its best weights.
+
+    With ``keep_loggers_open`` the caller logs more (the efficiency report) and closes them with
+    ``FitResult.close_loggers``; on an error they are always closed.
+    """
     loss_terms = build_loss_terms(OmegaConf.to_container(loss_cfg, resolve=True))
     module = DistillationModule(
         student=student,
@@ -74,8 +85,9 @@ def fit_model(
         best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
         # Testing "best" loads the best weights into the module, so what we export is what we test.
         trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
-    finally:
-        sync_commands = close_loggers(loggers)
+    except BaseException:
+        close_loggers(loggers)
+        raise
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if torch.is_tensor(value)}
     monitored = None
     if checkpoint is not None and checkpoint.best_model_score is not None:
@@ -83,12 +95,11 @@ def fit_model(
     elif cfg.get("monitor") in metrics:
         monitored = metrics[cfg.monitor]
     last = checkpoint.last_model_path if checkpoint is not None and checkpoint.last_model_path else None
-    return FitResult(module, metrics, best, last, monitored, sync_commands)
+    result = FitResult(module, metrics, best, last, monitored, loggers)
+    if not keep_loggers_open:
+        result.close_loggers()
+    return result
 
 
 def seed_everything(seed: int) -> None:
     L.seed_everything(seed, workers=True, verbose=False)
-
-
-def resolve_path(path: str | Path | None) -> Path | None:
-    return Path(str(path)).expanduser().resolve() if path else None

@@ -116,10 +116,13 @@ def load_weights(model: nn.Module, path: str | Path, role: str = "model") -> Non
         details = "; ".join(
             f"{key}: file {tuple(state_dict[key].shape)} vs model {tuple(own[key].shape)}" for key in mismatched[:3]
         )
-        classifier = classifier_name(model)
+        classifier_weight = f"{classifier_name(model)}.weight"
         classes_hint = ""
-        if classifier and any(key.startswith(classifier + ".") for key in mismatched):
-            classes_hint = " The classifier differs: the weights were trained for another number of classes."
+        if classifier_weight in mismatched:
+            file_classes, model_classes = state_dict[classifier_weight].shape[0], own[classifier_weight].shape[0]
+            if file_classes != model_classes:
+                classes_hint = (f" The classifier has {file_classes} outputs in the file and {model_classes} in the "
+                                "model: the weights were trained for another number of classes.")
         raise ConfigError(
             f"weights in {path} do not fit {role} ({len(mismatched)} shape mismatches: {details}).{classes_hint} "
             "Fix: use weights for this architecture and dataset, or drop the weights to train the model here"

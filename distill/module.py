@@ -107,6 +107,10 @@ class DistillationModule(L.LightningModule):
             self.teacher.eval()
         return self
 
+    def on_fit_start(self) -> None:
+        # Lightning keeps each submodule's train/eval mode as it finds it; start from a known state.
+        self.train()
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.student(images)
 

@@ -21,15 +21,16 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from distill.config import CONF_DIR
+from distill.config import CONF_DIR, to_dict
 from distill.data import DatasetNotFoundError
 from distill.errors import ConfigError
-from distill.export import export_model
+from distill.export import export_model, load_exported
 from distill.fit import FitResult, fit_model, seed_everything
 from distill.io import write_json
 from distill.losses import build_loss_terms
 from distill.models import check_input_fits, count_parameters, create_model
 from distill.module import DistillationModule
+from distill.report import ReportEntry, build_report, log_report, write_report
 from distill.teacher_cache import TeacherCache, teacher_cache_key
 from teachers import TeacherSource, build_teacher
 from teachers.build import teacher_source
@@ -52,9 +53,8 @@ class Plan:
 
 def model_kwargs(model_cfg: DictConfig, datamodule: Any) -> dict[str, Any]:
     """The kwargs that rebuild the model with ``timm.create_model`` (written beside exported weights)."""
-    kwargs = model_cfg.get("kwargs")
-    kwargs = OmegaConf.to_container(kwargs, resolve=True) if kwargs is not None else {}
-    return {**kwargs, "num_classes": datamodule.num_classes, "in_chans": datamodule.in_chans}
+    return {**to_dict(model_cfg.get("kwargs")), "num_classes": datamodule.num_classes,
+            "in_chans": datamodule.in_chans}
 
 
 def prepare(cfg: DictConfig) -> Plan:
@@ -85,15 +85,17 @@ def prepare(cfg: DictConfig) -> Plan:
 def check_loss_terms(cfg: DictConfig, student: nn.Module, teacher: nn.Module, datamodule: Any) -> None:
     """Build the loss terms and dry-run both networks: bad names, options and layers fail here, not mid-run.
 
-    The module freezes the teacher; a teacher still to be trained gets its trainable parameters back.
+    The module freezes the teacher (no gradients, eval mode); a teacher still to be trained gets both back.
     """
     trainable = [p.requires_grad for p in teacher.parameters()]
+    was_training = teacher.training
     module = DistillationModule(
         student=student, teacher=teacher, loss_terms=build_loss_terms(OmegaConf.to_container(cfg.loss, resolve=True)),
         optimizer=instantiate(cfg.optimizer), num_classes=datamodule.num_classes, input_shape=datamodule.input_shape)
     module.remove_hooks()
     for parameter, flag in zip(teacher.parameters(), trainable):
         parameter.requires_grad_(flag)
+    teacher.train(was_training)
 
 
 def fit_config(cfg: DictConfig, **overrides: Any) -> DictConfig:
@@ -142,6 +144,27 @@ def obtain_teacher(cfg: DictConfig, teacher: nn.Module, datamodule: Any, output_
             "fit": summary if trained else None}
 
 
+def efficiency_report(cfg: DictConfig, plan: Plan, output_dir: Path, loggers: list[Any]) -> dict[str, Any] | None:
+    """Measure teacher and student side by side (see distill/report.py); write and log the result."""
+    if not cfg.report.enabled:
+        return None
+    if cfg.stage == "teacher":
+        entries = [ReportEntry("teacher", cfg.teacher.name, plan.model)]
+    else:
+        entries = [ReportEntry("teacher", cfg.teacher.name, plan.teacher)] if plan.teacher is not None else []
+        entries.append(ReportEntry("student" if plan.teacher is not None else "baseline", plan.model_cfg.name,
+                                   plan.model))
+    if cfg.report.baseline:
+        baseline, description = load_exported(Path(str(cfg.report.baseline)).expanduser())
+        entries.append(ReportEntry("baseline", description["architecture"], baseline))
+    settings = OmegaConf.to_container(cfg.report, resolve=True)
+    report = build_report(entries, plan.datamodule, settings)
+    paths = write_report(report, output_dir, title=f"{cfg.stage}: accuracy vs MACs")
+    log_report(loggers, report, paths["plot"])
+    return {"files": {k: str(v) for k, v in paths.items()},
+            "comparisons": [c["summary"] for c in report["comparisons"]]}
+
+
 def summarize(cfg: DictConfig, plan: Plan, result: FitResult | None, teacher_info: dict[str, Any] | None,
               exported: Path | None) -> dict[str, Any]:
     summary: dict[str, Any] = {"stage": cfg.stage, "run_dir": cfg.paths.output_dir}
@@ -164,7 +187,6 @@ def summarize(cfg: DictConfig, plan: Plan, result: FitResult | None, teacher_inf
             summary["student"]["test_agreement_with_teacher"] = metrics["test/agreement"]
         summary["metrics"] = metrics
         summary["checkpoints"] = {"best": result.best_checkpoint, "last": result.last_checkpoint}
-        summary["wandb_sync"] = result.wandb_sync
     if exported is not None:
         summary["exported"] = str(exported)
     return summary
@@ -183,6 +205,10 @@ def print_summary(summary: dict[str, Any]) -> None:
         lines.append(f"teacher: {summary['teacher']['source']}"
                      + ("" if "trained_now" not in summary["teacher"] else
                         (", trained in this run" if summary["teacher"]["trained_now"] else ", reused from cache")))
+    for line in (summary.get("report") or {}).get("comparisons", []):
+        lines.append(line)
+    if summary.get("report"):
+        lines.append(f"efficiency report: {summary['report']['files']['markdown']}")
     lines.append(f"run folder: {summary['run_dir']}")
     for command in summary.get("wandb_sync", []):
         lines.append(f"upload the offline wandb run with: {command}")
@@ -190,11 +216,9 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 
 def run(cfg: DictConfig) -> float | None:
+    """One run of the configured stage; returns the monitored metric for Hydra sweepers."""
     plan = prepare(cfg)
     output_dir = Path(cfg.paths.output_dir)
-    teacher_info = None
-    result = None
-    exported = None
     if cfg.stage == "teacher":
         teacher_info = obtain_teacher(cfg, plan.model, plan.datamodule, output_dir)
         exported = export_model(plan.model, cfg.teacher.name, model_kwargs(cfg.teacher, plan.datamodule), output_dir,
@@ -203,7 +227,10 @@ def run(cfg: DictConfig) -> float | None:
         summary = summarize(cfg, plan, None, teacher_info, exported)
         summary["teacher"]["metrics"] = fit["metrics"] if fit else None
         summary["wandb_sync"] = fit["wandb_sync"] if fit else []
+        summary["report"] = efficiency_report(cfg, plan, output_dir, [])
+        monitored = teacher_info.get("test_acc_top1")
     else:
+        teacher_info = None
         if cfg.stage == "distill":
             teacher_info = obtain_teacher(cfg, plan.teacher, plan.datamodule, output_dir)
             loss_cfg = cfg.loss
@@ -212,16 +239,20 @@ def run(cfg: DictConfig) -> float | None:
             loss_cfg = OmegaConf.create({"ce": cfg.loss.get("ce") or {"weight": 1.0}})
         seed_everything(cfg.seed)
         result = fit_model(cfg, plan.model, plan.datamodule, loss_cfg, cfg.optimizer, cfg.get("scheduler"),
-                           teacher=plan.teacher, ckpt_path=plan.ckpt_path)
-        exported = export_model(plan.model, plan.model_cfg.name, model_kwargs(plan.model_cfg, plan.datamodule),
-                                output_dir, stem="student",
-                                extra={"input_shape": list(plan.datamodule.input_shape)})
-        summary = summarize(cfg, plan, result, teacher_info, exported)
+                           teacher=plan.teacher, ckpt_path=plan.ckpt_path, keep_loggers_open=True)
+        try:
+            exported = export_model(plan.model, plan.model_cfg.name, model_kwargs(plan.model_cfg, plan.datamodule),
+                                    output_dir, stem="student",
+                                    extra={"input_shape": list(plan.datamodule.input_shape)})
+            summary = summarize(cfg, plan, result, teacher_info, exported)
+            summary["report"] = efficiency_report(cfg, plan, output_dir, result.loggers)
+        finally:
+            result.close_loggers()
+        summary["wandb_sync"] = result.wandb_sync
+        monitored = result.monitored
     write_json(output_dir / "metrics.json", summary)
     print_summary(summary)
-    if result is not None:
-        return result.monitored
-    return (teacher_info or {}).get("test_acc_top1")
+    return monitored
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")

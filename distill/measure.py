@@ -1,0 +1,267 @@
+"""Measurements of a model for the efficiency report: accuracy, size, MACs, latency, memory, energy.
+
+Each function measures one thing on the current device and returns plain numbers; nothing is estimated
+where it can be measured, and what cannot be measured is reported as such, never invented.
+"""
+
+from __future__ import annotations
+
+import glob
+import statistics
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def saved_bytes(model: nn.Module, dtype: torch.dtype = torch.float32) -> int:
+    """Size of the model's state dict as safetensors with floating tensors cast to ``dtype``."""
+    state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
+             for k, v in model.state_dict().items()}
+    return len(save(state))
+
+
+def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """FLOPs and MACs of one image's forward pass, from ``torch.utils.flop_counter``.
+
+    The counter counts matrix products and convolutions (2 FLOPs per multiply-accumulate); batch norm,
+    activations and pooling are not counted, as in most published MAC figures.
+    """
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, *input_shape, device=device))
+    flops = int(counter.get_total_flops())
+    return {"flops": flops, "macs": flops // 2}
+
+
+class _LiveTensorBytes(TorchDispatchMode):
+    """Tracks the bytes of tensors created inside the mode and still alive; keeps the peak."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.references: dict[int, list[int]] = {}  # storage address -> [tensors alive, bytes]
+        self.live = 0
+        self.peak = 0
+
+    def _release(self, key: int) -> None:
+        entry = self.references[key]
+        entry[0] -= 1
+        if entry[0] == 0:
+            self.live -= entry[1]
+            del self.references[key]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        output = func(*args, **(kwargs or {}))
+        for tensor in tree_flatten(output)[0]:
+            if not isinstance(tensor, torch.Tensor):
+                continue
+            storage = tensor.untyped_storage()
+            key = storage.data_ptr()
+            if key not in self.references:
+                self.references[key] = [0, storage.nbytes()]
+                self.live += storage.nbytes()
+                self.peak = max(self.peak, self.live)
+            self.references[key][0] += 1
+            weakref.finalize(tensor, self._release, key)
+        return output
+
+
+def peak_forward_memory(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """Peak memory of a batch-1 inference forward pass: weights + input + the most activations alive at once.
+
+    On CUDA, ``torch.cuda.max_memory_allocated``; on the CPU, every tensor an operator creates is tracked
+    until it is freed (a dispatch mode), which gives the same peak the profiler's allocation trace shows.
+    """
+    device = next(model.parameters()).device
+    model.eval()
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    image = torch.zeros(1, *input_shape, device=device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        with torch.no_grad():
+            model(image)
+        torch.cuda.synchronize(device)
+        activations = torch.cuda.max_memory_allocated(device) - before
+        method = "torch.cuda.max_memory_allocated"
+    else:
+        tracker = _LiveTensorBytes()
+        with torch.no_grad(), tracker:
+            model(image)
+        activations = tracker.peak
+        method = "live-tensor tracking (dispatch mode)"
+    input_bytes = image.numel() * image.element_size()
+    return {"peak_activation_bytes": int(activations), "peak_forward_bytes": int(weights + input_bytes + activations),
+            "method": method}
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_calls(call: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> list[float]:
+    """Wall-clock seconds of ``repeats`` calls after ``warmup`` untimed ones (device synchronised around each)."""
+    for _ in range(warmup):
+        call()
+    _synchronize(device)
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        _synchronize(device)
+        timings.append(time.perf_counter() - start)
+    return timings
+
+
+def spread(values: Iterable[float]) -> dict[str, float]:
+    values = sorted(values)
+    quartiles = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+    return {"median": statistics.median(values), "p25": quartiles[0], "p75": quartiles[2],
+            "min": values[0], "max": values[-1]}
+
+
+class EnergyMeter:
+    """Energy counters the hardware exposes: Intel RAPL (CPU package) or NVML (NVIDIA GPU)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.source: str | None = None
+        self.reason = ""
+        self._read: Callable[[], float] | None = None
+        if device.type == "cuda":
+            self._setup_nvml()
+        else:
+            self._setup_rapl()
+
+    def _setup_rapl(self) -> None:
+        domains = [Path(p) for p in sorted(glob.glob("/sys/class/powercap/intel-rapl:[0-9]*"))
+                   if p.count(":") == 1]  # packages only; sub-domains (core, dram) are inside them
+        if not domains:
+            self.reason = "no Intel RAPL counters under /sys/class/powercap on this machine"
+            return
+        try:
+            for domain in domains:
+                int((domain / "energy_uj").read_text())
+        except (OSError, ValueError) as error:
+            self.reason = f"RAPL counters are not readable ({error}); run as root or grant read access"
+            return
+        ranges = [int((d / "max_energy_range_uj").read_text()) for d in domains]
+        self.source = f"Intel RAPL ({len(domains)} package domain(s); whole package, includes other processes)"
+        self._ranges = ranges
+        self._domains = domains
+        self._read = lambda: sum(int((d / "energy_uj").read_text()) for d in domains) / 1e6
+
+    def _setup_nvml(self) -> None:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+        except Exception as error:  # no pynvml, no driver support (pre-Volta), no permission
+            self.reason = f"NVML energy counter unavailable: {type(error).__name__}: {error}"
+            return
+        self.source = "NVML total energy consumption (whole GPU)"
+        self._read = lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1e3
+
+    @property
+    def available(self) -> bool:
+        return self._read is not None
+
+    def measure(self, call: Callable[[], Any]) -> float:
+        """Joules used while ``call`` ran (RAPL counter wrap-around handled for one wrap)."""
+        start = self._read()
+        call()
+        _synchronize(self.device)
+        used = self._read() - start
+        if used < 0 and self.source and self.source.startswith("Intel RAPL"):
+            used += sum(self._ranges) / 1e6
+        return used
+
+
+def measure_speed(model: nn.Module, input_shape: tuple[int, ...], batch_size: int, warmup: int,
+                  repeats: int) -> dict[str, Any]:
+    """Latency per image at batch 1, throughput at ``batch_size``, and energy per image where counters exist."""
+    device = next(model.parameters()).device
+    model.eval()
+    single = torch.randn(1, *input_shape, device=device)
+    batch = torch.randn(batch_size, *input_shape, device=device)
+
+    def forward(images: torch.Tensor) -> Callable[[], Any]:
+        def call() -> Any:
+            with torch.no_grad():
+                return model(images)
+
+        return call
+
+    latency = spread(t * 1e3 for t in time_calls(forward(single), device, warmup, repeats))
+    batch_times = time_calls(forward(batch), device, max(1, warmup // 2), max(3, repeats // 3))
+    throughput = spread(batch_size / t for t in batch_times)
+    result: dict[str, Any] = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "threads": torch.get_num_threads(),
+        "latency_ms_batch1": latency,
+        "throughput_batch": batch_size,
+        "throughput_images_per_s": throughput,
+        "repeats": repeats,
+        "warmup": warmup,
+    }
+    meter = EnergyMeter(device)
+    if meter.available:
+        loops = max(3, repeats // 3)
+
+        def run_batches() -> None:
+            for _ in range(loops):
+                forward(batch)()
+
+        joules = meter.measure(run_batches)
+        result["energy"] = {"measured": True, "source": meter.source,
+                            "joules_per_image": joules / (loops * batch_size)}
+    else:
+        result["energy"] = {"measured": False, "reason": meter.reason}
+    return result
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def accuracy(model: nn.Module, loader: Iterable, num_classes: int) -> dict[str, float]:
+    """Top-1 and top-5 accuracy of ``model`` over ``loader`` (eval mode, no gradients)."""
+    device = next(model.parameters()).device
+    model.eval()
+    correct1 = correct5 = total = 0
+    k = min(5, num_classes)
+    with torch.no_grad():
+        for images, labels in loader:
+            images, labels = images.to(device), labels.to(device)
+            top = model(images).topk(k, dim=1).indices
+            correct1 += (top[:, 0] == labels).sum().item()
+            correct5 += (top == labels[:, None]).any(dim=1).sum().item()
+            total += len(labels)
+    return {"top1": correct1 / total, "top5": correct5 / total if num_classes > 5 else None, "samples": total}

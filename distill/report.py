@@ -1,0 +1,204 @@
+"""The efficiency report: teacher beside student on accuracy, size, MACs, latency, memory and energy.
+
+``build_report`` measures every model on the same test split and device; ``write_report`` leaves
+``report.json``, ``report.md`` and ``accuracy_vs_macs.png`` in a folder.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from distill.io import atomic_write, write_json
+from distill.measure import accuracy, count_flops, measure_speed, parameter_count, peak_forward_memory, saved_bytes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReportEntry:
+    role: str  # teacher | student | baseline | model
+    architecture: str
+    model: nn.Module
+    label: str = ""
+    source: str = ""  # the weights file it came from, when known
+
+    def __post_init__(self) -> None:
+        self.label = self.label or f"{self.role}: {self.architecture}"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def profile_model(entry: ReportEntry, datamodule: Any, settings: dict[str, Any], device: torch.device) -> dict:
+    model = entry.model.to(device).eval()
+    input_shape = tuple(datamodule.input_shape)
+    return {
+        "role": entry.role,
+        "label": entry.label,
+        "architecture": entry.architecture,
+        "accuracy": accuracy(model, datamodule.test_dataloader(), datamodule.num_classes),
+        "params": parameter_count(model),
+        "bytes": {"fp32": saved_bytes(model, torch.float32), "fp16": saved_bytes(model, torch.float16),
+                  "int8": None},  # filled once a quantised export exists
+        **count_flops(model, input_shape),
+        "memory": peak_forward_memory(model, input_shape),
+        "speed": measure_speed(model, input_shape, settings["throughput_batch_size"], settings["warmup"],
+                               settings["repeats"]),
+    }
+
+
+def compare(student: dict, teacher: dict) -> dict[str, Any]:
+    """Ratios student/teacher and the accuracy gap, with the one-line verdict users quote."""
+    s_top1, t_top1 = student["accuracy"]["top1"], teacher["accuracy"]["top1"]
+    s_latency = student["speed"]["latency_ms_batch1"]["median"]
+    t_latency = teacher["speed"]["latency_ms_batch1"]["median"]
+    kept = 100 * s_top1 / t_top1 if t_top1 else None
+    macs_share = 100 * student["macs"] / teacher["macs"] if teacher["macs"] else None
+    return {
+        "student": student["label"],
+        "teacher": teacher["label"],
+        "params_ratio": student["params"] / teacher["params"],
+        "macs_ratio": student["macs"] / teacher["macs"] if teacher["macs"] else None,
+        "latency_ratio": s_latency / t_latency,
+        "accuracy_gap_points": 100 * (s_top1 - t_top1),
+        "accuracy_kept_percent": kept,
+        "summary": (f"{student['label']} kept {kept:.1f} % of the teacher's top-1 accuracy at {macs_share:.1f} % of "
+                    f"its MACs, {100 * student['params'] / teacher['params']:.1f} % of its parameters and "
+                    f"{100 * s_latency / t_latency:.1f} % of its batch-1 latency"),
+    }
+
+
+def build_report(entries: list[ReportEntry], datamodule: Any, settings: dict[str, Any]) -> dict[str, Any]:
+    device = resolve_device(settings.get("device", "auto"))
+    datamodule.setup("test")
+    profiles = [profile_model(entry, datamodule, settings, device) for entry in entries]
+    teacher = next((p for p in profiles if p["role"] == "teacher"), None)
+    comparisons = [compare(p, teacher) for p in profiles if teacher is not None and p["role"] != "teacher"]
+    return {
+        "dataset": type(datamodule).__name__,
+        "input_shape": list(datamodule.input_shape),
+        "test_samples": profiles[0]["accuracy"]["samples"] if profiles else 0,
+        "models": profiles,
+        "comparisons": comparisons,
+    }
+
+
+def _energy_text(profile: dict) -> str:
+    energy = profile["speed"]["energy"]
+    return f"{1e3 * energy['joules_per_image']:.3f} mJ" if energy["measured"] else "not measured"
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    rows = [
+        "| model | top-1 | top-5 | params | fp32 size | MACs / image | latency b=1 (median [p25, p75]) | "
+        "throughput | peak forward memory | energy / image |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in report["models"]:
+        latency = p["speed"]["latency_ms_batch1"]
+        top5 = p["accuracy"]["top5"]
+        rows.append(
+            f"| {p['label']} | {100 * p['accuracy']['top1']:.2f} % | "
+            f"{f'{100 * top5:.2f} %' if top5 is not None else 'n/a'} | {p['params']:,} | "
+            f"{p['bytes']['fp32'] / 1024:,.1f} KiB | {p['macs']:,} | "
+            f"{latency['median']:.3f} ms [{latency['p25']:.3f}, {latency['p75']:.3f}] | "
+            f"{p['speed']['throughput_images_per_s']['median']:,.0f} img/s (b={p['speed']['throughput_batch']}) | "
+            f"{p['memory']['peak_forward_bytes'] / 1024:,.1f} KiB | {_energy_text(p)} |"
+        )
+    lines = [f"# Efficiency report — {report['dataset']}, input {tuple(report['input_shape'])}, "
+             f"{report['test_samples']} test images", "", *rows, ""]
+    for comparison in report["comparisons"]:
+        lines.append(
+            f"- **{comparison['summary']}** (accuracy gap {comparison['accuracy_gap_points']:+.2f} points; "
+            f"params x{comparison['params_ratio']:.3f}, MACs x{comparison['macs_ratio']:.3f}, "
+            f"latency x{comparison['latency_ratio']:.3f})."
+        )
+    if report["models"]:
+        speed = report["models"][0]["speed"]
+        energy = report["models"][0]["speed"]["energy"]
+        lines += [
+            "",
+            f"Measured on {speed['device']} ({speed['device_name']}), {speed['threads']} threads; latency: "
+            f"{speed['warmup']} warm-up + {speed['repeats']} timed batch-1 forward passes. MACs from "
+            "torch.utils.flop_counter (convolutions and matrix products). Energy: "
+            + (energy["source"] if energy["measured"] else f"not measured — {energy['reason']}") + ".",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def plot_accuracy_vs_macs(points: list[dict[str, Any]], path: str | Path, title: str) -> Path:
+    """Top-1 accuracy against MACs per image (log x), one labelled point per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"teacher": "tab:red", "student": "tab:blue", "baseline": "tab:gray"}
+    figure, axes = plt.subplots(figsize=(6.4, 4.4))
+    for point in points:
+        axes.scatter(point["macs"], 100 * point["top1"], color=colors.get(point["role"], "tab:green"), s=40,
+                     zorder=3)
+        axes.annotate(point["label"], (point["macs"], 100 * point["top1"]), textcoords="offset points",
+                      xytext=(5, 4), fontsize=8)
+    axes.set_xscale("log")
+    axes.set_xlabel("MACs per image (log scale)")
+    axes.set_ylabel("test top-1 accuracy (%)")
+    axes.set_title(title)
+    axes.grid(True, which="both", alpha=0.3)
+    figure.tight_layout()
+    path = Path(path)
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
+    plt.close(figure)
+    return path
+
+
+def write_report(report: dict[str, Any], folder: str | Path, title: str = "accuracy vs MACs") -> dict[str, Path]:
+    folder = Path(folder)
+    points = [{"label": p["label"], "role": p["role"], "macs": p["macs"], "top1": p["accuracy"]["top1"]}
+              for p in report["models"]]
+    paths = {
+        "json": write_json(folder / "report.json", report),
+        "markdown": atomic_write(folder / "report.md", lambda tmp: tmp.write_text(report_markdown(report))),
+        "plot": plot_accuracy_vs_macs(points, folder / "accuracy_vs_macs.png", title),
+    }
+    log.info("efficiency report written to %s", paths["markdown"])
+    return paths
+
+
+def log_report(loggers: list[Any], report: dict[str, Any], plot: Path | None = None) -> None:
+    """Numbers to every logger (``report/<role>/<metric>``); wandb also gets the table and the plot."""
+    metrics = {}
+    for p in report["models"]:
+        prefix = f"report/{p['role']}"
+        metrics.update({f"{prefix}/top1": p["accuracy"]["top1"], f"{prefix}/params": p["params"],
+                        f"{prefix}/macs": p["macs"], f"{prefix}/bytes_fp32": p["bytes"]["fp32"],
+                        f"{prefix}/latency_ms": p["speed"]["latency_ms_batch1"]["median"],
+                        f"{prefix}/throughput": p["speed"]["throughput_images_per_s"]["median"]})
+    for comparison in report["comparisons"]:
+        metrics.update({"report/params_ratio": comparison["params_ratio"],
+                        "report/macs_ratio": comparison["macs_ratio"],
+                        "report/latency_ratio": comparison["latency_ratio"],
+                        "report/accuracy_gap_points": comparison["accuracy_gap_points"]})
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in loggers:
+        logger.log_metrics(metrics)
+        if isinstance(logger, WandbLogger):
+            columns = ["model", "top1", "params", "macs", "latency_ms", "throughput"]
+            data = [[p["label"], p["accuracy"]["top1"], p["params"], p["macs"],
+                     p["speed"]["latency_ms_batch1"]["median"], p["speed"]["throughput_images_per_s"]["median"]]
+                    for p in report["models"]]
+            logger.log_table(key="report/table", columns=columns, data=data)
+            logger.experiment.summary.update(metrics)
+            if plot is not None:
+                logger.log_image(key="report/accuracy_vs_macs", images=[str(plot)])
+    log.info("report logged: %s", ", ".join(c["summary"] for c in report["comparisons"]) or "no comparison")
