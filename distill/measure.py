@@ -6,7 +6,6 @@ where it can be measured, and what cannot be measured is reported as such, never
 
 from __future__ import annotations
 
-import glob
 import statistics
 import time
 import weakref
@@ -138,8 +137,9 @@ def spread(values: Iterable[float]) -> dict[str, float]:
 class EnergyMeter:
     """Energy counters the hardware exposes: Intel RAPL (CPU package) or NVML (NVIDIA GPU)."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, rapl_root: str | Path = "/sys/class/powercap") -> None:
         self.device = device
+        self.rapl_root = Path(rapl_root)
         self.source: str | None = None
         self.reason = ""
         self._read: Callable[[], float] | None = None
@@ -149,10 +149,10 @@ class EnergyMeter:
             self._setup_rapl()
 
     def _setup_rapl(self) -> None:
-        domains = [Path(p) for p in sorted(glob.glob("/sys/class/powercap/intel-rapl:[0-9]*"))
-                   if p.count(":") == 1]  # packages only; sub-domains (core, dram) are inside them
+        # Package domains only (intel-rapl:N); sub-domains (intel-rapl:N:M, core and dram) lie inside them.
+        domains = [p for p in sorted(self.rapl_root.glob("intel-rapl:*")) if p.name.count(":") == 1]
         if not domains:
-            self.reason = "no Intel RAPL counters under /sys/class/powercap on this machine"
+            self.reason = f"no Intel RAPL counters under {self.rapl_root} on this machine"
             return
         try:
             for domain in domains:

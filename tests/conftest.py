@@ -24,6 +24,9 @@ FAST = [
     "logger=csv",
     "~callbacks.progress_bar",
     "trainer.enable_progress_bar=false",
+    "report.warmup=1",
+    "report.repeats=3",
+    "report.throughput_batch_size=16",
 ]
 
 

@@ -35,7 +35,8 @@ def test_default_run_trains_the_teacher_once_then_reuses_it(make_cfg, caplog):
     assert summary["student"]["params"] < summary["teacher"]["params"] / 10
     run_dir = Path(first.paths.output_dir)
     for name in ("metrics.json", "student.json", "student.safetensors", "checkpoints/last.ckpt",
-                 "checkpoints/best.ckpt", "teacher/checkpoints/last.ckpt"):
+                 "checkpoints/best.ckpt", "teacher/checkpoints/last.ckpt", "report.md", "report.json",
+                 "accuracy_vs_macs.png"):
         assert (run_dir / name).is_file(), name
 
     caplog.clear()
@@ -48,6 +49,15 @@ def test_default_run_trains_the_teacher_once_then_reuses_it(make_cfg, caplog):
     assert again["teacher"]["test_acc_top1"] == pytest.approx(summary["teacher"]["test_acc_top1"])
     assert not (Path(second.paths.output_dir) / "teacher").exists()
     assert "reused cached weights" in caplog.text
+
+
+def test_config_check_leaves_a_teacher_to_train_trainable(make_cfg):
+    from distill.train import prepare
+
+    plan = prepare(make_cfg())
+    assert plan.teacher.training
+    assert all(p.requires_grad for p in plan.teacher.parameters())
+    assert all(len(m._forward_hooks) == 0 for m in plan.teacher.modules())
 
 
 def test_cache_key_follows_the_teacher_recipe(make_cfg):
