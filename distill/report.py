@@ -150,6 +150,7 @@ def plot_accuracy_vs_macs(points: list[dict[str, Any]], path: str | Path, title:
         axes.annotate(point["label"], (point["macs"], 100 * point["top1"]), textcoords="offset points",
                       xytext=(5, 4), fontsize=8)
     axes.set_xscale("log")
+    axes.margins(x=0.25, y=0.15)  # room for the labels beside the outermost points
     axes.set_xlabel("MACs per image (log scale)")
     axes.set_ylabel("test top-1 accuracy (%)")
     axes.set_title(title)

@@ -202,9 +202,9 @@ def print_summary(summary: dict[str, Any]) -> None:
             lines.append(f"{role:<9}{entry['architecture']:<24}{entry['params']:>12,}"
                          f"{(f'{accuracy:.4f}' if accuracy is not None else 'n/a'):>12}")
     if "teacher" in summary:
-        lines.append(f"teacher: {summary['teacher']['source']}"
-                     + ("" if "trained_now" not in summary["teacher"] else
-                        (", trained in this run" if summary["teacher"]["trained_now"] else ", reused from cache")))
+        teacher = summary["teacher"]
+        origin = {True: " (in this run)", False: f" (reused from the cache: {teacher.get('cache_entry')})"}
+        lines.append(f"teacher weights: {teacher['source']}{origin.get(teacher.get('trained_now'), '')}")
     for line in (summary.get("report") or {}).get("comparisons", []):
         lines.append(line)
     if summary.get("report"):
