@@ -41,7 +41,8 @@ def teacher_cache_key(cfg: DictConfig) -> str:
     teacher.pop("weights", None)
     data = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in DATA_KEYS_IGNORED}
     trainer = {key: cfg.trainer.get(key) for key in TRAINER_KEYS_KEPT}
-    recipe = {"format": CACHE_FORMAT, "teacher": teacher, "data": data, "seed": cfg.seed, "trainer": trainer}
+    # The teacher's own seed is in teacher["train"]["seed"]; the run's seed only drives the student.
+    recipe = {"format": CACHE_FORMAT, "teacher": teacher, "data": data, "trainer": trainer}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -40,6 +40,22 @@ def wandb_offline() -> bool:
     return not (_has_wandb_key() and _reachable())
 
 
+def sweep_dashboard_fields(sweep_dir: str, loss_choice: str | None, overrides: list[str]) -> dict[str, object]:
+    """wandb fields that group a sweep's runs: group = sweep folder name, job type = loss preset, tags = overrides."""
+    return {"group": Path(sweep_dir).name, "job_type": loss_choice or "custom-loss",
+            "tags": [override[:64] for override in overrides]}  # wandb limits a tag to 64 characters
+
+
+def apply_to_wandb_loggers(logger_cfg: object, fields: dict[str, object]) -> None:
+    """Set ``fields`` on every WandbLogger entry of a logger config group (others are left alone)."""
+    if not logger_cfg:
+        return
+    for entry in logger_cfg.values():
+        if entry is not None and str(entry.get("_target_", "")).endswith("WandbLogger"):
+            for key, value in fields.items():
+                entry[key] = value
+
+
 def close_loggers(loggers: list[Logger]) -> list[str]:
     """Finish wandb runs (so the next fit opens its own) and return ``wandb sync`` commands for offline ones."""
     sync_commands = []

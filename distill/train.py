@@ -32,6 +32,7 @@ from distill.models import check_input_fits, count_parameters, create_model
 from distill.module import DistillationModule
 from distill.report import ReportEntry, build_report, log_report, write_report
 from distill.teacher_cache import TeacherCache, teacher_cache_key
+from distill.tracking import apply_to_wandb_loggers, sweep_dashboard_fields
 from teachers import TeacherSource, build_teacher
 from teachers.build import teacher_source
 
@@ -126,7 +127,8 @@ def obtain_teacher(cfg: DictConfig, teacher: nn.Module, datamodule: Any, output_
         teacher_cfg = fit_config(
             cfg, stage="teacher", run_name=f"teacher-{cfg.teacher.name}", **{
                 "paths.output_dir": str(train_dir), "trainer.max_epochs": cfg.teacher.train.max_epochs})
-        seed_everything(cfg.seed)
+        apply_to_wandb_loggers(teacher_cfg.get("logger"), {"job_type": "teacher"})
+        seed_everything(cfg.teacher.train.seed)
         resume = cfg.get("ckpt_path") if cfg.stage == "teacher" else None
         result = fit_model(teacher_cfg, teacher, datamodule, cfg.teacher.train.loss, cfg.teacher.train.optimizer,
                            cfg.teacher.train.scheduler, ckpt_path=resume)
@@ -257,11 +259,20 @@ def run(cfg: DictConfig) -> float | None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    if multirun:
+        fields = sweep_dashboard_fields(hydra_cfg.sweep.dir, hydra_cfg.runtime.choices.get("loss"),
+                                        list(hydra_cfg.overrides.task))
+        apply_to_wandb_loggers(cfg.get("logger"), fields)
     try:
         return run(cfg)
-    except (ConfigError, DatasetNotFoundError) as error:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # the sweep records this job as failed and goes on with the others
+    except Exception as error:
+        # The run folder says why it failed, so distill-summarize can list the failure beside the results.
+        write_json(Path(cfg.paths.output_dir) / "error.json",
+                   {"error": f"{type(error).__name__}: {error}", "overrides": list(hydra_cfg.overrides.task)})
+        if multirun or not isinstance(error, (ConfigError, DatasetNotFoundError)):
+            raise  # in a sweep Hydra finishes the other jobs, then reports this one
         log.error("error: %s", error)
         sys.exit(2)
 

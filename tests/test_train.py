@@ -67,7 +67,8 @@ def test_cache_key_follows_the_teacher_recipe(make_cfg):
     assert teacher_cache_key(make_cfg("student=cifar_resnet8", "trainer.max_epochs=9")) == base
     assert teacher_cache_key(make_cfg("data.num_workers=2")) == base
     assert teacher_cache_key(make_cfg("teacher.train.max_epochs=3")) != base
-    assert teacher_cache_key(make_cfg("seed=1")) != base
+    assert teacher_cache_key(make_cfg("seed=1")) == base  # a seed sweep of students shares the teacher
+    assert teacher_cache_key(make_cfg("teacher.train.seed=1")) != base
     assert teacher_cache_key(make_cfg("data.image_size=16")) != base
     assert teacher_cache_key(make_cfg("trainer.fast_dev_run=true")) != base
 

@@ -1,0 +1,236 @@
+"""``distill-summarize <sweep folder>``: one table over a sweep's runs, seeds aggregated, plus plots.
+
+It reads the run folders (``metrics.json``, ``report.json``, ``.hydra/``), so it works offline and
+without wandb. Runs that failed are listed with their error line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from distill.io import atomic_write, read_json, write_json
+
+IGNORED_OVERRIDE_PREFIXES = ("seed=", "hydra.", "paths.", "logger", "trainer.enable_progress_bar")
+
+
+@dataclass
+class RunRecord:
+    folder: Path
+    method: str
+    overrides: list[str]
+    seed: int | None
+    summary: dict[str, Any] | None = None
+    report: dict[str, Any] | None = None
+    error: str | None = None
+
+
+@dataclass
+class Group:
+    method: str
+    overrides: str
+    runs: list[RunRecord] = field(default_factory=list)
+
+
+def _load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
+
+
+def read_run(folder: Path) -> RunRecord:
+    overrides = _load_yaml(folder / ".hydra" / "overrides.yaml") or []
+    hydra_cfg = _load_yaml(folder / ".hydra" / "hydra.yaml") or {}
+    config = _load_yaml(folder / ".hydra" / "config.yaml") or {}
+    choices = (hydra_cfg.get("hydra") or {}).get("runtime", {}).get("choices", {})
+    stage = config.get("stage", "distill")
+    method = {"student": "baseline (student alone)", "teacher": "teacher alone"}.get(stage)
+    method = method or choices.get("loss") or "+".join(config.get("loss") or {}) or "?"
+    kept = [o for o in overrides if not o.startswith(IGNORED_OVERRIDE_PREFIXES) and not o.startswith("loss=")
+            and not o.startswith("stage=")]
+    record = RunRecord(folder, method, kept, config.get("seed"))
+    if (folder / "metrics.json").is_file():
+        record.summary = read_json(folder / "metrics.json")
+        if (folder / "report.json").is_file():
+            record.report = read_json(folder / "report.json")
+    elif (folder / "error.json").is_file():
+        record.error = read_json(folder / "error.json")["error"].splitlines()[0]
+    else:
+        record.error = _last_error_line(folder) or "no metrics.json: the run stopped before it finished"
+    return record
+
+
+def _last_error_line(folder: Path) -> str | None:
+    for log_file in folder.glob("*.log"):
+        errors = [line for line in log_file.read_text(errors="replace").splitlines() if "ERROR" in line]
+        if errors:
+            return errors[-1]
+    return None
+
+
+def find_runs(sweep: Path) -> list[RunRecord]:
+    folders = sorted({p.parent.parent for p in sweep.glob("**/.hydra/config.yaml")},
+                     key=lambda p: (len(p.parts), int(p.name) if p.name.isdigit() else p.name))
+    if not folders:
+        raise SystemExit(f"error: {sweep} holds no runs (no */.hydra/config.yaml); give a Hydra sweep folder "
+                         "such as outputs/multirun/<date_time>")
+    return [read_run(folder) for folder in folders]
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _model_profile(report: dict | None, role: str) -> dict | None:
+    if not report:
+        return None
+    return next((m for m in report["models"] if m["role"] == role), None)
+
+
+def summarize_groups(records: list[RunRecord]) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, str], Group] = {}
+    for record in records:
+        if record.error:
+            continue
+        key = (record.method, " ".join(record.overrides))
+        groups.setdefault(key, Group(*key)).runs.append(record)
+    rows = []
+    for group in groups.values():
+        student_role = "baseline" if group.method.startswith("baseline") else "student"
+        students = [r.summary.get("student", {}).get("test_acc_top1") for r in group.runs]
+        teachers = [r.summary.get("teacher", {}).get("test_acc_top1") for r in group.runs]
+        students = [100 * v for v in students if v is not None]
+        teachers = [100 * v for v in teachers if v is not None]
+        profiles = [_model_profile(r.report, student_role) for r in group.runs]
+        profiles = [p for p in profiles if p]
+        latencies = [p["speed"]["latency_ms_batch1"]["median"] for p in profiles]
+        top1, top1_std = _mean_std(students)
+        teacher_top1, _ = _mean_std(teachers)
+        rows.append({
+            "method": group.method,
+            "overrides": group.overrides,
+            "seeds": len(group.runs),
+            "student_top1_mean": top1,
+            "student_top1_std": top1_std,
+            "teacher_top1": teacher_top1,
+            "gap_points": top1 - teacher_top1 if top1 is not None and teacher_top1 is not None else None,
+            "params": profiles[0]["params"] if profiles else None,
+            "macs": profiles[0]["macs"] if profiles else None,
+            "latency_ms": statistics.median(latencies) if latencies else None,
+            "runs": [str(r.folder) for r in group.runs],
+        })
+    return sorted(rows, key=lambda row: -(row["student_top1_mean"] or 0))
+
+
+def _fmt(value: Any, pattern: str = "{:.2f}") -> str:
+    return "n/a" if value is None else pattern.format(value)
+
+
+def markdown_table(rows: list[dict[str, Any]], failures: list[RunRecord]) -> str:
+    lines = ["| method | overrides | seeds | student top-1 (%) | teacher top-1 (%) | gap (points) | params | "
+             "MACs | latency b=1 (ms) |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        lines.append(
+            f"| {row['method']} | {row['overrides'] or '—'} | {row['seeds']} | "
+            f"{_fmt(row['student_top1_mean'])} ± {_fmt(row['student_top1_std'])} | {_fmt(row['teacher_top1'])} | "
+            f"{_fmt(row['gap_points'], '{:+.2f}')} | {_fmt(row['params'], '{:,}')} | {_fmt(row['macs'], '{:,}')} | "
+            f"{_fmt(row['latency_ms'], '{:.3f}')} |"
+        )
+    if failures:
+        lines += ["", f"Failed runs ({len(failures)}):", ""]
+        lines += [f"- `{r.folder.name}` ({' '.join(r.overrides) or r.method}): {r.error}" for r in failures]
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    columns = [c for c in rows[0] if c != "runs"] if rows else ["method"]
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def plot_methods(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Student top-1 per method (mean ± std over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['method']}\n{r['overrides'][:40]}".strip() for r in rows]
+    figure, axes = plt.subplots(figsize=(max(6.0, 0.9 * len(rows) + 2), 4.4))
+    axes.bar(range(len(rows)), [r["student_top1_mean"] or 0 for r in rows],
+             yerr=[r["student_top1_std"] or 0 for r in rows], capsize=4, color="tab:blue")
+    teacher = next((r["teacher_top1"] for r in rows if r["teacher_top1"] is not None), None)
+    if teacher is not None:
+        axes.axhline(teacher, color="tab:red", linestyle="--", label=f"teacher {teacher:.2f} %")
+        axes.legend()
+    values = [r["student_top1_mean"] for r in rows if r["student_top1_mean"] is not None]
+    if values:
+        low = min(values + ([teacher] if teacher else [])) - 2 * max([r["student_top1_std"] or 0 for r in rows] + [1])
+        axes.set_ylim(max(0, low), 100)
+    axes.set_xticks(range(len(rows)), labels, rotation=30, ha="right", fontsize=8)
+    axes.set_ylabel("student test top-1 (%), mean ± std over seeds")
+    figure.tight_layout()
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
+    plt.close(figure)
+    return path
+
+
+def summarize_sweep(sweep: Path, output: Path | None = None) -> dict[str, Any]:
+    from distill.report import plot_accuracy_vs_macs
+
+    sweep = Path(sweep).expanduser()
+    if not sweep.is_dir():
+        raise SystemExit(f"error: {sweep} is not a folder")
+    output = Path(output) if output else sweep
+    records = find_runs(sweep)
+    failures = [r for r in records if r.error]
+    rows = summarize_groups(records)
+    table = markdown_table(rows, failures)
+    points = [{"label": row["method"], "role": "baseline" if row["method"].startswith("baseline") else "student",
+               "macs": row["macs"], "top1": row["student_top1_mean"] / 100} for row in rows
+              if row["macs"] and row["student_top1_mean"] is not None]
+    teacher_profiles = [_model_profile(r.report, "teacher") for r in records if r.report]
+    teacher = next((p for p in teacher_profiles if p), None)
+    if teacher:
+        points.append({"label": f"teacher: {teacher['architecture']}", "role": "teacher", "macs": teacher["macs"],
+                       "top1": teacher["accuracy"]["top1"]})
+    files = {
+        "markdown": atomic_write(output / "summary.md", lambda tmp: tmp.write_text(table)),
+        "csv": atomic_write(output / "summary.csv", lambda tmp: tmp.write_text(csv_text(rows))),
+        "json": write_json(output / "summary.json", {"rows": rows, "failed": [
+            {"folder": str(r.folder), "overrides": r.overrides, "error": r.error} for r in failures]}),
+    }
+    if rows:
+        files["methods_plot"] = plot_methods(rows, output / "summary_methods.png")
+    if points:
+        files["macs_plot"] = plot_accuracy_vs_macs(points, output / "summary_accuracy_vs_macs.png",
+                                                   "sweep: accuracy vs MACs")
+    return {"rows": rows, "failures": failures, "table": table, "files": files, "runs": len(records)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="distill-summarize", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep", type=Path, help="a Hydra sweep folder, e.g. outputs/multirun/<date_time>")
+    parser.add_argument("--output", type=Path, default=None, help="where to write (default: the sweep folder)")
+    args = parser.parse_args(argv)
+    result = summarize_sweep(args.sweep, args.output)
+    print(result["table"])
+    print(f"{result['runs']} runs, {len(result['failures'])} failed; wrote "
+          + ", ".join(str(p) for p in result["files"].values()))
+    if result["failures"] and not result["rows"]:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
