@@ -16,6 +16,7 @@ from torch import nn
 
 from distill.losses import build_loss_terms
 from distill.module import DistillationModule
+from distill.teacher_outputs import CachedTeacherOutputs
 from distill.tracking import close_loggers
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ def fit_model(
     teacher: nn.Module | None = None,
     ckpt_path: str | None = None,
     keep_loggers_open: bool = False,
+    teacher_outputs: CachedTeacherOutputs | None = None,
 ) -> FitResult:
     """Train ``student`` (with ``teacher`` when given) under ``cfg.trainer``, then test its best weights.
 
@@ -72,6 +74,7 @@ def fit_model(
         scheduler=instantiate(scheduler_cfg) if scheduler_cfg else None,
         num_classes=datamodule.num_classes,
         input_shape=datamodule.input_shape,
+        teacher_outputs=teacher_outputs,
     )
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))

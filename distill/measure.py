@@ -258,7 +258,7 @@ def accuracy(model: nn.Module, loader: Iterable, num_classes: int) -> dict[str, 
     correct1 = correct5 = total = 0
     k = min(5, num_classes)
     with torch.no_grad():
-        for images, labels in loader:
+        for images, labels, *_ in loader:
             images, labels = images.to(device), labels.to(device)
             top = model(images).topk(k, dim=1).indices
             correct1 += (top[:, 0] == labels).sum().item()

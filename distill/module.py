@@ -17,6 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from distill.errors import ConfigError
 from distill.features import FeatureTaps
 from distill.losses import DistillBatch, LossTerm
+from distill.teacher_outputs import CachedTeacherOutputs
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
@@ -43,6 +44,12 @@ def metric_inputs(name: str, student_logits: torch.Tensor, teacher_logits: torch
     return student_logits, targets
 
 
+def unpack(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(images, targets, sample indices or None): in-memory sets also yield each sample's index."""
+    images, targets, *rest = batch
+    return images, targets, (rest[0] if rest else None)
+
+
 class DistillationModule(L.LightningModule):
     """Trains ``student`` on a weighted sum of ``loss_terms``; ``teacher`` (optional) stays frozen.
 
@@ -60,6 +67,7 @@ class DistillationModule(L.LightningModule):
         input_shape: tuple[int, ...],
         teacher: nn.Module | None = None,
         scheduler: SchedulerFactory | None = None,
+        teacher_outputs: CachedTeacherOutputs | None = None,
     ) -> None:
         super().__init__()
         needing_teacher = [name for name, term in loss_terms.items() if term.needs_teacher]
@@ -71,6 +79,8 @@ class DistillationModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.num_classes = num_classes
+        # Cached teacher logits, looked up by sample index; the teacher still runs for feature terms.
+        self.teacher_outputs = teacher_outputs
         self.student_taps = FeatureTaps(student, [n for t in loss_terms.values() for n in t.student_layers], "student")
         self.teacher_taps = None
         if teacher is not None:
@@ -114,7 +124,17 @@ class DistillationModule(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.student(images)
 
-    def _forward(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> DistillBatch:
+    def _teacher_outputs(self, images: torch.Tensor, indices: torch.Tensor | None,
+                         split: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Teacher logits and features: looked up when cached (no feature terms then), else a live forward."""
+        if self.teacher_outputs is not None and indices is not None:
+            return self.teacher_outputs.lookup(split, indices), {}
+        with torch.no_grad():
+            logits = self.teacher(images)
+        return logits, self.teacher_taps.pop()
+
+    def _forward(self, images: torch.Tensor, targets: torch.Tensor | None = None,
+                 indices: torch.Tensor | None = None) -> DistillBatch:
         student_logits = self.student(images)
         batch = DistillBatch(
             targets=targets if targets is not None else student_logits.argmax(1),
@@ -123,9 +143,7 @@ class DistillationModule(L.LightningModule):
             epoch=self.current_epoch if self._trainer is not None else 0,
         )
         if self.teacher is not None:
-            with torch.no_grad():
-                batch.teacher_logits = self.teacher(images)
-            batch.teacher_features = self.teacher_taps.pop()
+            batch.teacher_logits, batch.teacher_features = self._teacher_outputs(images, indices, "train")
         return batch
 
     def active_terms(self) -> dict[str, LossTerm]:
@@ -134,9 +152,9 @@ class DistillationModule(L.LightningModule):
                      if getattr(term, "hint_only_epochs", 0) > self.current_epoch}
         return hint_only or dict(self.loss_terms.items())
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        images, targets = batch
-        outputs = self._forward(images, targets)
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        images, targets, indices = unpack(batch)
+        outputs = self._forward(images, targets, indices)
         total = 0.0
         for name, term in self.active_terms().items():
             value = term(outputs)
@@ -147,23 +165,22 @@ class DistillationModule(L.LightningModule):
         self.log("train/acc_top1", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return total
 
-    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> None:
-        images, targets = batch
+    def _eval_step(self, batch: tuple[torch.Tensor, ...], split: str) -> None:
+        images, targets, indices = unpack(batch)
         student_logits = self.student(images)
         self.student_taps.pop()
         teacher_logits = None
         if self.teacher is not None:
-            teacher_logits = self.teacher(images)
-            self.teacher_taps.pop()
+            teacher_logits, _ = self._teacher_outputs(images, indices, split)
         self.log(f"{split}/loss/ce", nn.functional.cross_entropy(student_logits, targets), on_epoch=True)
         for name, metric in self.eval_metrics[split].items():
             metric(*metric_inputs(name, student_logits, teacher_logits, targets))
             self.log(f"{split}/{name}", metric, on_step=False, on_epoch=True, prog_bar=split == "val")
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         self._eval_step(batch, "val")
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
     def configure_optimizers(self) -> Any:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -69,6 +70,10 @@ class TeacherCache:
         Returns the entry's summary and whether this call trained.
         """
         self.root.mkdir(parents=True, exist_ok=True)
+        if rank_zero_only.rank != 0:
+            # A DDP worker: it must join rank 0's teacher fit, so it cannot wait on rank 0's lock; it
+            # trains alongside (same data, same seed) and leaves publishing the entry to rank 0.
+            return (self.load_into(key, model), False) if self.has(key) else (train(), True)
         with FileLock(str(self.root / f"{key}.lock")):
             if self.has(key):
                 return self.load_into(key, model), False

@@ -18,11 +18,12 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from distill.config import CONF_DIR, to_dict
-from distill.data import DatasetNotFoundError
+from distill.data import DatasetNotFoundError, InMemoryDataModule
 from distill.errors import ConfigError
 from distill.export import export_model, load_exported
 from distill.fit import FitResult, fit_model, seed_everything
@@ -32,6 +33,7 @@ from distill.models import check_input_fits, count_parameters, create_model
 from distill.module import DistillationModule
 from distill.report import ReportEntry, build_report, log_report, write_report
 from distill.teacher_cache import TeacherCache, teacher_cache_key
+from distill.teacher_outputs import CachedTeacherOutputs, load_or_compute, teacher_outputs_key
 from distill.tracking import apply_to_wandb_loggers, sweep_dashboard_fields
 from teachers import TeacherSource, build_teacher
 from teachers.build import teacher_source
@@ -148,7 +150,7 @@ def obtain_teacher(cfg: DictConfig, teacher: nn.Module, datamodule: Any, output_
 
 def efficiency_report(cfg: DictConfig, plan: Plan, output_dir: Path, loggers: list[Any]) -> dict[str, Any] | None:
     """Measure teacher and student side by side (see distill/report.py); write and log the result."""
-    if not cfg.report.enabled:
+    if not cfg.report.enabled or rank_zero_only.rank != 0:
         return None
     if cfg.stage == "teacher":
         entries = [ReportEntry("teacher", cfg.teacher.name, plan.model)]
@@ -165,6 +167,37 @@ def efficiency_report(cfg: DictConfig, plan: Plan, output_dir: Path, loggers: li
     log_report(loggers, report, paths["plot"])
     return {"files": {k: str(v) for k, v in paths.items()},
             "comparisons": [c["summary"] for c in report["comparisons"]]}
+
+
+def cached_teacher_outputs(cfg: DictConfig, teacher: nn.Module, datamodule: Any) -> CachedTeacherOutputs | None:
+    """Teacher logits from the output cache when they cannot go stale; None (with the reason logged) otherwise."""
+    settings = cfg.teacher_cache
+    if not settings.enabled:
+        return None
+    loss_terms = build_loss_terms(to_dict(cfg.loss))
+    feature_terms = [name for name, term in loss_terms.items() if term.teacher_layers]
+    reason = None
+    if not isinstance(datamodule, InMemoryDataModule):
+        reason = f"{type(datamodule).__name__} does not index its samples"
+    elif datamodule.augments:
+        reason = (f"train-time augmentation (random_crop_padding={datamodule.random_crop_padding}, "
+                  f"horizontal_flip={datamodule.horizontal_flip}) changes the teacher's input every epoch")
+    elif feature_terms:
+        reason = f"loss term(s) {feature_terms} read teacher features"
+    if reason:
+        log.info("teacher_cache: %s, so the teacher runs live", reason)
+        return None
+    temperature = next((term.temperature for term in loss_terms.values() if hasattr(term, "temperature")), None)
+    if settings.top_k and temperature is None:
+        raise ConfigError("teacher_cache.top_k keeps probabilities at the KD temperature, but no loss term has one")
+    datamodule.setup("fit")
+    key = teacher_outputs_key(teacher, to_dict(cfg.data), settings.top_k, temperature)
+    splits = {name: split.images for name, split in datamodule.splits.items()}
+    outputs = load_or_compute(cfg.paths.cache_dir, key, teacher, splits, datamodule.num_classes, settings.top_k,
+                              temperature, settings.memory_mapped)
+    log.info("teacher_cache: %.1f MiB of teacher outputs (%s)", outputs.nbytes / 2**20,
+             "memory-mapped" if settings.memory_mapped else "in memory")
+    return outputs
 
 
 def summarize(cfg: DictConfig, plan: Plan, result: FitResult | None, teacher_info: dict[str, Any] | None,
@@ -223,8 +256,10 @@ def run(cfg: DictConfig) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     if cfg.stage == "teacher":
         teacher_info = obtain_teacher(cfg, plan.model, plan.datamodule, output_dir)
-        exported = export_model(plan.model, cfg.teacher.name, model_kwargs(cfg.teacher, plan.datamodule), output_dir,
-                                stem="teacher")
+        exported = None
+        if rank_zero_only.rank == 0:
+            exported = export_model(plan.model, cfg.teacher.name, model_kwargs(cfg.teacher, plan.datamodule),
+                                    output_dir, stem="teacher")
         fit = teacher_info.get("fit")
         summary = summarize(cfg, plan, None, teacher_info, exported)
         summary["teacher"]["metrics"] = fit["metrics"] if fit else None
@@ -239,21 +274,28 @@ def run(cfg: DictConfig) -> float | None:
         else:
             log.info("stage=student: the undistilled baseline, trained on cross-entropy with the labels alone")
             loss_cfg = OmegaConf.create({"ce": cfg.loss.get("ce") or {"weight": 1.0}})
+        teacher_outputs = None
+        if plan.teacher is not None:
+            teacher_outputs = cached_teacher_outputs(cfg, plan.teacher, plan.datamodule)
         seed_everything(cfg.seed)
         result = fit_model(cfg, plan.model, plan.datamodule, loss_cfg, cfg.optimizer, cfg.get("scheduler"),
-                           teacher=plan.teacher, ckpt_path=plan.ckpt_path, keep_loggers_open=True)
+                           teacher=plan.teacher, ckpt_path=plan.ckpt_path, keep_loggers_open=True,
+                           teacher_outputs=teacher_outputs)
         try:
-            exported = export_model(plan.model, plan.model_cfg.name, model_kwargs(plan.model_cfg, plan.datamodule),
-                                    output_dir, stem="student",
-                                    extra={"input_shape": list(plan.datamodule.input_shape)})
+            exported = None
+            if rank_zero_only.rank == 0:
+                exported = export_model(plan.model, plan.model_cfg.name,
+                                        model_kwargs(plan.model_cfg, plan.datamodule), output_dir, stem="student",
+                                        extra={"input_shape": list(plan.datamodule.input_shape)})
             summary = summarize(cfg, plan, result, teacher_info, exported)
             summary["report"] = efficiency_report(cfg, plan, output_dir, result.loggers)
         finally:
             result.close_loggers()
         summary["wandb_sync"] = result.wandb_sync
         monitored = result.monitored
-    write_json(output_dir / "metrics.json", summary)
-    print_summary(summary)
+    if rank_zero_only.rank == 0:  # DDP workers run this script too; one writes the summary
+        write_json(output_dir / "metrics.json", summary)
+        print_summary(summary)
     return monitored
 
 

@@ -120,7 +120,8 @@ class InMemoryDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         data = self.splits[split]
         return DataLoader(
-            TensorDataset(data.images, data.labels),
+            # The index lets cached teacher outputs be looked up per sample (also under DDP's sampler).
+            TensorDataset(data.images, data.labels, torch.arange(len(data.labels))),
             batch_size=self.batch_size if shuffle else self.eval_batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
@@ -139,10 +140,15 @@ class InMemoryDataModule(L.LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        if self.trainer is not None and self.trainer.training:
-            images, labels = batch
-            batch = (augment_batch(images, self.random_crop_padding, self.horizontal_flip), labels)
+        if self.trainer is not None and self.trainer.training and self.augments:
+            images, *rest = batch
+            batch = (augment_batch(images, self.random_crop_padding, self.horizontal_flip), *rest)
         return batch
+
+    @property
+    def augments(self) -> bool:
+        """Whether training images change from epoch to epoch (then cached teacher outputs would be stale)."""
+        return self.random_crop_padding > 0 or self.horizontal_flip
 
 
 def augment_batch(images: torch.Tensor, crop_padding: int, horizontal_flip: bool) -> torch.Tensor:

@@ -1,0 +1,126 @@
+"""Cached teacher outputs: same loss as the live teacher, invalidated by any change, used only when valid."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+
+from distill.losses import build_loss_terms
+from distill.models import create_model
+from distill.module import DistillationModule
+from distill.teacher_outputs import load_or_compute, teacher_outputs_key, top_k_pseudo_logits
+from distill.train import cached_teacher_outputs
+from tests.conftest import FAST
+
+
+@pytest.fixture
+def digits(make_cfg):
+    cfg = make_cfg()
+    data = instantiate(cfg.data)
+    data.setup()
+    return cfg, data
+
+
+def trained_like_teacher() -> torch.nn.Module:
+    torch.manual_seed(0)
+    teacher = create_model("small_cnn", 10, 1, {"width": 8})
+    with torch.no_grad():  # non-trivial BN statistics and larger logits, as a trained teacher has
+        for module in teacher.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+        teacher.fc.weight.mul_(20)
+    return teacher.eval()
+
+
+def test_cached_and_live_teacher_give_the_same_loss(digits, tmp_path):
+    cfg, data = digits
+    teacher = trained_like_teacher()
+    splits = {name: split.images for name, split in data.splits.items()}
+    key = teacher_outputs_key(teacher, dict(cfg.data), None, None)
+    outputs = load_or_compute(tmp_path, key, teacher, splits, 10, None, None, memory_mapped=True)
+
+    def module(cached):
+        student = create_model("small_cnn", 10, 1, {"width": 4})
+        torch.manual_seed(1)
+        terms = build_loss_terms({"ce": {"weight": 0.1}, "kd": {"weight": 0.9, "temperature": 4.0}})
+        return DistillationModule(student, terms, lambda params: torch.optim.SGD(params, lr=0.1), 10, (1, 8, 8),
+                                  teacher=teacher, teacher_outputs=cached)
+
+    torch.manual_seed(2)
+    live, cached = module(None), module(outputs)
+    cached.student.load_state_dict(live.student.state_dict())
+    indices = torch.tensor([5, 17, 3, 900, 42, 0, 1200, 77])
+    batch = (data.splits["train"].images[indices], data.splits["train"].labels[indices], indices)
+    live_loss, cached_loss = live.training_step(batch, 0), cached.training_step(batch, 0)
+    assert live_loss.item() > 0
+    assert cached_loss.item() == pytest.approx(live_loss.item(), rel=2e-3)
+    # The looked-up rows are the teacher's logits for exactly those samples, to fp16 precision.
+    with torch.no_grad():
+        expected = teacher(batch[0])
+    assert torch.allclose(outputs.lookup("train", indices), expected, atol=2e-2, rtol=1e-3)
+
+
+def test_top_k_keeps_the_largest_probabilities_and_spreads_the_rest():
+    logits = torch.tensor([[4.0, 1.0, 0.0, -1.0, 2.0]])
+    temperature = 2.0
+    probabilities = F.softmax(logits / temperature, dim=1)
+    values, indices = probabilities.topk(2, dim=1)
+    rest = 1 - values.sum(1)
+    pseudo = top_k_pseudo_logits(values, indices, rest, 5, temperature)
+    rebuilt = F.softmax(pseudo / temperature, dim=1)
+    assert torch.allclose(rebuilt[0, [0, 4]], probabilities[0, [0, 4]], atol=1e-6)
+    assert torch.allclose(rebuilt[0, [1, 2, 3]], rest.expand(3) / 3, atol=1e-6)
+
+
+def test_key_changes_with_teacher_weights_and_transforms(make_cfg):
+    cfg = make_cfg()
+    teacher = trained_like_teacher()
+    base = teacher_outputs_key(teacher, dict(cfg.data), None, None)
+    assert teacher_outputs_key(teacher, dict(cfg.data), None, None) == base
+    assert teacher_outputs_key(teacher, {**cfg.data, "num_workers": 3}, None, None) == base
+    for change in ({"image_size": 16}, {"mean": [0.5]}, {"random_crop_padding": 1}, {"split_seed": 1}):
+        assert teacher_outputs_key(teacher, {**cfg.data, **change}, None, None) != base, change
+    assert teacher_outputs_key(teacher, dict(cfg.data), 3, 4.0) != base
+    with torch.no_grad():
+        teacher.fc.bias[0] += 1e-3
+    assert teacher_outputs_key(teacher, dict(cfg.data), None, None) != base
+
+
+def test_cache_is_not_used_where_it_would_be_stale(make_cfg, caplog):
+    teacher = trained_like_teacher()
+    for overrides, reason in (
+        (["data.random_crop_padding=1"], "train-time augmentation"),
+        (["loss=fitnet"], "read teacher features"),
+    ):
+        cfg = make_cfg(*overrides)
+        data = instantiate(cfg.data)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="distill"):
+            assert cached_teacher_outputs(cfg, teacher, data) is None
+        assert reason in caplog.text and "teacher runs live" in caplog.text
+    cfg = make_cfg("teacher_cache.top_k=3")
+    outputs = cached_teacher_outputs(cfg, teacher, instantiate(cfg.data))
+    assert outputs is not None and outputs.meta["top_k"] == 3 and outputs.meta["temperature"] == 4.0
+
+
+def test_ddp_with_two_cpu_processes(tmp_path):
+    command = [sys.executable, "-m", "distill.train", *FAST, "trainer=ddp", "trainer.fast_dev_run=true",
+               f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in output
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert summary["teacher"]["trained_now"] is True
+    assert summary["student"]["test_acc_top1"] is not None
+    # The teacher was trained once (by both ranks together) and published once.
+    assert len(list((tmp_path / "cache" / "teachers").glob("*/teacher.json"))) == 1
+    assert len(list((tmp_path / "cache" / "teacher_outputs").glob("*/meta.json"))) == 1
