@@ -75,6 +75,8 @@ def fit_model(
         num_classes=datamodule.num_classes,
         input_shape=datamodule.input_shape,
         teacher_outputs=teacher_outputs,
+        channels_last=cfg.acceleration.channels_last,
+        compile_student=cfg.acceleration.compile_student,
     )
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))

@@ -6,6 +6,7 @@ where it can be measured, and what cannot be measured is reported as such, never
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 import weakref
@@ -195,6 +196,9 @@ class EnergyMeter:
         return used
 
 
+ENERGY_SECONDS = 2.0
+
+
 def measure_speed(model: nn.Module, input_shape: tuple[int, ...], batch_size: int, warmup: int,
                   repeats: int) -> dict[str, Any]:
     """Latency per image at batch 1, throughput at ``batch_size``, and energy per image where counters exist."""
@@ -225,15 +229,20 @@ def measure_speed(model: nn.Module, input_shape: tuple[int, ...], batch_size: in
     }
     meter = EnergyMeter(device)
     if meter.available:
-        loops = max(3, repeats // 3)
+        # Energy counters tick coarsely (NVML in mJ, updated every ~100 ms): run long enough to read them.
+        loops = max(3, math.ceil(ENERGY_SECONDS * throughput["median"] / batch_size))
 
         def run_batches() -> None:
             for _ in range(loops):
                 forward(batch)()
 
         joules = meter.measure(run_batches)
-        result["energy"] = {"measured": True, "source": meter.source,
-                            "joules_per_image": joules / (loops * batch_size)}
+        if joules > 0:
+            result["energy"] = {"measured": True, "source": meter.source, "images": loops * batch_size,
+                                "joules_per_image": joules / (loops * batch_size)}
+        else:
+            result["energy"] = {"measured": False, "reason": f"{meter.source} did not advance over "
+                                f"{loops * batch_size} images (below its resolution)"}
     else:
         result["energy"] = {"measured": False, "reason": meter.reason}
     return result

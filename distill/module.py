@@ -68,6 +68,8 @@ class DistillationModule(L.LightningModule):
         teacher: nn.Module | None = None,
         scheduler: SchedulerFactory | None = None,
         teacher_outputs: CachedTeacherOutputs | None = None,
+        channels_last: bool = False,
+        compile_student: bool = False,
     ) -> None:
         super().__init__()
         needing_teacher = [name for name, term in loss_terms.items() if term.needs_teacher]
@@ -86,8 +88,16 @@ class DistillationModule(L.LightningModule):
         if teacher is not None:
             teacher.requires_grad_(False)
             teacher.eval()
+            teacher.to(next(student.parameters()).device)  # one device for the dry run (Lightning moves both)
             self.teacher_taps = FeatureTaps(teacher, [n for t in loss_terms.values() for n in t.teacher_layers],
                                             "teacher")
+        self.channels_last = channels_last and len(input_shape) == 3
+        if self.channels_last:
+            student.to(memory_format=torch.channels_last)
+            if teacher is not None:
+                teacher.to(memory_format=torch.channels_last)
+        # The compiled student is kept outside the module tree, so checkpoints keep plain ``student.`` keys.
+        object.__setattr__(self, "student_forward", torch.compile(student) if compile_student else student)
         self._build_adapters(input_shape)
         self.train_acc = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.eval_metrics = nn.ModuleDict(
@@ -96,7 +106,7 @@ class DistillationModule(L.LightningModule):
 
     def _build_adapters(self, input_shape: tuple[int, ...]) -> None:
         """Dry run on a small batch so that loss terms can size their adapters before the optimizer exists."""
-        example = torch.zeros(2, *input_shape)
+        example = torch.zeros(2, *input_shape, device=next(self.student.parameters()).device)
         was_training = self.student.training
         self.student.eval()
         with torch.no_grad():
@@ -133,9 +143,13 @@ class DistillationModule(L.LightningModule):
             logits = self.teacher(images)
         return logits, self.teacher_taps.pop()
 
+    def _prepare_images(self, images: torch.Tensor) -> torch.Tensor:
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+
     def _forward(self, images: torch.Tensor, targets: torch.Tensor | None = None,
                  indices: torch.Tensor | None = None) -> DistillBatch:
-        student_logits = self.student(images)
+        images = self._prepare_images(images)
+        student_logits = self.student_forward(images)
         batch = DistillBatch(
             targets=targets if targets is not None else student_logits.argmax(1),
             student_logits=student_logits,
@@ -158,7 +172,8 @@ class DistillationModule(L.LightningModule):
         total = 0.0
         for name, term in self.active_terms().items():
             value = term(outputs)
-            self.log(f"train/loss/{name}", value, on_step=True, on_epoch=True)
+            # Terms per epoch, the total per step too: each step-level log costs time on small models.
+            self.log(f"train/loss/{name}", value, on_step=False, on_epoch=True)
             total = total + term.weight * value
         self.train_acc(outputs.student_logits.detach(), targets)
         self.log("train/loss", total, on_step=True, on_epoch=True, prog_bar=True)
@@ -167,7 +182,8 @@ class DistillationModule(L.LightningModule):
 
     def _eval_step(self, batch: tuple[torch.Tensor, ...], split: str) -> None:
         images, targets, indices = unpack(batch)
-        student_logits = self.student(images)
+        images = self._prepare_images(images)
+        student_logits = self.student_forward(images)
         self.student_taps.pop()
         teacher_logits = None
         if self.teacher is not None:

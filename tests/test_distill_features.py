@@ -123,7 +123,7 @@ def test_every_preset_trains_on_digits_and_logs_its_terms(make_cfg, preset):
     rows = read_csv_metrics(Path(cfg.paths.output_dir))
     logged = {key for row in rows for key, value in row.items() if value}
     for term in cfg.loss:
-        assert f"train/loss/{term}_epoch" in logged, (term, sorted(logged))
+        assert f"train/loss/{term}" in logged, (term, sorted(logged))
     assert "train/loss_epoch" in logged
 
 
@@ -144,7 +144,22 @@ def test_fitnet_warmup_stage_runs_hint_alone_first(make_cfg):
     run(cfg)
     by_epoch = {}
     for row in read_csv_metrics(Path(cfg.paths.output_dir)):
-        if row.get("train/loss/fitnet_epoch"):
+        if row.get("train/loss/fitnet"):
             by_epoch[int(row["epoch"])] = row
-    assert not by_epoch[0].get("train/loss/kd_epoch") and not by_epoch[0].get("train/loss/ce_epoch")
-    assert by_epoch[1]["train/loss/kd_epoch"] and by_epoch[1]["train/loss/ce_epoch"]
+    assert not by_epoch[0].get("train/loss/kd") and not by_epoch[0].get("train/loss/ce")
+    assert by_epoch[1]["train/loss/kd"] and by_epoch[1]["train/loss/ce"]
+
+
+def test_channels_last_gives_the_same_loss():
+    images, targets = torch.randn(6, 1, 8, 8), torch.randint(0, 10, (6,))
+    losses = []
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        student, teacher = pair()
+        module = DistillationModule(student, build_loss_terms({"ce": {"weight": 0.5}, "kd": {"weight": 0.5}}),
+                                    lambda params: torch.optim.SGD(params, lr=0.1), 10, (1, 8, 8), teacher=teacher,
+                                    channels_last=channels_last)
+        losses.append(module.training_step((images, targets), 0).item())
+        if channels_last:
+            assert module.student.stages[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)

@@ -175,7 +175,7 @@ def test_wandb_offline_run_holds_the_logged_metrics(make_cfg):
     history = logged_history(Path(summary["wandb_sync"][0].split(" ", 2)[2]))
     assert history["test/acc_top1"][-1] == pytest.approx(summary["student"]["test_acc_top1"])
     assert history["test/teacher_acc_top1"][-1] == pytest.approx(summary["teacher"]["test_acc_top1"])
-    assert "train/loss/kd_epoch" in history and "train/loss/ce_epoch" in history
+    assert "train/loss/kd" in history and "train/loss/ce" in history
 
 
 def test_cli_runs_from_any_folder_and_reports_bad_input_cleanly(tmp_path):

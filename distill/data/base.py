@@ -30,6 +30,20 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     return np.sort(kept), np.sort(held_out)
 
 
+class BatchedTensorDataset(TensorDataset):
+    """``TensorDataset`` that hands the DataLoader whole batches: one indexing op per batch, no per-sample
+    ``__getitem__`` and no collation (PyTorch's fetcher calls ``__getitems__`` with the batch's indices)."""
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+        index = torch.as_tensor(indices)
+        return tuple(tensor[index] for tensor in self.tensors)
+
+
+def keep_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """The collate function for already-batched data (module level, so it pickles into workers)."""
+    return batch
+
+
 class InMemoryDataModule(L.LightningDataModule):
     """Holds train/val/test as tensors; subclasses only say how to read the raw arrays.
 
@@ -121,9 +135,10 @@ class InMemoryDataModule(L.LightningDataModule):
         data = self.splits[split]
         return DataLoader(
             # The index lets cached teacher outputs be looked up per sample (also under DDP's sampler).
-            TensorDataset(data.images, data.labels, torch.arange(len(data.labels))),
+            BatchedTensorDataset(data.images, data.labels, torch.arange(len(data.labels))),
             batch_size=self.batch_size if shuffle else self.eval_batch_size,
             shuffle=shuffle,
+            collate_fn=keep_batch,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
