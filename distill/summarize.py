@@ -51,7 +51,9 @@ def read_run(folder: Path) -> RunRecord:
     choices = (hydra_cfg.get("hydra") or {}).get("runtime", {}).get("choices", {})
     stage = config.get("stage", "distill")
     method = {"student": "baseline (student alone)", "teacher": "teacher alone"}.get(stage)
-    method = method or choices.get("loss") or "+".join(config.get("loss") or {}) or "?"
+    # The method is what the loss adds to cross-entropy, e.g. "fitnet+kd"; labels alone is "ce".
+    terms = [name for name in (config.get("loss") or {}) if name != "ce"]
+    method = method or "+".join(terms) or choices.get("loss") or "ce"
     kept = [o for o in overrides if not o.startswith(IGNORED_OVERRIDE_PREFIXES) and not o.startswith("loss=")
             and not o.startswith("stage=")]
     record = RunRecord(folder, method, kept, config.get("seed"))
@@ -96,17 +98,21 @@ def _model_profile(report: dict | None, role: str) -> dict | None:
 
 
 def summarize_groups(records: list[RunRecord]) -> list[dict[str, Any]]:
+    """One row per (method, overrides); overrides shared by every run are left out of the label."""
+    shared = set.intersection(*(set(r.overrides) for r in records)) if records else set()
     groups: dict[tuple[str, str], Group] = {}
     for record in records:
         if record.error:
             continue
-        key = (record.method, " ".join(record.overrides))
+        key = (record.method, " ".join(o for o in record.overrides if o not in shared))
         groups.setdefault(key, Group(*key)).runs.append(record)
     rows = []
     for group in groups.values():
         student_role = "baseline" if group.method.startswith("baseline") else "student"
         students = [r.summary.get("student", {}).get("test_acc_top1") for r in group.runs]
-        teachers = [r.summary.get("teacher", {}).get("test_acc_top1") for r in group.runs]
+        # The teacher's accuracy as the report measured it (live, full precision), else the run's own.
+        teachers = [(_model_profile(r.report, "teacher") or {}).get("accuracy", {}).get("top1")
+                    or r.summary.get("teacher", {}).get("test_acc_top1") for r in group.runs]
         students = [100 * v for v in students if v is not None]
         teachers = [100 * v for v in teachers if v is not None]
         profiles = [_model_profile(r.report, student_role) for r in group.runs]
