@@ -65,9 +65,12 @@ class CachedTeacherOutputs:
     def __init__(self, folder: Path, memory_mapped: bool) -> None:
         self.folder = folder
         self.meta = read_json(folder / "meta.json")
+        self.memory_mapped = memory_mapped
         mode = "r" if memory_mapped else None
         self.arrays = {split: {name: np.load(folder / f"{split}.{name}.npy", mmap_mode=mode)
                                for name in self.meta["arrays"]} for split in self.meta["splits"]}
+        # In memory, one copy per device the lookups come from (the GPU then gathers rows itself).
+        self._on_device: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
 
     @property
     def nbytes(self) -> int:
@@ -75,15 +78,22 @@ class CachedTeacherOutputs:
 
     def lookup(self, split: str, indices: torch.Tensor) -> torch.Tensor:
         """Teacher logits (float32) for the samples ``indices`` of ``split``."""
-        rows = indices.detach().cpu().numpy()
-        arrays = {name: torch.from_numpy(np.ascontiguousarray(array[rows]))
-                  for name, array in self.arrays[split].items()}
+        if self.memory_mapped:
+            rows = indices.detach().cpu().numpy()
+            arrays = {name: torch.from_numpy(np.ascontiguousarray(array[rows])).to(indices.device)
+                      for name, array in self.arrays[split].items()}
+        else:
+            key = (split, str(indices.device))
+            if key not in self._on_device:
+                self._on_device[key] = {name: torch.from_numpy(np.asarray(array)).to(indices.device)
+                                        for name, array in self.arrays[split].items()}
+            arrays = {name: tensor[indices] for name, tensor in self._on_device[key].items()}
         if "logits" in arrays:
             logits = arrays["logits"].float()
         else:
             logits = top_k_pseudo_logits(arrays["values"], arrays["indices"], arrays["rest"],
                                          self.meta["num_classes"], self.meta["temperature"])
-        return logits.to(indices.device)
+        return logits
 
 
 @torch.no_grad()

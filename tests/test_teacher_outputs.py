@@ -65,6 +65,8 @@ def test_cached_and_live_teacher_give_the_same_loss(digits, tmp_path):
     with torch.no_grad():
         expected = teacher(batch[0])
     assert torch.allclose(outputs.lookup("train", indices), expected, atol=2e-2, rtol=1e-3)
+    in_memory = load_or_compute(tmp_path, key, teacher, splits, 10, None, None, memory_mapped=False)
+    assert torch.equal(in_memory.lookup("train", indices), outputs.lookup("train", indices))
 
 
 def test_top_k_keeps_the_largest_probabilities_and_spreads_the_rest():
