@@ -154,6 +154,7 @@ def bench(dataset: str, args: argparse.Namespace, device: torch.device) -> dict:
     kd = {"ce": {"weight": 0.1}, "kd": {"weight": 0.9, "temperature": 4.0}}
     results["C_kd_live_teacher"] = lightning_fit(student(), teacher, kd, data, args, accelerator)
     with tempfile.TemporaryDirectory() as cache:
+        teacher.to(device)  # the module built for C moved it to the (CPU) student; build the cache on the device
         start = time.perf_counter()
         key = teacher_outputs_key(teacher, {"dataset": dataset, "samples": len(train.labels)}, None, None)
         outputs = load_or_compute(cache, key, teacher, {"train": train.images}, data.num_classes, None, None,
