@@ -12,7 +12,7 @@ import torch
 from timm.models import register_model
 from torch import nn
 
-from students._registry import build_registered
+from students.common import PooledLinearHeadMixin, build_registered, linear_classifier
 
 
 class BasicBlock(nn.Module):
@@ -37,7 +37,7 @@ class BasicBlock(nn.Module):
         return self.relu(out + self.downsample(x))
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(PooledLinearHeadMixin, nn.Module):
     """ResNet for small images: stem + three stages (strides 1, 2, 2) of ``(depth - 2) // 6`` blocks."""
 
     def __init__(
@@ -75,8 +75,7 @@ class CifarResNet(nn.Module):
             dict(num_chs=widths[2], reduction=2, module="layer2"),
             dict(num_chs=widths[3], reduction=4, module="layer3"),
         ]
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(in_channels, num_classes) if num_classes > 0 else nn.Identity()
+        self.fc = linear_classifier(in_channels, num_classes)
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -84,24 +83,9 @@ class CifarResNet(nn.Module):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))
         return self.layer3(self.layer2(self.layer1(x)))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.global_pool(x).flatten(1)
-        x = nn.functional.dropout(x, p=self.drop_rate, training=self.training)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _create(variant: str, depth: int, widths: tuple[int, int, int, int], pretrained: bool, **kwargs: Any):

@@ -12,10 +12,10 @@ import torch
 from timm.models import register_model
 from torch import nn
 
-from students._registry import build_registered
+from students.common import LinearClassifierMixin, build_registered, linear_classifier
 
 
-class HintonMLP(nn.Module):
+class HintonMLP(LinearClassifierMixin, nn.Module):
     def __init__(
         self,
         hidden: int = 800,
@@ -36,18 +36,11 @@ class HintonMLP(nn.Module):
         self.fc2 = nn.Linear(hidden, hidden)
         self.act2 = nn.ReLU(inplace=True)
         self.drop2 = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(hidden, num_classes) if num_classes > 0 else nn.Identity()
+        self.fc = linear_classifier(hidden, num_classes)
         self.feature_info = [
             dict(num_chs=hidden, reduction=1, module="act1"),
             dict(num_chs=hidden, reduction=1, module="act2"),
         ]
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str = "") -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         if x[0].numel() != self.input_features:
@@ -60,9 +53,6 @@ class HintonMLP(nn.Module):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model

@@ -11,7 +11,7 @@ import torch
 from timm.models import register_model
 from torch import nn
 
-from students._registry import build_registered
+from students.common import PooledLinearHeadMixin, build_registered, linear_classifier
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
@@ -22,7 +22,7 @@ def conv_bn_relu(in_channels: int, out_channels: int, stride: int) -> nn.Sequent
     )
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(PooledLinearHeadMixin, nn.Module):
     def __init__(
         self, width: int = 16, num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.0,
         global_pool: str = "avg",
@@ -40,26 +40,10 @@ class SmallCNN(nn.Module):
         self.feature_info = [
             dict(num_chs=c, reduction=r, module=f"stages.{i}") for i, (c, r) in enumerate(zip(channels, (1, 2, 4)))
         ]
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(channels[2], num_classes) if num_classes > 0 else nn.Identity()
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.fc = linear_classifier(channels[2], num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.global_pool(x).flatten(1)
-        x = nn.functional.dropout(x, p=self.drop_rate, training=self.training)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model

@@ -44,7 +44,23 @@ def keep_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     return batch
 
 
-class InMemoryDataModule(L.LightningDataModule):
+class SplitLoadersMixin:
+    """``train/val/test_dataloader`` from the module's one ``_loader(split, shuffle)``."""
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        raise NotImplementedError
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+class InMemoryDataModule(SplitLoadersMixin, L.LightningDataModule):
     """Holds train/val/test as tensors; subclasses only say how to read the raw arrays.
 
     Resizing and normalisation happen once in ``setup``; augmentation (random crop with padding,
@@ -144,15 +160,6 @@ class InMemoryDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             drop_last=False,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if self.trainer is not None and self.trainer.training and self.augments:

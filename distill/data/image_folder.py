@@ -11,7 +11,7 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader
 
-from distill.data.base import DatasetNotFoundError
+from distill.data.base import DatasetNotFoundError, SplitLoadersMixin
 
 
 def _to_rgb(image):
@@ -19,7 +19,7 @@ def _to_rgb(image):
     return image.convert("RGB")
 
 
-class ImageFolderDataModule(L.LightningDataModule):
+class ImageFolderDataModule(SplitLoadersMixin, L.LightningDataModule):
     def __init__(
         self,
         root: str,
@@ -96,12 +96,3 @@ class ImageFolderDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
