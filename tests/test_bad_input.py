@@ -45,3 +45,9 @@ def test_corrupt_teacher_weights(make_cfg, tmp_path):
     path.write_bytes(b"\x00" * 64)
     with pytest.raises(ConfigError, match="cannot read weights"):
         prepare(make_cfg(f"teacher.weights={path}"))
+
+
+def test_pretrained_teacher_without_network_says_how_to_fix(make_cfg, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the hub is unreachable: fail at once instead of timing out
+    with pytest.raises(ConfigError, match=r"could not get pretrained weights for teacher 'resnet18'.*teacher.weights="):
+        prepare(make_cfg("teacher=timm", "teacher.name=resnet18", "teacher.kwargs={}"))

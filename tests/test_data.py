@@ -72,3 +72,24 @@ def test_batch_augmentation_crops_and_flips_per_image():
     assert not torch.equal(cropped, images)
     # Every crop is a shifted window of the zero-padded image: values come from the image or the padding.
     assert set(cropped.unique().tolist()) <= set(images.unique().tolist()) | {0.0}
+
+
+def test_image_folder_reads_class_folders(tmp_path):
+    from PIL import Image
+
+    from distill.data import ImageFolderDataModule
+
+    for split in ("train", "val"):
+        for label, color in (("cat", 40), ("dog", 200)):
+            folder = tmp_path / split / label
+            folder.mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (12, 10), (color, i * 10, 0)).save(folder / f"{i}.png")
+    data = ImageFolderDataModule(root=str(tmp_path), image_size=8, batch_size=4, eval_batch_size=6, num_workers=0,
+                                 pin_memory=False)
+    assert data.num_classes == 2 and data.input_shape == (3, 8, 8)
+    data.setup()
+    images, labels = next(iter(data.val_dataloader()))
+    assert images.shape == (6, 3, 8, 8) and sorted(labels.tolist()) == [0, 0, 0, 1, 1, 1]
+    with pytest.raises(DatasetNotFoundError, match="data.root=<folder>"):
+        ImageFolderDataModule(root=str(tmp_path / "missing")).check()
