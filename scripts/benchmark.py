@@ -90,7 +90,7 @@ def write_doc(path: Path, summary: dict, runs: list[dict], args: argparse.Namesp
         "",
         "## How this table was made",
         "",
-        f"- command: `python scripts/benchmark.py {' '.join(sys.argv[1:])}`".rstrip(),
+        f"- command: `{' '.join(['python', 'scripts/benchmark.py', *sys.argv[1:]])}`",
         f"- commit: `{commit()}`; machine: {json.dumps(machine())}",
         f"- wall time: {wall / 60:.1f} min for the whole grid (teacher training included)",
         "- per method: " + ", ".join(f"{r['method']} {r['seconds'] / 60:.1f} min" for r in runs),
