@@ -37,7 +37,10 @@ def build_teacher(teacher_cfg: Mapping[str, Any], num_classes: int, in_chans: in
                              pretrained=source is TeacherSource.HUB, role="teacher")
     except ConfigError:
         raise
-    except Exception as error:  # the hub is unreachable, or has no weights for this name
+    except Exception as error:
+        if source is not TeacherSource.HUB:
+            raise
+        # The hub is unreachable, or has no weights for this name.
         raise ConfigError(
             f"could not get pretrained weights for teacher '{name}' from timm's hub: {type(error).__name__}: "
             f"{error}. Fix: run with network access once (weights are cached), or give a local file with "
