@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -250,8 +251,31 @@ def print_summary(summary: dict[str, Any]) -> None:
     print("\n".join(lines), flush=True)
 
 
-def run(cfg: DictConfig) -> float | None:
-    """One run of the configured stage; returns the monitored metric for Hydra sweepers."""
+def baseline_loss(loss_cfg: DictConfig, overrides: Sequence[str] = ()) -> DictConfig:
+    """The undistilled baseline's loss: cross-entropy at weight 1, the preset's other CE options kept.
+
+    A preset's CE weight is a mixing weight that sits beside its distillation terms (``loss=kd`` has 0.1):
+    training the student alone on it would scale every step down while weight decay stays the same, a
+    handicapped baseline. Only a CE weight set on the command line (``loss.ce.weight=w``) is used as given.
+    """
+    ce = to_dict(loss_cfg.get("ce"))
+    explicit = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] == "loss.ce.weight"]
+    if explicit and "weight" in ce:
+        reason = f"set on the command line ({explicit[-1]})"
+    else:
+        ce["weight"] = 1.0
+        reason = ("the student alone trains on labels at full weight; the loss preset's CE weight is a mixing "
+                  "weight for distillation (set loss.ce.weight=<w> to choose another)")
+    log.info("stage=student: the undistilled baseline, cross-entropy with the labels alone at weight %g: %s",
+             ce["weight"], reason)
+    return OmegaConf.create({"ce": ce})
+
+
+def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> float | None:
+    """One run of the configured stage; returns the monitored metric for Hydra sweepers.
+
+    ``overrides`` are the command line's (Hydra's task overrides): they tell an explicit value from a preset's.
+    """
     plan = prepare(cfg)
     output_dir = Path(cfg.paths.output_dir)
     if cfg.stage == "teacher":
@@ -272,8 +296,7 @@ def run(cfg: DictConfig) -> float | None:
             teacher_info = obtain_teacher(cfg, plan.teacher, plan.datamodule, output_dir)
             loss_cfg = cfg.loss
         else:
-            log.info("stage=student: the undistilled baseline, trained on cross-entropy with the labels alone")
-            loss_cfg = OmegaConf.create({"ce": cfg.loss.get("ce") or {"weight": 1.0}})
+            loss_cfg = baseline_loss(cfg.loss, overrides)
         teacher_outputs = None
         if plan.teacher is not None:
             teacher_outputs = cached_teacher_outputs(cfg, plan.teacher, plan.datamodule)
@@ -308,7 +331,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
                                         list(hydra_cfg.overrides.task))
         apply_to_wandb_loggers(cfg.get("logger"), fields)
     try:
-        return run(cfg)
+        return run(cfg, list(hydra_cfg.overrides.task))
     except Exception as error:
         # The run folder says why it failed, so distill-summarize can list the failure beside the results.
         write_json(Path(cfg.paths.output_dir) / "error.json",
