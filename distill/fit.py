@@ -10,12 +10,14 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from distill.losses import build_loss_terms
 from distill.module import DistillationModule
+from distill.reliability import CheckpointOnSignal, StepSeeder
 from distill.teacher_outputs import CachedTeacherOutputs
 from distill.tracking import close_loggers
 
@@ -77,8 +79,15 @@ def fit_model(
         teacher_outputs=teacher_outputs,
         channels_last=cfg.acceleration.channels_last,
         compile_student=cfg.acceleration.compile_student,
+        on_non_finite=OmegaConf.select(cfg, "guard.on_non_finite", default="error"),
+        max_skipped_batches=OmegaConf.select(cfg, "guard.max_skipped_batches", default=None),
     )
     callbacks = instantiate_group(cfg.get("callbacks"))
+    if cfg.trainer.get("enable_progress_bar") is False:  # Lightning refuses a progress-bar callback then
+        callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
+    # Not optional, so not in the callbacks config: exact resume and a checkpoint on SIGTERM/Ctrl-C.
+    on_signal = CheckpointOnSignal()
+    callbacks += [StepSeeder(), on_signal]
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     config_container = OmegaConf.to_container(cfg, resolve=True)
@@ -90,8 +99,10 @@ def fit_model(
         best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
         # Testing "best" loads the best weights into the module, so what we export is what we test.
         trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
-    except BaseException:
+    except BaseException as error:
         close_loggers(loggers)
+        if isinstance(error, SIGTERMException) and on_signal.stopped is not None:
+            raise on_signal.stopped from error
         raise
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if torch.is_tensor(value)}
     monitored = None

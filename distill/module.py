@@ -6,6 +6,7 @@ a teacher, only terms that need none (cross-entropy) are allowed.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +18,10 @@ from torchmetrics.classification import MulticlassAccuracy
 from distill.errors import ConfigError
 from distill.features import FeatureTaps
 from distill.losses import DistillBatch, LossTerm
+from distill.reliability.errors import DivergenceError
 from distill.teacher_outputs import CachedTeacherOutputs
+
+log = logging.getLogger("distill")
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
@@ -70,8 +74,14 @@ class DistillationModule(L.LightningModule):
         teacher_outputs: CachedTeacherOutputs | None = None,
         channels_last: bool = False,
         compile_student: bool = False,
+        on_non_finite: str = "error",
+        max_skipped_batches: int | None = None,
     ) -> None:
         super().__init__()
+        if on_non_finite not in ("error", "skip"):
+            raise ConfigError(f"guard.on_non_finite={on_non_finite!r}; choose error or skip")
+        self.on_non_finite, self.max_skipped_batches = on_non_finite, max_skipped_batches
+        self.skipped_batches = 0  # batches whose loss was not finite (guard.on_non_finite=skip); in checkpoints
         needing_teacher = [name for name, term in loss_terms.items() if term.needs_teacher]
         if teacher is None and needing_teacher:
             raise ConfigError(f"loss term(s) {needing_teacher} need a teacher, but this stage trains without one")
@@ -166,19 +176,36 @@ class DistillationModule(L.LightningModule):
                      if getattr(term, "hint_only_epochs", 0) > self.current_epoch}
         return hint_only or dict(self.loss_terms.items())
 
-    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor | None:
         images, targets, indices = unpack(batch)
         outputs = self._forward(images, targets, indices)
-        total = 0.0
-        for name, term in self.active_terms().items():
-            value = term(outputs)
+        values = {name: term(outputs) for name, term in self.active_terms().items()}
+        total = sum(self.loss_terms[name].weight * value for name, value in values.items())
+        # One host sync per step (a GPU waits here): the price of never applying a NaN step.
+        if not bool(torch.isfinite(total)):
+            return self._non_finite(values, total)
+        for name, value in values.items():
             # Terms per epoch, the total per step too: each step-level log costs time on small models.
             self.log(f"train/loss/{name}", value, on_step=False, on_epoch=True)
-            total = total + term.weight * value
         self.train_acc(outputs.student_logits.detach(), targets)
         self.log("train/loss", total, on_step=True, on_epoch=True, prog_bar=True)
         self.log("train/acc_top1", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return total
+
+    def _non_finite(self, values: dict[str, torch.Tensor], total: torch.Tensor) -> None:
+        """Stop the run (``on_non_finite='error'``) or skip this batch: returning None skips the optimizer step."""
+        term = next((name for name, value in values.items() if not bool(torch.isfinite(value))), None)
+        label = f"term '{term}'" if term else "the weighted total"
+        value = float((values[term] if term else total).detach())
+        if self.on_non_finite == "skip":
+            self.skipped_batches += 1
+            log.warning("skipped batch %d of epoch %d: %s = %s (%d skipped so far)", self.global_step,
+                        self.current_epoch, label, value, self.skipped_batches)
+            if self.max_skipped_batches is not None and self.skipped_batches > self.max_skipped_batches:
+                raise DivergenceError(f"{label} (more than guard.max_skipped_batches={self.max_skipped_batches} "
+                                      "batches skipped)", value, self.current_epoch, self.global_step)
+            return None
+        raise DivergenceError(label, value, self.current_epoch, self.global_step)
 
     def _eval_step(self, batch: tuple[torch.Tensor, ...], split: str) -> None:
         images, targets, indices = unpack(batch)
@@ -209,8 +236,10 @@ class DistillationModule(L.LightningModule):
                                                          "interval": "epoch"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["skipped_batches"] = self.skipped_batches
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.")}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.skipped_batches = int(checkpoint.get("skipped_batches", 0))
         if self.teacher is not None:
             checkpoint["state_dict"].update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})

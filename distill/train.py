@@ -32,6 +32,15 @@ from distill.io import write_json
 from distill.losses import build_loss_terms
 from distill.models import check_input_fits, count_parameters, create_model
 from distill.module import DistillationModule
+from distill.reliability import RunInterrupted, RunStopped
+from distill.reliability.resume import auto_resume_checkpoint, check_checkpoint, finished_run
+from distill.reliability.schema import (
+    check_presets,
+    check_top_k,
+    check_trainer,
+    run_metrics,
+    validate_config,
+)
 from distill.report import ReportEntry, build_report, log_report, write_report
 from distill.teacher_cache import TeacherCache, teacher_cache_key
 from distill.teacher_outputs import CachedTeacherOutputs, load_or_compute, teacher_outputs_key
@@ -65,11 +74,17 @@ def prepare(cfg: DictConfig) -> Plan:
     """Validate every input that can be checked cheaply, so bad input fails before any training."""
     if cfg.stage not in STAGES:
         raise ConfigError(f"unknown stage '{cfg.stage}'; choose one of: {', '.join(STAGES)}")
+    validate_config(cfg)
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(str(ckpt_path)).expanduser().is_file():
         raise ConfigError(f"ckpt_path={ckpt_path} does not exist; give the path of a run's checkpoints/last.ckpt")
+    if ckpt_path:
+        check_checkpoint(str(ckpt_path))
+    check_trainer(cfg.trainer)
     datamodule = instantiate(cfg.data)
     datamodule.check()
+    check_top_k(cfg, datamodule.num_classes)
+    validate_config(cfg, monitors=run_metrics(cfg.stage, datamodule.num_classes, cfg.loss.keys()))
     seed_everything(cfg.seed)
     model_cfg = cfg.teacher if cfg.stage == "teacher" else cfg.student
     role = "teacher" if cfg.stage == "teacher" else "student"
@@ -276,8 +291,18 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> float | None:
 
     ``overrides`` are the command line's (Hydra's task overrides): they tell an explicit value from a preset's.
     """
-    plan = prepare(cfg)
     output_dir = Path(cfg.paths.output_dir)
+    if cfg.get("resume") in (True, "auto"):
+        finished = finished_run(output_dir)
+        if finished is not None:
+            log.info("resume=auto: %s finished before (metrics.json); not run again", output_dir)
+            return finished.get("monitored")
+        last = auto_resume_checkpoint(output_dir)
+        if last and not cfg.get("ckpt_path"):
+            log.info("resume=auto: continuing the unfinished run from %s", last)
+            cfg.ckpt_path = last
+        (output_dir / "error.json").unlink(missing_ok=True)
+    plan = prepare(cfg)
     if cfg.stage == "teacher":
         teacher_info = obtain_teacher(cfg, plan.model, plan.datamodule, output_dir)
         exported = None
@@ -316,6 +341,7 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> float | None:
             result.close_loggers()
         summary["wandb_sync"] = result.wandb_sync
         monitored = result.monitored
+    summary["monitored"] = monitored
     if rank_zero_only.rank == 0:  # DDP workers run this script too; one writes the summary
         write_json(output_dir / "metrics.json", summary)
         print_summary(summary)
@@ -336,13 +362,31 @@ def hydra_main(cfg: DictConfig) -> float | None:
         # The run folder says why it failed, so distill-summarize can list the failure beside the results.
         write_json(Path(cfg.paths.output_dir) / "error.json",
                    {"error": f"{type(error).__name__}: {error}", "overrides": list(hydra_cfg.overrides.task)})
-        if multirun or not isinstance(error, (ConfigError, DatasetNotFoundError)):
+        if isinstance(error, RunInterrupted):  # a stopped job stops the whole sweep: no next job starts
+            log.error("%s", error)
+            log.error("resume with: %s", resume_command(list(hydra_cfg.overrides.task), error.checkpoint,
+                                                        hydra_cfg.sweep.dir if multirun else None))
+            sys.exit(error.code)
+        if multirun or not isinstance(error, (ConfigError, DatasetNotFoundError, RunStopped)):
             raise  # in a sweep Hydra finishes the other jobs, then reports this one
         log.error("error: %s", error)
-        sys.exit(2)
+        sys.exit(error.code if isinstance(error, RunStopped) else 2)
+
+
+def resume_command(overrides: list[str], checkpoint: str | None, sweep_dir: str | None) -> str:
+    if sweep_dir is not None:
+        return f"the same distill-train -m command with: hydra.sweep.dir={sweep_dir} resume=auto"
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(("ckpt_path=", "resume="))]
+    return " ".join(["distill-train", *kept, f"ckpt_path={checkpoint}" if checkpoint else "resume=auto"])
 
 
 def main() -> None:
+    # Unknown presets (student=resnet_nope) fail here, as every bad value does, not with Hydra's exit code 1.
+    try:
+        check_presets([a for a in sys.argv[1:] if "=" in a and not a.startswith("-")], CONF_DIR)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     hydra_main()
 
 

@@ -60,18 +60,32 @@ def test_fashion_mnist_reads_the_debian_files():
     assert data.splits["test"].images.shape[1:] == (1, 28, 28)
 
 
-def test_batch_augmentation_crops_and_flips_per_image():
-    torch.manual_seed(0)
-    images = torch.arange(2 * 16, dtype=torch.float32).view(2, 1, 4, 4).repeat(64, 1, 1, 1)
-    flipped = augment_batch(images, crop_padding=0, horizontal_flip=True)
-    is_flipped = [torch.equal(f, i.flip(-1)) for f, i in zip(flipped, images)]
-    assert 0 < sum(is_flipped) < len(images)
-    assert all(f or torch.equal(a, b) for f, a, b in zip(is_flipped, flipped, images))
-    cropped = augment_batch(images, crop_padding=1, horizontal_flip=False)
-    assert cropped.shape == images.shape
-    assert not torch.equal(cropped, images)
-    # Every crop is a shifted window of the zero-padded image: values come from the image or the padding.
-    assert set(cropped.unique().tolist()) <= set(images.unique().tolist()) | {0.0}
+def test_batch_augmentation_crops_and_flips_each_image_as_drawn():
+    images = torch.arange(2 * 16, dtype=torch.float32).view(2, 1, 4, 4)
+    no_shift = {"offset_y": torch.tensor([1, 1]), "offset_x": torch.tensor([1, 1])}
+    flipped = augment_batch(images, 1, {**no_shift, "flip": torch.tensor([True, False])})
+    assert torch.equal(flipped[0], images[0].flip(-1)) and torch.equal(flipped[1], images[1])
+    # Offsets (0, 2) on a 1-pixel zero padding: one row down (a zero row on top), one column left.
+    shifted = augment_batch(images, 1, {"offset_y": torch.tensor([0, 1]), "offset_x": torch.tensor([2, 1]),
+                                        "flip": torch.tensor([False, False])})
+    expected = torch.zeros(4, 4)
+    expected[1:, :3] = images[0, 0, :3, 1:]
+    assert torch.equal(shifted[0, 0], expected) and torch.equal(shifted[1], images[1])
+
+
+def test_augmentation_draws_depend_on_seed_epoch_and_index_alone(monkeypatch):
+    data = DigitsDataModule(random_crop_padding=2, horizontal_flip=True)
+    data.setup()
+    monkeypatch.setenv("PL_GLOBAL_SEED", "3")
+    first = {k: v.clone() for k, v in data._augmentation_draws(epoch=1, device=torch.device("cpu")).items()}
+    data._augmentation_draws(epoch=2, device=torch.device("cpu"))  # another epoch in between changes nothing
+    torch.manual_seed(123)  # nor does the global RNG
+    again = data._augmentation_draws(epoch=1, device=torch.device("cpu"))
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    other_epoch = data._augmentation_draws(epoch=2, device=torch.device("cpu"))
+    assert not torch.equal(first["offset_y"], other_epoch["offset_y"])
+    assert set(first["offset_y"].unique().tolist()) == {0, 1, 2, 3, 4}
+    assert 0.4 < first["flip"].float().mean().item() < 0.6
 
 
 def test_image_folder_reads_class_folders(tmp_path):

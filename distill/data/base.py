@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, TensorDataset
 
+from distill.data.sampling import ResumableLoader, epoch_generator, global_seed
+
 
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset's files are not where the config says; the message names the path and how to get them."""
@@ -149,23 +151,45 @@ class InMemoryDataModule(SplitLoadersMixin, L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         data = self.splits[split]
-        return DataLoader(
-            # The index lets cached teacher outputs be looked up per sample (also under DDP's sampler).
-            BatchedTensorDataset(data.images, data.labels, torch.arange(len(data.labels))),
-            batch_size=self.batch_size if shuffle else self.eval_batch_size,
-            shuffle=shuffle,
-            collate_fn=keep_batch,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-            drop_last=False,
-        )
+        # The index lets cached teacher outputs be looked up per sample (also under DDP's sampler).
+        dataset = BatchedTensorDataset(data.images, data.labels, torch.arange(len(data.labels)))
+        options = {"batch_size": self.batch_size if shuffle else self.eval_batch_size, "collate_fn": keep_batch,
+                   "num_workers": self.num_workers, "pin_memory": self.pin_memory,
+                   "persistent_workers": self.num_workers > 0, "drop_last": False}
+        if shuffle:
+            return ResumableLoader(dataset, batches_done=self._batches_done, **options)
+        return DataLoader(dataset, shuffle=False, **options)
+
+    def _batches_done(self) -> tuple[int, int]:
+        """(epoch, batches trained in it): what a checkpoint records of the training order."""
+        loop = self.trainer.fit_loop
+        return loop.epoch_progress.current.processed, loop.epoch_loop.batch_progress.current.processed
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if self.trainer is not None and self.trainer.training and self.augments:
-            images, *rest = batch
-            batch = (augment_batch(images, self.random_crop_padding, self.horizontal_flip), *rest)
+            images, targets, indices = batch
+            draws = self._augmentation_draws(self.trainer.current_epoch, images.device)
+            images = augment_batch(images, self.random_crop_padding, {k: v[indices] for k, v in draws.items()})
+            batch = (images, targets, indices)
         return batch
+
+    def _augmentation_draws(self, epoch: int, device: torch.device) -> dict[str, torch.Tensor]:
+        """Every training sample's crop offsets and flip for ``epoch``, from (seed, epoch) alone.
+
+        Drawn per sample index rather than from the global RNG, so a resumed run (or any reader that
+        knows seed, epoch and index) sees exactly the augmentation the uninterrupted run saw.
+        """
+        key = (global_seed(), epoch, str(device))
+        if getattr(self, "_draws_key", None) != key:
+            n = len(self.splits["train"].labels)
+            generator = epoch_generator(key[0], epoch, stream=1)
+            span = 2 * self.random_crop_padding + 1
+            draws = {"offset_y": torch.randint(0, span, (n,), generator=generator),
+                     "offset_x": torch.randint(0, span, (n,), generator=generator),
+                     "flip": (torch.rand(n, generator=generator) < 0.5) & self.horizontal_flip}
+            self._draws = {name: value.to(device) for name, value in draws.items()}
+            self._draws_key = key
+        return self._draws
 
     @property
     def augments(self) -> bool:
@@ -173,19 +197,14 @@ class InMemoryDataModule(SplitLoadersMixin, L.LightningDataModule):
         return self.random_crop_padding > 0 or self.horizontal_flip
 
 
-def augment_batch(images: torch.Tensor, crop_padding: int, horizontal_flip: bool) -> torch.Tensor:
-    """Random crop after zero padding and random horizontal flip, each image drawn independently."""
+def augment_batch(images: torch.Tensor, crop_padding: int, draws: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Crop after zero padding at each image's ``offset_y``/``offset_x``, then flip where ``flip`` is set."""
     if crop_padding > 0:
         n, _, height, width = images.shape
         padded = F.pad(images, (crop_padding,) * 4)
-        offsets_y = torch.randint(0, 2 * crop_padding + 1, (n,), device=images.device)
-        offsets_x = torch.randint(0, 2 * crop_padding + 1, (n,), device=images.device)
-        rows = (offsets_y.view(n, 1) + torch.arange(height, device=images.device)).view(n, 1, height, 1)
-        cols = (offsets_x.view(n, 1) + torch.arange(width, device=images.device)).view(n, 1, 1, width)
+        rows = (draws["offset_y"].view(n, 1) + torch.arange(height, device=images.device)).view(n, 1, height, 1)
+        cols = (draws["offset_x"].view(n, 1) + torch.arange(width, device=images.device)).view(n, 1, 1, width)
         batch_index = torch.arange(n, device=images.device).view(n, 1, 1, 1)
         channel_index = torch.arange(images.shape[1], device=images.device).view(1, -1, 1, 1)
         images = padded[batch_index, channel_index, rows, cols]
-    if horizontal_flip:
-        flip = torch.rand(images.shape[0], device=images.device) < 0.5
-        images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
-    return images
+    return torch.where(draws["flip"].view(-1, 1, 1, 1), images.flip(-1), images)

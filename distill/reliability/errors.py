@@ -1,0 +1,32 @@
+"""Ways a run stops on purpose: each carries the exit code and a one-line message for the command line."""
+
+from __future__ import annotations
+
+
+class RunStopped(Exception):
+    """A run that stopped early and said why; the CLI prints the message (no traceback) and exits with ``code``."""
+
+    code = 1
+
+
+class DivergenceError(RunStopped):
+    """A loss term (or the weighted total) became NaN or infinite; training stopped before that step applied."""
+
+    code = 3
+
+    def __init__(self, term: str, value: float, epoch: int, step: int) -> None:
+        self.term, self.value, self.epoch, self.step = term, value, epoch, step
+        super().__init__(
+            f"non-finite loss: {term} = {value} at epoch {epoch}, step {step}; the step was not applied. "
+            "Fix: lower optimizer.lr or the term's weight (or enable trainer.gradient_clip_val), "
+            "or set guard.on_non_finite=skip to skip such batches")
+
+
+class RunInterrupted(RunStopped):
+    """SIGTERM or Ctrl-C: a checkpoint was written at the last finished step, and the run can resume from it."""
+
+    def __init__(self, signal_name: str, signal_number: int, checkpoint: str | None, epoch: int, step: int) -> None:
+        self.signal_name, self.checkpoint, self.epoch, self.step = signal_name, checkpoint, epoch, step
+        self.code = 128 + signal_number  # the shell's convention for "ended by signal N"
+        where = f"checkpoint written: {checkpoint}" if checkpoint else "no checkpoint could be written"
+        super().__init__(f"stopped by {signal_name} at epoch {epoch}, step {step}; {where}")
