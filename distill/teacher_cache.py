@@ -23,6 +23,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from distill.errors import ConfigError
 from distill.export import export_model
 from distill.io import read_json, write_json
 from distill.models import load_weights
@@ -63,6 +64,22 @@ class TeacherCache:
         load_weights(model, entry / "teacher.json", role="cached teacher")
         return read_json(entry / "summary.json")
 
+    def _load_readable(self, key: str, model: nn.Module, quarantine: bool) -> dict[str, Any] | None:
+        """The cached entry loaded into ``model``; None when there is none or it is damaged (then it is moved
+        aside to ``.<key>.broken`` so that it is trained again, and the log says why)."""
+        if not self.has(key):
+            return None
+        try:
+            return self.load_into(key, model)
+        except (ConfigError, OSError, ValueError, KeyError) as error:
+            log.warning("cached teacher %s is unreadable (%s); training it again", self.entry(key),
+                        str(error).splitlines()[0][:200])
+            if quarantine:
+                broken = self.root / f".{key}.broken"
+                shutil.rmtree(broken, ignore_errors=True)
+                os.replace(self.entry(key), broken)
+            return None
+
     def get_or_train(self, key: str, model: nn.Module, train: Callable[[], dict[str, Any]],
                      architecture: str, model_kwargs: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Load the cached teacher into ``model``, or call ``train()`` (which trains ``model``) and cache it.
@@ -73,10 +90,12 @@ class TeacherCache:
         if rank_zero_only.rank != 0:
             # A DDP worker: it must join rank 0's teacher fit, so it cannot wait on rank 0's lock; it
             # trains alongside (same data, same seed) and leaves publishing the entry to rank 0.
-            return (self.load_into(key, model), False) if self.has(key) else (train(), True)
+            cached = self._load_readable(key, model, quarantine=False)
+            return (cached, False) if cached is not None else (train(), True)
         with FileLock(str(self.root / f"{key}.lock")):
-            if self.has(key):
-                return self.load_into(key, model), False
+            cached = self._load_readable(key, model, quarantine=True)
+            if cached is not None:
+                return cached, False
             summary = train()
             staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=self.root))
             try:

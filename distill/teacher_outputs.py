@@ -23,10 +23,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from filelock import FileLock
+from omegaconf import DictConfig
 from torch import nn
 
+from distill.config import to_dict
+from distill.data import InMemoryDataModule
 from distill.errors import ConfigError
 from distill.io import read_json, write_json
+from distill.losses import build_loss_terms
 
 log = logging.getLogger(__name__)
 
@@ -124,23 +128,73 @@ def load_or_compute(root: str | Path, key: str, teacher: nn.Module, splits: dict
     root.mkdir(parents=True, exist_ok=True)
     folder = root / key
     with FileLock(str(root / f"{key}.lock")):
-        if not (folder / "meta.json").is_file():
-            staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
-            try:
-                arrays = {}
-                for split, images in splits.items():
-                    arrays[split] = _arrays(teacher_logits(teacher, images), top_k, temperature)
-                    for name, array in arrays[split].items():
-                        np.save(staging / f"{split}.{name}.npy", array)
-                write_json(staging / "meta.json", {
-                    "splits": list(splits), "arrays": list(next(iter(arrays.values()))), "num_classes": num_classes,
-                    "top_k": top_k, "temperature": temperature,
-                    "samples": {split: len(images) for split, images in splits.items()}})
-                os.replace(staging, folder)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-            log.info("teacher outputs computed once for %s samples and cached in %s",
-                     sum(len(images) for images in splits.values()), folder)
-        else:
+        cached = _read_entry(folder, splits, memory_mapped)
+        if cached is not None:
             log.info("teacher outputs read from the cache %s", folder)
+            return cached
+        staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+        try:
+            arrays = {}
+            for split, images in splits.items():
+                arrays[split] = _arrays(teacher_logits(teacher, images), top_k, temperature)
+                for name, array in arrays[split].items():
+                    np.save(staging / f"{split}.{name}.npy", array)
+            write_json(staging / "meta.json", {
+                "splits": list(splits), "arrays": list(next(iter(arrays.values()))), "num_classes": num_classes,
+                "top_k": top_k, "temperature": temperature,
+                "samples": {split: len(images) for split, images in splits.items()}})
+            os.replace(staging, folder)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        log.info("teacher outputs computed once for %s samples and cached in %s",
+                 sum(len(images) for images in splits.values()), folder)
     return CachedTeacherOutputs(folder, memory_mapped)
+
+
+def _read_entry(folder: Path, splits: dict[str, torch.Tensor], memory_mapped: bool) -> CachedTeacherOutputs | None:
+    """The cache entry when it is complete and readable; a damaged one is removed (and logged) to be rebuilt."""
+    if not (folder / "meta.json").is_file():
+        return None
+    try:
+        outputs = CachedTeacherOutputs(folder, memory_mapped)
+        for split, images in splits.items():
+            rows = {name: len(array) for name, array in outputs.arrays[split].items()}
+            if set(rows.values()) != {len(images)}:
+                raise ValueError(f"split '{split}' has {rows} rows for {len(images)} samples")
+        return outputs
+    except (OSError, ValueError, KeyError, EOFError) as error:  # json and numpy raise ValueError subclasses
+        log.warning("teacher-output cache entry %s is damaged (%s); computing it again", folder,
+                    str(error).splitlines()[0][:200])
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+
+
+def cached_teacher_outputs(cfg: DictConfig, teacher: nn.Module, datamodule: Any) -> CachedTeacherOutputs | None:
+    """Teacher logits from the output cache when they cannot go stale; None (with the reason logged) otherwise."""
+    settings = cfg.teacher_cache
+    if not settings.enabled:
+        return None
+    loss_terms = build_loss_terms(to_dict(cfg.loss))
+    feature_terms = [name for name, term in loss_terms.items() if term.teacher_layers]
+    reason = None
+    if not isinstance(datamodule, InMemoryDataModule):
+        reason = f"{type(datamodule).__name__} does not index its samples"
+    elif datamodule.augments:
+        reason = (f"train-time augmentation (random_crop_padding={datamodule.random_crop_padding}, "
+                  f"horizontal_flip={datamodule.horizontal_flip}) changes the teacher's input every epoch")
+    elif feature_terms:
+        reason = f"loss term(s) {feature_terms} read teacher features"
+    if reason:
+        log.info("teacher_cache: %s, so the teacher runs live", reason)
+        return None
+    temperature = next((term.temperature for term in loss_terms.values() if hasattr(term, "temperature")), None)
+    if settings.top_k and temperature is None:
+        raise ConfigError("teacher_cache.top_k keeps probabilities at the KD temperature, but no loss term has one")
+    datamodule.setup("fit")
+    key = teacher_outputs_key(teacher, to_dict(cfg.data), settings.top_k, temperature)
+    splits = {name: split.images for name, split in datamodule.splits.items()}
+    outputs = load_or_compute(cfg.paths.cache_dir, key, teacher, splits, datamodule.num_classes, settings.top_k,
+                              temperature, settings.memory_mapped)
+    log.info("teacher_cache: %.1f MiB of teacher outputs (%s)", outputs.nbytes / 2**20,
+             "memory-mapped" if settings.memory_mapped else "in memory")
+    return outputs

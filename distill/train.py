@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from distill.config import CONF_DIR, to_dict
-from distill.data import DatasetNotFoundError, InMemoryDataModule
+from distill.data import DatasetNotFoundError
 from distill.errors import ConfigError
 from distill.export import export_model, load_exported
 from distill.fit import FitResult, fit_model, seed_everything
@@ -33,7 +33,7 @@ from distill.losses import build_loss_terms
 from distill.models import check_input_fits, count_parameters, create_model
 from distill.module import DistillationModule
 from distill.reliability import RunInterrupted, RunStopped
-from distill.reliability.resume import auto_resume_checkpoint, check_checkpoint, finished_run
+from distill.reliability.resume import auto_resume_checkpoint, check_checkpoint, finished_run, resume_command
 from distill.reliability.schema import (
     check_presets,
     check_top_k,
@@ -42,8 +42,9 @@ from distill.reliability.schema import (
     validate_config,
 )
 from distill.report import ReportEntry, build_report, log_report, write_report
+from distill.run_summary import print_summary
 from distill.teacher_cache import TeacherCache, teacher_cache_key
-from distill.teacher_outputs import CachedTeacherOutputs, load_or_compute, teacher_outputs_key
+from distill.teacher_outputs import cached_teacher_outputs
 from distill.tracking import apply_to_wandb_loggers, sweep_dashboard_fields
 from teachers import TeacherSource, build_teacher
 from teachers.build import teacher_source
@@ -83,6 +84,7 @@ def prepare(cfg: DictConfig) -> Plan:
     check_trainer(cfg.trainer)
     datamodule = instantiate(cfg.data)
     datamodule.check()
+    datamodule.setup("fit")  # reads (and for image folders, scans) the data now: a bad file fails before training
     check_top_k(cfg, datamodule.num_classes)
     validate_config(cfg, monitors=run_metrics(cfg.stage, datamodule.num_classes, cfg.loss.keys()))
     seed_everything(cfg.seed)
@@ -185,37 +187,6 @@ def efficiency_report(cfg: DictConfig, plan: Plan, output_dir: Path, loggers: li
             "comparisons": [c["summary"] for c in report["comparisons"]]}
 
 
-def cached_teacher_outputs(cfg: DictConfig, teacher: nn.Module, datamodule: Any) -> CachedTeacherOutputs | None:
-    """Teacher logits from the output cache when they cannot go stale; None (with the reason logged) otherwise."""
-    settings = cfg.teacher_cache
-    if not settings.enabled:
-        return None
-    loss_terms = build_loss_terms(to_dict(cfg.loss))
-    feature_terms = [name for name, term in loss_terms.items() if term.teacher_layers]
-    reason = None
-    if not isinstance(datamodule, InMemoryDataModule):
-        reason = f"{type(datamodule).__name__} does not index its samples"
-    elif datamodule.augments:
-        reason = (f"train-time augmentation (random_crop_padding={datamodule.random_crop_padding}, "
-                  f"horizontal_flip={datamodule.horizontal_flip}) changes the teacher's input every epoch")
-    elif feature_terms:
-        reason = f"loss term(s) {feature_terms} read teacher features"
-    if reason:
-        log.info("teacher_cache: %s, so the teacher runs live", reason)
-        return None
-    temperature = next((term.temperature for term in loss_terms.values() if hasattr(term, "temperature")), None)
-    if settings.top_k and temperature is None:
-        raise ConfigError("teacher_cache.top_k keeps probabilities at the KD temperature, but no loss term has one")
-    datamodule.setup("fit")
-    key = teacher_outputs_key(teacher, to_dict(cfg.data), settings.top_k, temperature)
-    splits = {name: split.images for name, split in datamodule.splits.items()}
-    outputs = load_or_compute(cfg.paths.cache_dir, key, teacher, splits, datamodule.num_classes, settings.top_k,
-                              temperature, settings.memory_mapped)
-    log.info("teacher_cache: %.1f MiB of teacher outputs (%s)", outputs.nbytes / 2**20,
-             "memory-mapped" if settings.memory_mapped else "in memory")
-    return outputs
-
-
 def summarize(cfg: DictConfig, plan: Plan, result: FitResult | None, teacher_info: dict[str, Any] | None,
               exported: Path | None) -> dict[str, Any]:
     summary: dict[str, Any] = {"stage": cfg.stage, "run_dir": cfg.paths.output_dir}
@@ -233,6 +204,7 @@ def summarize(cfg: DictConfig, plan: Plan, result: FitResult | None, teacher_inf
             "test_acc_top1": metrics.get("test/acc_top1"),
             "test_acc_top5": metrics.get("test/acc_top5"),
             "best_" + cfg.monitor.replace("/", "_"): result.monitored,
+            "skipped_batches": result.module.skipped_batches,  # non-finite losses, guard.on_non_finite=skip
         }
         if "test/agreement" in metrics:
             summary["student"]["test_agreement_with_teacher"] = metrics["test/agreement"]
@@ -240,30 +212,9 @@ def summarize(cfg: DictConfig, plan: Plan, result: FitResult | None, teacher_inf
         summary["checkpoints"] = {"best": result.best_checkpoint, "last": result.last_checkpoint}
     if exported is not None:
         summary["exported"] = str(exported)
+    if getattr(plan.datamodule, "skipped_images", None):
+        summary["skipped_images"] = plan.datamodule.skipped_images
     return summary
-
-
-def print_summary(summary: dict[str, Any]) -> None:
-    lines = [f"== distill summary ({summary['stage']}) ==", f"{'model':<9}{'architecture':<24}{'params':>12}"
-             f"{'test top-1':>12}"]
-    for role in ("teacher", "student"):
-        if role in summary:
-            entry = summary[role]
-            accuracy = entry.get("test_acc_top1")
-            lines.append(f"{role:<9}{entry['architecture']:<24}{entry['params']:>12,}"
-                         f"{(f'{accuracy:.4f}' if accuracy is not None else 'n/a'):>12}")
-    if "teacher" in summary:
-        teacher = summary["teacher"]
-        origin = {True: " (in this run)", False: f" (reused from the cache: {teacher.get('cache_entry')})"}
-        lines.append(f"teacher weights: {teacher['source']}{origin.get(teacher.get('trained_now'), '')}")
-    for line in (summary.get("report") or {}).get("comparisons", []):
-        lines.append(line)
-    if summary.get("report"):
-        lines.append(f"efficiency report: {summary['report']['files']['markdown']}")
-    lines.append(f"run folder: {summary['run_dir']}")
-    for command in summary.get("wandb_sync", []):
-        lines.append(f"upload the offline wandb run with: {command}")
-    print("\n".join(lines), flush=True)
 
 
 def baseline_loss(loss_cfg: DictConfig, overrides: Sequence[str] = ()) -> DictConfig:
@@ -371,13 +322,6 @@ def hydra_main(cfg: DictConfig) -> float | None:
             raise  # in a sweep Hydra finishes the other jobs, then reports this one
         log.error("error: %s", error)
         sys.exit(error.code if isinstance(error, RunStopped) else 2)
-
-
-def resume_command(overrides: list[str], checkpoint: str | None, sweep_dir: str | None) -> str:
-    if sweep_dir is not None:
-        return f"the same distill-train -m command with: hydra.sweep.dir={sweep_dir} resume=auto"
-    kept = [o for o in overrides if not o.lstrip("+~").startswith(("ckpt_path=", "resume="))]
-    return " ".join(["distill-train", *kept, f"ckpt_path={checkpoint}" if checkpoint else "resume=auto"])
 
 
 def main() -> None:

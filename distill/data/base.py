@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,6 +24,15 @@ class DatasetNotFoundError(FileNotFoundError):
 class Split:
     images: torch.Tensor  # float32, N x C x H x W, normalised
     labels: torch.Tensor  # int64, N
+
+
+def resolve_workers(num_workers: int | str, pin_memory: bool | str) -> tuple[int, bool]:
+    """``auto`` from the machine: loader workers for all cores but one (at most 4), pinned memory with CUDA."""
+    if num_workers == "auto":
+        num_workers = min(4, max(0, (os.cpu_count() or 1) - 1))
+    if pin_memory == "auto":
+        pin_memory = torch.cuda.is_available()
+    return int(num_workers), bool(pin_memory)
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -78,7 +88,7 @@ class InMemoryDataModule(SplitLoadersMixin, L.LightningDataModule):
         self,
         batch_size: int = 64,
         eval_batch_size: int = 256,
-        num_workers: int = 0,
+        num_workers: int | str = 0,
         image_size: int | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
@@ -86,12 +96,12 @@ class InMemoryDataModule(SplitLoadersMixin, L.LightningDataModule):
         split_seed: int = 0,
         random_crop_padding: int = 0,
         horizontal_flip: bool = False,
-        pin_memory: bool = False,
+        pin_memory: bool | str = False,
     ) -> None:
         super().__init__()
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
-        self.num_workers = num_workers
+        self.num_workers, self.pin_memory = resolve_workers(num_workers, pin_memory)
         self.image_size = image_size or self.native_size
         self.mean = tuple(mean) if mean is not None else (0.0,) * self.in_chans
         self.std = tuple(std) if std is not None else (1.0,) * self.in_chans
@@ -104,7 +114,6 @@ class InMemoryDataModule(SplitLoadersMixin, L.LightningDataModule):
         self.split_seed = split_seed
         self.random_crop_padding = random_crop_padding
         self.horizontal_flip = horizontal_flip
-        self.pin_memory = pin_memory
         self.splits: dict[str, Split] = {}
 
     # --- what subclasses provide -------------------------------------------------------------

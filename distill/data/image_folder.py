@@ -5,13 +5,29 @@ For sets too large to hold in memory; small sets belong in an ``InMemoryDataModu
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
 from torch.utils.data import DataLoader
 
-from distill.data.base import DatasetNotFoundError, SplitLoadersMixin
+from distill.data.base import DatasetNotFoundError, SplitLoadersMixin, resolve_workers
+from distill.errors import ConfigError
+
+log = logging.getLogger("distill")
+
+
+def unreadable(path: str) -> str | None:
+    """Why PIL cannot open ``path`` (header only), or None when it can."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.size  # noqa: B018  (the header is parsed by open; size proves it)
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        return str(error).splitlines()[0][:120] or type(error).__name__
+    return None
 
 
 def _to_rgb(image):
@@ -32,9 +48,10 @@ class ImageFolderDataModule(SplitLoadersMixin, L.LightningDataModule):
         std: Sequence[float] = (0.229, 0.224, 0.225),
         batch_size: int = 64,
         eval_batch_size: int = 128,
-        num_workers: int = 4,
-        pin_memory: bool = True,
+        num_workers: int | str = "auto",
+        pin_memory: bool | str = "auto",
         horizontal_flip: bool = True,
+        on_bad_image: str = "error",
     ) -> None:
         super().__init__()
         self.root = Path(root).expanduser()
@@ -43,9 +60,13 @@ class ImageFolderDataModule(SplitLoadersMixin, L.LightningDataModule):
         self.in_chans = in_chans
         self.mean, self.std = tuple(mean), tuple(std)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.num_workers, self.pin_memory = resolve_workers(num_workers, pin_memory)
         self.horizontal_flip = horizontal_flip
+        if on_bad_image not in ("error", "skip"):
+            raise ConfigError(f"data.on_bad_image={on_bad_image!r}; choose error or skip")
+        self.on_bad_image = on_bad_image
         self.datasets: dict = {}
+        self.skipped_images: dict[str, list[str]] = {}  # split -> unreadable files left out (on_bad_image=skip)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -84,8 +105,29 @@ class ImageFolderDataModule(SplitLoadersMixin, L.LightningDataModule):
         from torchvision.datasets import ImageFolder
 
         self.check()
+        if self.datasets:
+            return
         for split, folder in self.dirs.items():
-            self.datasets[split] = ImageFolder(str(self.root / folder), transform=self._transform(split == "train"))
+            dataset = ImageFolder(str(self.root / folder), transform=self._transform(split == "train"))
+            self._drop_unreadable(split, dataset)
+            self.datasets[split] = dataset
+
+    def _drop_unreadable(self, split: str, dataset) -> None:
+        """Open every file's header before training (cheap: no decoding), so a bad file is found now, not when
+        a loader worker reaches it an hour in: an error naming them, or (``on_bad_image=skip``) left out."""
+        bad = [(path, reason) for path, _ in dataset.samples if (reason := unreadable(path)) is not None]
+        if not bad:
+            return
+        shown = "; ".join(f"{path}: {reason}" for path, reason in bad[:3])
+        if self.on_bad_image == "error":
+            raise ConfigError(f"{len(bad)} unreadable image(s) in {self.root / self.dirs[split]} (first: {shown}); "
+                              "fix: remove or replace them, or set data.on_bad_image=skip to leave them out")
+        bad_paths = {path for path, _ in bad}
+        dataset.samples = [sample for sample in dataset.samples if sample[0] not in bad_paths]
+        dataset.imgs, dataset.targets = dataset.samples, [label for _, label in dataset.samples]
+        self.skipped_images[split] = sorted(bad_paths)
+        log.warning("data.on_bad_image=skip: left out %d unreadable image(s) of split '%s' (first: %s)", len(bad),
+                    split, shown)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(

@@ -57,3 +57,11 @@ def auto_resume_checkpoint(output_dir: Path) -> str | None:
         log.warning("resume=auto: %s; starting over", error)
         return None
     return str(last)
+
+
+def resume_command(overrides: list[str], checkpoint: str | None, sweep_dir: str | None) -> str:
+    """The command that continues a stopped run (or, in a sweep, every unfinished job of it)."""
+    if sweep_dir is not None:
+        return f"the same distill-train -m command with: hydra.sweep.dir={sweep_dir} resume=auto"
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(("ckpt_path=", "resume="))]
+    return " ".join(["distill-train", *kept, f"ckpt_path={checkpoint}" if checkpoint else "resume=auto"])

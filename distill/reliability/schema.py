@@ -256,7 +256,8 @@ def check_trainer(trainer_cfg: DictConfig) -> None:
     try:
         instantiate(trainer_cfg, logger=False, callbacks=[], enable_checkpointing=False, enable_progress_bar=False)
     except Exception as error:  # Lightning's MisconfigurationException, ValueError, TypeError
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        cause = error.__cause__ or error  # Hydra wraps what the Trainer raised in an InstantiationException
+        first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         raise ConfigError(f"trainer: {first_line} (check trainer.accelerator, trainer.devices, "
                           "trainer.precision and trainer.strategy)") from None
     finally:

@@ -1,0 +1,28 @@
+"""The few lines a run prints at its end: teacher and student side by side, where the files went."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    lines = [f"== distill summary ({summary['stage']}) ==", f"{'model':<9}{'architecture':<24}{'params':>12}"
+             f"{'test top-1':>12}"]
+    for role in ("teacher", "student"):
+        if role in summary:
+            entry = summary[role]
+            accuracy = entry.get("test_acc_top1")
+            lines.append(f"{role:<9}{entry['architecture']:<24}{entry['params']:>12,}"
+                         f"{(f'{accuracy:.4f}' if accuracy is not None else 'n/a'):>12}")
+    if "teacher" in summary:
+        teacher = summary["teacher"]
+        origin = {True: " (in this run)", False: f" (reused from the cache: {teacher.get('cache_entry')})"}
+        lines.append(f"teacher weights: {teacher['source']}{origin.get(teacher.get('trained_now'), '')}")
+    for line in (summary.get("report") or {}).get("comparisons", []):
+        lines.append(line)
+    if summary.get("report"):
+        lines.append(f"efficiency report: {summary['report']['files']['markdown']}")
+    lines.append(f"run folder: {summary['run_dir']}")
+    for command in summary.get("wandb_sync", []):
+        lines.append(f"upload the offline wandb run with: {command}")
+    print("\n".join(lines), flush=True)

@@ -1,0 +1,57 @@
+"""Every bad value of tests/bad_values.py fails before any training with its one-line message."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from distill.config import CONF_DIR
+from distill.errors import ConfigError
+from distill.reliability.schema import check_presets
+from distill.train import prepare
+from tests.bad_values import BAD_PRESETS, BAD_VALUES
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD_VALUES, ids=[" ".join(o) for o, _ in BAD_VALUES])
+def test_bad_value_fails_in_prepare_with_its_message(make_cfg, overrides, message):
+    with pytest.raises(ConfigError, match=message) as failure:
+        prepare(make_cfg(*overrides))
+    assert "\n" not in str(failure.value)  # one line
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD_PRESETS, ids=[" ".join(o) for o, _ in BAD_PRESETS])
+def test_unknown_preset_is_named_with_its_close_matches(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        check_presets([o for o in overrides if "=" in o], CONF_DIR)
+
+
+def test_known_presets_and_other_overrides_pass_the_preset_check():
+    check_presets(["loss=kd,fitnet", "student=cifar_resnet8x4", "hydra/launcher=local_parallel", "seed=0,1",
+                   "+experiment=fmnist_benchmark", "~logger", "trainer=ddp"], CONF_DIR)
+
+
+def test_cli_exits_2_with_one_line_for_an_unknown_preset_and_a_bad_value(tmp_path):
+    for overrides, expected in ((["student=resnet_nope"], "student=resnet_nope is not a preset of 'student'"),
+                                (["optimizer.lr=abc"], "optimizer.lr='abc' is not a number")):
+        command = [sys.executable, "-m", "distill.train", *overrides, "logger=none", f"hydra.run.dir={tmp_path}",
+                   f"paths.cache_dir={tmp_path / 'cache'}"]
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        output = result.stdout + result.stderr
+        assert result.returncode == 2, output[-2000:]
+        assert expected in output and "Traceback" not in output
+
+
+def test_progress_bar_can_be_switched_off_with_the_default_callbacks(make_cfg):
+    from distill.train import run
+
+    cfg = make_cfg("trainer.enable_progress_bar=false", "teacher=small_cnn", "student=small_cnn", "logger=csv",
+                   "trainer.max_epochs=1", "teacher.train.max_epochs=1", "report.enabled=false",
+                   "trainer.limit_train_batches=2", fast=False)
+    assert cfg.callbacks.progress_bar is not None
+    run(cfg)
+    assert (Path(cfg.paths.output_dir) / "metrics.json").is_file()

@@ -1,0 +1,154 @@
+"""Damaged files are found when they are read, with a clear message or a rebuild, never a crash deep in torch;
+two sweeps started together on an empty cache train their teacher once."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from distill.errors import ConfigError
+from distill.reliability.resume import auto_resume_checkpoint, check_checkpoint
+from distill.train import prepare, run
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def read_metrics(cfg) -> dict:
+    return json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+
+
+@pytest.fixture
+def good_checkpoint(tmp_path) -> Path:
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    path.parent.mkdir()
+    torch.save({"state_dict": {"w": torch.ones(1000)}, "epoch": 0, "global_step": 5, "loops": {}}, path)
+    check_checkpoint(path)  # a complete one passes
+    return path
+
+
+def test_truncated_checkpoint_fails_in_prepare_with_the_fix(make_cfg, good_checkpoint):
+    data = good_checkpoint.read_bytes()
+    good_checkpoint.write_bytes(data[: len(data) // 2])  # what a copy cut short leaves
+    with pytest.raises(ConfigError, match=r"is not a readable checkpoint \(truncated or corrupt file\).*best.ckpt"):
+        prepare(make_cfg(f"ckpt_path={good_checkpoint}"))
+
+
+def test_corrupted_checkpoint_bytes_fail_with_the_reason(good_checkpoint):
+    data = bytearray(good_checkpoint.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 4000] = b"\xff" * 4000  # flipped bytes inside the archive's data
+    good_checkpoint.write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match="is not a readable checkpoint"):
+        check_checkpoint(good_checkpoint)
+
+
+def test_a_weights_file_is_not_a_training_checkpoint(tmp_path):
+    path = tmp_path / "weights.pth"
+    torch.save({"fc.weight": torch.ones(2, 2)}, path)
+    with pytest.raises(ConfigError, match="not a Lightning training checkpoint .*give a run's checkpoints/last.ckpt"):
+        check_checkpoint(path)
+
+
+def test_resume_auto_starts_over_from_a_damaged_last_checkpoint(good_checkpoint, caplog):
+    run_dir = good_checkpoint.parent.parent
+    assert auto_resume_checkpoint(run_dir) == str(good_checkpoint)
+    good_checkpoint.write_bytes(b"PK\x03\x04 not really")
+    with caplog.at_level(logging.WARNING, logger="distill"):
+        assert auto_resume_checkpoint(run_dir) is None
+    assert "starting over" in caplog.text
+
+
+def test_damaged_teacher_cache_entry_is_trained_again(make_cfg, caplog):
+    first = make_cfg("trainer.max_epochs=1", run="first")
+    run(first)
+    entry = Path(read_metrics(first)["teacher"]["cache_entry"])
+    weights = entry / "teacher.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with caplog.at_level(logging.WARNING, logger="distill"):
+        second = make_cfg("trainer.max_epochs=1", run="second")
+        run(second)
+    assert "is unreadable" in caplog.text and "training it again" in caplog.text
+    assert read_metrics(second)["teacher"]["trained_now"] is True
+    assert (entry.parent / f".{entry.name}.broken").is_dir()  # kept aside, for a look
+    third = make_cfg("trainer.max_epochs=1", run="third")
+    run(third)
+    assert read_metrics(third)["teacher"]["trained_now"] is False  # the new entry is whole
+
+
+def test_damaged_teacher_output_cache_entry_is_computed_again(make_cfg, caplog):
+    first = make_cfg("trainer.max_epochs=1", run="first")
+    run(first)
+    folders = list((Path(first.paths.cache_dir) / "teacher_outputs").glob("[!.]*[!k]"))
+    assert len(folders) == 1
+    array = folders[0] / "train.logits.npy"
+    array.write_bytes(array.read_bytes()[:200])
+    with caplog.at_level(logging.INFO, logger="distill"):
+        second = make_cfg("trainer.max_epochs=1", run="second")
+        run(second)
+    assert "is damaged" in caplog.text and "computing it again" in caplog.text
+    assert read_metrics(second)["student"]["test_acc_top1"] == pytest.approx(
+        read_metrics(first)["student"]["test_acc_top1"])
+
+
+def make_image_folder(root: Path, bad: int) -> None:
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for label, color in (("cat", 40), ("dog", 200)):
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for i in range(4):
+                Image.new("RGB", (12, 10), (color, i * 10, 0)).save(folder / f"{i}.png")
+    for i in range(bad):
+        (root / "train" / "cat" / f"broken{i}.jpg").write_bytes(b"not an image at all")
+
+
+IMAGE_FOLDER = ["data=image_folder", "data.image_size=16", "data.batch_size=4", "data.eval_batch_size=4",
+                "data.num_workers=0", "teacher.train.max_epochs=1", "trainer.max_epochs=1", "report.enabled=false"]
+
+
+def test_unreadable_image_fails_before_training_with_the_files_named(make_cfg, tmp_path):
+    make_image_folder(tmp_path / "images", bad=2)
+    with pytest.raises(ConfigError, match=r"2 unreadable image\(s\) in .*train \(first: .*broken0.jpg.*"
+                                          r"data.on_bad_image=skip"):
+        prepare(make_cfg(*IMAGE_FOLDER, f"data.root={tmp_path / 'images'}"))
+
+
+def test_unreadable_images_are_skipped_and_counted_on_request(make_cfg, tmp_path):
+    make_image_folder(tmp_path / "images", bad=2)
+    cfg = make_cfg(*IMAGE_FOLDER, f"data.root={tmp_path / 'images'}", "data.on_bad_image=skip")
+    run(cfg)
+    skipped = read_metrics(cfg)["skipped_images"]
+    assert [Path(p).name for p in skipped["train"]] == ["broken0.jpg", "broken1.jpg"]
+
+
+def test_image_folder_loader_settings_follow_the_machine(make_cfg, tmp_path, monkeypatch):
+    from hydra.utils import instantiate
+
+    make_image_folder(tmp_path / "images", bad=0)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    data = instantiate(make_cfg("data=image_folder", f"data.root={tmp_path / 'images'}").data)
+    assert data.num_workers == 1 and data.pin_memory == torch.cuda.is_available()
+
+
+def test_two_sweeps_started_together_on_an_empty_cache_train_the_teacher_once(tmp_path):
+    def sweep(name: str) -> subprocess.Popen:
+        command = [sys.executable, "-m", "distill.train", "-m", "seed=0,1", "teacher=small_cnn",
+                   "teacher.train.max_epochs=1", "student=small_cnn", "trainer.max_epochs=1", "logger=csv",
+                   "callbacks.progress_bar=null", "report.enabled=false", "trainer.limit_train_batches=3",
+                   f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path / name}"]
+        return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    processes = [sweep("a"), sweep("b")]
+    outputs = [process.communicate(timeout=300)[0] for process in processes]
+    assert all(process.returncode == 0 for process in processes), outputs[0][-2000:] + outputs[1][-2000:]
+    summaries = [json.loads(path.read_text()) for path in sorted(tmp_path.glob("[ab]/*/metrics.json"))]
+    assert len(summaries) == 4
+    assert sum(summary["teacher"]["trained_now"] for summary in summaries) == 1
+    assert len({summary["teacher"]["cache_key"] for summary in summaries}) == 1
