@@ -10,6 +10,7 @@ import torch
 from distill.data import DatasetNotFoundError, DigitsDataModule, FashionMNISTDataModule
 from distill.data.base import augment_batch
 from distill.data.fashion_mnist import read_idx
+from tests.image_folders import make_image_folder
 
 FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")
 
@@ -89,16 +90,9 @@ def test_augmentation_draws_depend_on_seed_epoch_and_index_alone(monkeypatch):
 
 
 def test_image_folder_reads_class_folders(tmp_path):
-    from PIL import Image
-
     from distill.data import ImageFolderDataModule
 
-    for split in ("train", "val"):
-        for label, color in (("cat", 40), ("dog", 200)):
-            folder = tmp_path / split / label
-            folder.mkdir(parents=True)
-            for i in range(3):
-                Image.new("RGB", (12, 10), (color, i * 10, 0)).save(folder / f"{i}.png")
+    make_image_folder(tmp_path, per_class=3)
     data = ImageFolderDataModule(root=str(tmp_path), image_size=8, batch_size=4, eval_batch_size=6, num_workers=0,
                                  pin_memory=False)
     assert data.num_classes == 2 and data.input_shape == (3, 8, 8)

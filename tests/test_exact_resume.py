@@ -45,6 +45,12 @@ def assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> 
     assert not different, f"weights differ after resume: {different}"
 
 
+def assert_resumes_exactly(last: Path, cache: Path, run_dir: Path, expected: dict[str, torch.Tensor]) -> None:
+    resumed = train(run_dir, cache, f"ckpt_path={last}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_identical(final_state(run_dir / "checkpoints" / "last.ckpt"), expected)
+
+
 def kill_at(signal_name: str, epoch: int, batch: int, seed: int | None = None) -> list[str]:
     return ["+callbacks.kill._target_=tests.process_signals.SignalAtBatch",
             f"+callbacks.kill.signal_name={signal_name}", f"+callbacks.kill.epoch={epoch}",
@@ -69,9 +75,7 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(uninterru
     saved = torch.load(last, weights_only=True)
     assert saved["global_step"] == 27  # the step-27 checkpoint, 6 batches into epoch 1
 
-    resumed = train(tmp_path / "resumed", cache, f"ckpt_path={last}")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert_identical(final_state(tmp_path / "resumed" / "checkpoints" / "last.ckpt"), expected)
+    assert_resumes_exactly(last, cache, tmp_path / "resumed", expected)
 
 
 def test_sigterm_writes_a_checkpoint_prints_the_resume_command_and_resumes_exactly(uninterrupted, tmp_path):
@@ -88,9 +92,7 @@ def test_sigterm_writes_a_checkpoint_prints_the_resume_command_and_resumes_exact
     assert f"ckpt_path={last}" in command
     assert json.loads((run_dir / "error.json").read_text())["error"].startswith("RunInterrupted")
 
-    resumed = train(tmp_path / "resumed", cache, f"ckpt_path={last}")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert_identical(final_state(tmp_path / "resumed" / "checkpoints" / "last.ckpt"), expected)
+    assert_resumes_exactly(last, cache, tmp_path / "resumed", expected)
 
 
 def test_a_killed_sweep_run_again_with_resume_auto_skips_finished_jobs(uninterrupted, tmp_path):
@@ -110,3 +112,12 @@ def test_a_killed_sweep_run_again_with_resume_auto_skips_finished_jobs(uninterru
     assert finished.read_text() == first_summary
     assert json.loads((sweep / "1" / "metrics.json").read_text())["student"]["test_acc_top1"] is not None
     final_state(sweep / "1" / "checkpoints" / "last.ckpt")  # trained to the end
+
+
+def test_ctrl_c_also_finishes_the_step_and_writes_a_checkpoint(uninterrupted, tmp_path):
+    _, cache = uninterrupted
+    stopped = train(tmp_path / "run", cache, *kill_at("SIGINT", epoch=0, batch=5))
+    output = stopped.stdout + stopped.stderr
+    assert stopped.returncode == 130, output[-3000:]  # 128 + SIGINT
+    assert "stopped by SIGINT at epoch 0, step 6" in output and "Traceback" not in output
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6

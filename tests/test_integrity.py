@@ -15,6 +15,7 @@ import torch
 from distill.errors import ConfigError
 from distill.reliability.resume import auto_resume_checkpoint, check_checkpoint
 from distill.train import prepare, run
+from tests.image_folders import make_image_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,19 +95,6 @@ def test_damaged_teacher_output_cache_entry_is_computed_again(make_cfg, caplog):
     assert "is damaged" in caplog.text and "computing it again" in caplog.text
     assert read_metrics(second)["student"]["test_acc_top1"] == pytest.approx(
         read_metrics(first)["student"]["test_acc_top1"])
-
-
-def make_image_folder(root: Path, bad: int) -> None:
-    from PIL import Image
-
-    for split in ("train", "val"):
-        for label, color in (("cat", 40), ("dog", 200)):
-            folder = root / split / label
-            folder.mkdir(parents=True)
-            for i in range(4):
-                Image.new("RGB", (12, 10), (color, i * 10, 0)).save(folder / f"{i}.png")
-    for i in range(bad):
-        (root / "train" / "cat" / f"broken{i}.jpg").write_bytes(b"not an image at all")
 
 
 IMAGE_FOLDER = ["data=image_folder", "data.image_size=16", "data.batch_size=4", "data.eval_batch_size=4",
