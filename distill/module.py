@@ -113,6 +113,7 @@ class DistillationModule(L.LightningModule):
             outputs = self._forward(example)
         self.student.train(was_training)
         for term in self.loss_terms.values():
+            term.attach(self.student, self.teacher)
             term.build(outputs.student_features, outputs.teacher_features)
 
     def remove_hooks(self) -> None:
@@ -161,10 +162,13 @@ class DistillationModule(L.LightningModule):
         return batch
 
     def active_terms(self) -> dict[str, LossTerm]:
-        """All terms, except during a FitNet-style hint-only stage, when only the hint terms train."""
+        """All terms, except during a FitNet-style hint-only stage, when only the hint terms train.
+
+        After that stage, terms that belong to it alone (``main_stage`` false: AB's and FSP's init training) drop out.
+        """
         hint_only = {name: term for name, term in self.loss_terms.items()
                      if getattr(term, "hint_only_epochs", 0) > self.current_epoch}
-        return hint_only or dict(self.loss_terms.items())
+        return hint_only or {name: term for name, term in self.loss_terms.items() if getattr(term, "main_stage", True)}
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         images, targets, indices = unpack(batch)
