@@ -7,14 +7,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.testing import assert_close
 
-from distill.errors import ConfigError
 from distill.losses import (
     DistillBatch,
-    ab_loss,
-    activation_boundary_loss,
     build_loss_terms,
     dist_loss,
     dkd_loss,
@@ -22,9 +18,6 @@ from distill.losses import (
     kd_loss,
     kdsvd_loss,
     nst_loss,
-    ofd_loss,
-    ofd_margin,
-    ofd_partial_l2,
     standardize_logits,
     vid_loss,
 )
@@ -276,127 +269,3 @@ def test_vid_head_starts_at_the_initial_variance_and_pools_to_the_smaller_map():
     student, teacher = randn(2, 2, 4, 4, seed=22), randn(2, 3, 2, 2, seed=23)
     expected = vid_loss(head.regressor(avg_pool_2x2(student)), teacher, torch.full((3,), 5.0, dtype=DOUBLE))
     assert_close(head(student, teacher), expected)
-
-
-# ---------------------------------------------------------------- AB
-
-
-def hand_ab_layer(student: torch.Tensor, teacher: torch.Tensor, margin: float) -> float:
-    total = 0.0
-    for s, t in zip(student.flatten().tolist(), teacher.flatten().tolist()):
-        if s > -margin and t <= 0:
-            total += (s + margin) ** 2
-        if s <= margin and t > 0:
-            total += (s - margin) ** 2
-    return total / student.shape[0]
-
-
-def test_activation_boundary_loss_by_loops_with_the_reference_layer_weights():
-    students = [randn(2, 3, 2, 2, seed=24), randn(2, 4, 2, 2, seed=25), randn(2, 2, 1, 1, seed=26)]
-    teachers = [randn(2, 3, 2, 2, seed=27), randn(2, 4, 2, 2, seed=28), randn(2, 2, 1, 1, seed=29)]
-    for margin in (1.0, 0.5):
-        assert_close(activation_boundary_loss(students[0], teachers[0], margin),
-                     scalar(hand_ab_layer(students[0], teachers[0], margin)))
-        layers = [hand_ab_layer(s, t, margin) for s, t in zip(students, teachers)]
-        expected = (layers[0] / 4 + layers[1] / 2 + layers[2]) * 3 / 1000  # weights 2^(i - n + 1)
-        assert_close(ab_loss(students, teachers, margin), scalar(expected))
-    # A student beyond the margin on the teacher's side of every boundary costs nothing.
-    teacher = randn(2, 3, 2, 2, seed=30)
-    assert activation_boundary_loss(torch.where(teacher > 0, 1.5, -1.5), teacher).item() == 0.0
-
-
-# ---------------------------------------------------------------- OFD
-
-
-def normal_cdf(x: float) -> float:
-    return 0.5 * (1 + math.erf(x / math.sqrt(2)))
-
-
-def test_ofd_margin_is_the_expected_negative_part_of_the_bn_gaussian():
-    gamma = torch.tensor([1.0, -2.0, 0.5, 0.1], dtype=DOUBLE)
-    beta = torch.tensor([0.0, 1.0, -0.3, 1.0], dtype=DOUBLE)  # the last: Phi(-10) < 0.001, so -3 s
-    expected = []
-    for g, b in zip(gamma.tolist(), beta.tolist()):
-        s = abs(g)
-        below = normal_cdf(-b / s)
-        density = math.exp(-((b / s) ** 2) / 2) / math.sqrt(2 * math.pi)
-        expected.append(-s * density / below + b if below > 0.001 else -3 * s)
-    assert_close(ofd_margin(gamma, beta), torch.tensor(expected, dtype=torch.float32))
-    # Monte Carlo check of the formula for one channel: the mean of N(1, 2^2) below zero.
-    samples = torch.randn(2_000_000, generator=torch.Generator().manual_seed(0), dtype=DOUBLE) * 2.0 + 1.0
-    assert abs(samples[samples < 0].mean().item() - expected[1]) < 0.01
-
-
-def hand_partial_l2(student: torch.Tensor, teacher: torch.Tensor, margin: list[float]) -> float:
-    total = 0.0
-    for n in range(student.shape[0]):
-        for c in range(student.shape[1]):
-            m = margin[c]
-            for s, t in zip(student[n, c].flatten().tolist(), teacher[n, c].flatten().tolist()):
-                if s > m and t <= m:
-                    total += (s - m) ** 2
-                if s > t and m < t <= 0:
-                    total += (s - t) ** 2
-                if t > 0:
-                    total += (s - t) ** 2
-    return total / student.shape[0]
-
-
-def test_ofd_partial_l2_and_layer_weights_by_loops():
-    margin = torch.tensor([-0.8, -0.2, -1.5])
-    students = [randn(2, 3, 2, 2, seed=31), randn(2, 3, 1, 1, seed=32)]
-    teachers = [randn(2, 3, 4, 4, seed=33), randn(2, 3, 1, 1, seed=34)]
-    assert_close(ofd_partial_l2(students[1], teachers[1], margin),
-                 scalar(hand_partial_l2(students[1], teachers[1], margin.tolist())))
-    # The teacher's map is pooled to the student's size; the shallower layer weighs 1/2.
-    expected = (hand_partial_l2(students[0], avg_pool_2x2(teachers[0]), margin.tolist()) / 2
-                + hand_partial_l2(students[1], teachers[1], margin.tolist()))
-    assert_close(ofd_loss(students, teachers, [margin, margin]), scalar(expected))
-
-
-def test_ofd_reads_its_margins_from_the_teachers_batchnorm():
-    from distill.models import create_model
-
-    teacher = create_model("cifar_resnet20", 10, 1)
-    bn = teacher.layer2[-1].bn2
-    with torch.no_grad():
-        bn.weight.uniform_(0.5, 2.0)
-        bn.bias.uniform_(-1.0, 1.0)
-    (term,) = build_loss_terms({"ofd": {"weight": 1.0, "student_layers": ["@-2:pre_act"],
-                                        "teacher_layers": ["@-2:pre_act"]}}).values()
-    term.attach(None, teacher)
-    assert_close(term.margins()[0], ofd_margin(bn.weight.detach(), bn.bias.detach()))
-    assert "margin0" not in term.state_dict()  # derived from the teacher, which is not checkpointed
-
-
-def test_ofd_needs_a_pre_act_teacher_layer_with_batchnorm():
-    plain = nn.Sequential(nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU()))
-    (term,) = build_loss_terms({"ofd": {"weight": 1.0, "student_layers": ["0:pre_act"],
-                                        "teacher_layers": ["0:pre_act"]}}).values()
-    with pytest.raises(ConfigError, match=r"teacher layer '0:pre_act' has no \(affine\) BatchNorm"):
-        term.attach(None, plain)
-    (term,) = build_loss_terms({"ofd": {"weight": 1.0, "student_layers": ["0"], "teacher_layers": ["0"]}}).values()
-    with pytest.raises(ConfigError, match=r"pre-ReLU features, but teacher layer '0'.*use '0:pre_act'"):
-        term.attach(None, plain)
-
-
-# ---------------------------------------------------------------- configuration errors
-
-
-def test_methods_that_compare_channels_name_the_layers_and_the_fix(make_cfg):
-    from distill.train import prepare
-
-    with pytest.raises(ConfigError, match=r"loss.kdsvd needs equal channel counts.*student '@-3' has 8, teacher "
-                                          r"'@-3' has 32.*student=cifar_resnet8"):
-        prepare(make_cfg("loss=kdsvd"))
-    with pytest.raises(ConfigError, match=r"loss.fsp needs equal channel counts.*student '@0' has 32, teacher '@0' "
-                                          r"has 16"):
-        prepare(make_cfg("loss=fsp", "teacher=cifar_resnet20", "student=cifar_resnet8x4"))
-
-
-def test_an_init_stage_term_needs_an_init_stage():
-    with pytest.raises(ConfigError, match=r"loss.ab with hint_only_epochs=0 and main_stage=false is never trained"):
-        build_loss_terms({"ab": {"weight": 1.0, "student_layers": ["a"], "teacher_layers": ["a"],
-                                 "hint_only_epochs": 0}})
-    with pytest.raises(ConfigError, match=r"loss.fsp needs as many student_layers as teacher_layers \(at least 2\)"):
-        build_loss_terms({"fsp": {"weight": 1.0, "student_layers": ["a"], "teacher_layers": ["a"]}})
