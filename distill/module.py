@@ -128,6 +128,12 @@ class DistillationModule(L.LightningModule):
             self.teacher.eval()
         return self
 
+    def setup(self, stage: str) -> None:
+        # Lightning calls this after the data module's setup and before it restores a resumed checkpoint.
+        if stage == "fit" and self._trainer is not None:
+            for term in self.loss_terms.values():
+                term.attach_data(self.trainer.datamodule)
+
     def on_fit_start(self) -> None:
         # Lightning keeps each submodule's train/eval mode as it finds it; start from a known state.
         self.train()
@@ -156,6 +162,7 @@ class DistillationModule(L.LightningModule):
             student_logits=student_logits,
             student_features=self.student_taps.pop(),
             epoch=self.current_epoch if self._trainer is not None else 0,
+            indices=indices,
         )
         if self.teacher is not None:
             batch.teacher_logits, batch.teacher_features = self._teacher_outputs(images, indices, "train")

@@ -1,8 +1,9 @@
 """Distillation losses: pure functions on tensors, thin ``LossTerm`` modules, a registry by name."""
 
-from distill.losses import ab, features, logits, maps, ofd, relations, vid  # noqa: F401  (registers the terms)
+from distill.losses import ab, crd, features, logits, maps, ofd, relations, vid  # noqa: F401  (registers the terms)
 from distill.losses.ab import ab_loss, activation_boundary_loss
 from distill.losses.base import DistillBatch, LossTerm
+from distill.losses.crd import nce_loss
 from distill.losses.features import (
     attention_transfer_loss,
     feature_distance,
@@ -32,6 +33,7 @@ __all__ = [
     "hint_loss",
     "kd_loss",
     "kdsvd_loss",
+    "nce_loss",
     "nst_loss",
     "ofd_loss",
     "ofd_margin",

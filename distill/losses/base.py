@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,6 +21,7 @@ class DistillBatch:
     student_features: dict[str, torch.Tensor] = field(default_factory=dict)
     teacher_features: dict[str, torch.Tensor] = field(default_factory=dict)
     epoch: int = 0
+    indices: torch.Tensor | None = None  # each sample's index in the training set (in-memory data modules)
 
 
 class LossTerm(nn.Module):
@@ -51,6 +53,12 @@ class LossTerm(nn.Module):
 
     def build(self, student_features: dict[str, torch.Tensor], teacher_features: dict[str, torch.Tensor]) -> None:
         """Create adapters from example feature shapes; the default term has none."""
+
+    def attach_data(self, datamodule: Any) -> None:
+        """Size per-sample state from the training set (CRD's memory banks) when fitting starts; default: none.
+
+        Called before a resumed checkpoint is loaded, so buffers made here are restored from it.
+        """
 
     def extra_repr(self) -> str:
         return f"weight={self.weight}"
