@@ -269,3 +269,33 @@ def test_vid_head_starts_at_the_initial_variance_and_pools_to_the_smaller_map():
     student, teacher = randn(2, 2, 4, 4, seed=22), randn(2, 3, 2, 2, seed=23)
     expected = vid_loss(head.regressor(avg_pool_2x2(student)), teacher, torch.full((3,), 5.0, dtype=DOUBLE))
     assert_close(head(student, teacher), expected)
+
+
+# ---------------------------------------------------------------- CTKD
+
+
+def test_ctkd_lambda_follows_half_a_cosine_from_0_to_minus_1():
+    from distill.losses.ctkd import cosine_lambda
+
+    for epoch, expected in ((0, 0.0), (1, -(1 - math.cos(math.pi / 10)) / 2), (5, -0.5), (10, -1.0), (30, -1.0)):
+        assert cosine_lambda(epoch, 10) == pytest.approx(expected)
+
+
+def test_ctkd_is_kd_at_the_learned_temperature_and_the_temperature_ascends_the_loss():
+    (term,) = build_loss_terms({"ctkd": {}}).values()
+    term.double()
+    student, teacher = torch.tensor(STUDENT_LOGITS, dtype=DOUBLE), torch.tensor(TEACHER_LOGITS, dtype=DOUBLE)
+    temperature = 1 + 20 / (1 + math.exp(-1.0))  # theta starts at 1
+    batch = DistillBatch(torch.tensor([0, 1, 2]), student, teacher, epoch=4)  # 1-based epoch 5: lambda = -0.5
+    value = term(batch)
+    assert_close(value, scalar(hand_kd(STUDENT_LOGITS, TEACHER_LOGITS, temperature)))
+    value.backward()
+    # Without the reversal: d loss / d theta by central differences of the hand computation, then times lambda.
+    h = 1e-6
+
+    def loss_at(theta: float) -> float:
+        return hand_kd(STUDENT_LOGITS, TEACHER_LOGITS, 1 + 20 / (1 + math.exp(-theta)))
+
+    plain = (loss_at(1 + h) - loss_at(1 - h)) / (2 * h)
+    assert_close(term.theta.grad, scalar(-0.5 * plain), rtol=1e-5, atol=1e-8)
+    assert "theta" in dict(term.named_parameters())

@@ -1,9 +1,10 @@
 """Distillation losses: pure functions on tensors, thin ``LossTerm`` modules, a registry by name."""
 
-from distill.losses import ab, crd, features, logits, maps, ofd, relations, vid  # noqa: F401  (registers the terms)
+from distill.losses import ab, crd, ctkd, features, logits, maps, ofd, relations, vid  # noqa: F401  (registers the terms)
 from distill.losses.ab import ab_loss, activation_boundary_loss
 from distill.losses.base import DistillBatch, LossTerm
 from distill.losses.crd import nce_loss
+from distill.losses.ctkd import ctkd_temperature
 from distill.losses.features import (
     attention_transfer_loss,
     feature_distance,
@@ -26,6 +27,7 @@ __all__ = [
     "attention_transfer_loss",
     "build_loss_terms",
     "correlation_congruence_loss",
+    "ctkd_temperature",
     "dist_loss",
     "dkd_loss",
     "feature_distance",
