@@ -1,6 +1,6 @@
 """Distillation losses: pure functions on tensors, thin ``LossTerm`` modules, a registry by name."""
 
-from distill.losses import ab, crd, ctkd, features, logits, maps, ofd, relations, vid  # noqa: F401  (registers the terms)
+from distill.losses import ab, crd, ctkd, features, ft, logits, maps, ofd, relations, vid  # noqa: F401  (registers the terms)
 from distill.losses.ab import ab_loss, activation_boundary_loss
 from distill.losses.base import DistillBatch, LossTerm
 from distill.losses.crd import nce_loss
@@ -11,6 +11,7 @@ from distill.losses.features import (
     hint_loss,
     similarity_preserving_loss,
 )
+from distill.losses.ft import factor_transfer_loss
 from distill.losses.logits import dist_loss, dkd_loss, kd_loss, standardize_logits
 from distill.losses.maps import fsp_loss, kdsvd_loss, nst_loss
 from distill.losses.ofd import ofd_loss, ofd_margin, ofd_partial_l2
@@ -30,6 +31,7 @@ __all__ = [
     "ctkd_temperature",
     "dist_loss",
     "dkd_loss",
+    "factor_transfer_loss",
     "feature_distance",
     "fsp_loss",
     "hint_loss",
