@@ -1,6 +1,6 @@
 """Distillation losses: pure functions on tensors, thin ``LossTerm`` modules, a registry by name."""
 
-from distill.losses import ab, crd, ctkd, features, ft, logits, maps, ofd, relations, vid  # noqa: F401  (registers the terms)
+from distill.losses import ab, crd, ctkd, features, ft, logits, maps, ofd, relations, reviewkd, vid  # noqa: F401  (registers the terms)
 from distill.losses.ab import ab_loss, activation_boundary_loss
 from distill.losses.base import DistillBatch, LossTerm
 from distill.losses.crd import nce_loss
@@ -17,6 +17,7 @@ from distill.losses.maps import fsp_loss, kdsvd_loss, nst_loss
 from distill.losses.ofd import ofd_loss, ofd_margin, ofd_partial_l2
 from distill.losses.registry import LOSSES, build_loss_terms, register_loss
 from distill.losses.relations import correlation_congruence_loss, pkt_loss, rkd_loss
+from distill.losses.reviewkd import hcl_loss
 from distill.losses.vid import vid_loss
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "factor_transfer_loss",
     "feature_distance",
     "fsp_loss",
+    "hcl_loss",
     "hint_loss",
     "kd_loss",
     "kdsvd_loss",
