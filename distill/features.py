@@ -1,9 +1,10 @@
 """Intermediate features by module path, taken with forward hooks so no model is edited.
 
-``FeatureTaps(model, ["layer2", "pre_logits", "@-1"])`` records ``layer2``'s output, the
-classifier's input and the deepest ``feature_info`` stage on every forward pass. Paths are looked up
-through wrappers (DDP's ``module.``, ``torch.compile``'s ``_orig_mod.``); unknown paths fail at
-construction with the list of valid ones.
+``FeatureTaps(model, ["layer2", "pre_logits", "@-1", "layer3:pre_act"])`` records ``layer2``'s output,
+the classifier's input, the deepest ``feature_info`` stage and ``layer3``'s pre-activation (the input of
+its last block's final activation) on every forward pass. Paths are looked up through wrappers (DDP's
+``module.``, ``torch.compile``'s ``_orig_mod.``); unknown paths fail at construction with the list of
+valid ones.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from distill.models import classifier_name
 
 # The input of the classifier: the penultimate embedding, on any timm model.
 PRE_LOGITS = "pre_logits"
+# Suffix for the pre-activation of a block: the input of its final activation ("pre-ReLU").
+PRE_ACT = "pre_act"
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
@@ -90,6 +93,60 @@ def resolve_layer(model: nn.Module, name: str, role: str) -> nn.Module:
     )
 
 
+def split_option(name: str) -> tuple[str, str | None]:
+    """``"layer2:pre_act"`` -> ``("layer2", "pre_act")``; a plain name has no option."""
+    base, _, option = name.partition(":")
+    return base, (option or None)
+
+
+# Where torch and timm define their activation modules (nn.ReLU, nn.GELU, timm's Swish, ...).
+ACTIVATION_MODULES = ("torch.nn.modules.activation", "timm.layers.activations", "timm.layers.activations_me")
+
+
+def is_activation(module: nn.Module) -> bool:
+    return type(module).__module__ in ACTIVATION_MODULES
+
+
+def last_block(module: nn.Module) -> nn.Module | None:
+    """The block whose final activation ends ``module``: itself if it has activation children, else its last child's.
+
+    A stage (``layer2``, a Sequential of residual blocks) ends in its last block; a block (a CIFAR/timm
+    ResNet BasicBlock, a conv-BN-ReLU Sequential) has activation modules among its direct children.
+    """
+    while module is not None:
+        if any(is_activation(child) for child in module.children()):
+            return module
+        children = list(module.children())
+        module = children[-1] if isinstance(module, (nn.Sequential, nn.ModuleList)) and children else None
+    return None
+
+
+def pre_activation_modules(model: nn.Module, name: str, role: str) -> tuple[nn.Module, nn.Module | None]:
+    """(final activation, BatchNorm before it or None) of the block that ends layer ``name``.
+
+    The final activation is the block's last registered activation child (``relu`` of our CIFAR ResNets,
+    ``act2``/``act3`` of timm's BasicBlock/Bottleneck); its input is the pre-activation feature (for a
+    residual block: BN output plus shortcut, RepDistiller's and mdistiller's ``preact``). The BatchNorm is
+    the block's last registered BatchNorm child (``bn2``/``bn3``), the one OFD reads its margins from.
+    """
+    base, _ = split_option(name)
+    block = last_block(resolve_layer(model, base, role))
+    if block is None:
+        raise ConfigError(
+            f"{role} layer '{name}': '{base}' ends in no block with an activation module (nn.ReLU, ...), so it "
+            f"has no pre-activation; pick a stage or block of a conv net (distill-layers lists ':{PRE_ACT}' layers)"
+        )
+    activation = [child for child in block.children() if is_activation(child)][-1]
+    norms = [child for child in block.children() if isinstance(child, nn.modules.batchnorm._BatchNorm)]
+    return activation, (norms[-1] if norms else None)
+
+
+def pre_activation_layers(model: nn.Module) -> list[str]:
+    """Every module path that has a pre-activation (``<path>:pre_act`` is a valid layer name)."""
+    inner = unwrap(model)
+    return [f"{path}:{PRE_ACT}" for path, module in inner.named_modules() if path and last_block(module) is not None]
+
+
 class FeatureTaps:
     """Forward hooks that keep the outputs of the named layers from the latest forward pass."""
 
@@ -98,11 +155,18 @@ class FeatureTaps:
         self.features: dict[str, torch.Tensor] = {}
         self._handles = []
         for name in dict.fromkeys(names):  # unique, in order
-            module = resolve_layer(model, name, role)
-            if resolve_layer_path(model, name, role) == PRE_LOGITS:
-                handle = module.register_forward_pre_hook(self._keep_input(name))
+            base, option = split_option(name)
+            if option not in (None, PRE_ACT):
+                raise ConfigError(f"{role} layer '{name}': unknown option ':{option}'; the only one is ':{PRE_ACT}' "
+                                  "(the input of the block's final activation)")
+            if option == PRE_ACT:
+                activation, _ = pre_activation_modules(model, name, role)
+                # The activation may run in place (and, shared, more than once): keep a copy of its last input.
+                handle = activation.register_forward_pre_hook(self._keep_input(name, copy=True))
+            elif resolve_layer_path(model, base, role) == PRE_LOGITS:
+                handle = resolve_layer(model, base, role).register_forward_pre_hook(self._keep_input(name))
             else:
-                handle = module.register_forward_hook(self._keep_output(name))
+                handle = resolve_layer(model, base, role).register_forward_hook(self._keep_output(name))
             self._handles.append(handle)
 
     def _store(self, name: str, value: object) -> None:
@@ -119,9 +183,9 @@ class FeatureTaps:
 
         return hook
 
-    def _keep_input(self, name: str):
+    def _keep_input(self, name: str, copy: bool = False):
         def hook(module: nn.Module, inputs: tuple) -> None:
-            self._store(name, inputs[0])
+            self._store(name, inputs[0].clone() if copy else inputs[0])
 
         return hook
 

@@ -4,7 +4,7 @@
     distill-layers +show=teacher teacher=timm teacher.name=resnet18 data=image_folder data.root=...
 
 The names are what loss options such as ``loss.fitnet.student_layer`` take; ``@N`` aliases
-(``feature_info[N]``) and ``pre_logits`` are shown too.
+(``feature_info[N]``), ``pre_logits`` and ``<layer>:pre_act`` (pre-activation) rows are shown too.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 from distill.config import CONF_DIR
-from distill.features import PRE_LOGITS, feature_layer_names
+from distill.features import PRE_ACT, PRE_LOGITS, FeatureTaps, feature_layer_names, pre_activation_layers
 from distill.models import check_input_fits, classifier_name, create_model
 
 
@@ -45,16 +45,33 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...]) -> list[tuple[st
     return list(rows.values())
 
 
+def pre_activation_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, str]:
+    """``{"layer2:pre_act": "(64, 16, 16)", ...}``: every pre-activation a loss term can request, by a dry run."""
+    taps = FeatureTaps(model, pre_activation_layers(model), "model")
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        taps.remove()
+    return {name: str(tuple(feature.shape[1:])) for name, feature in taps.pop().items()}
+
+
 def format_layers(role: str, name: str, model: nn.Module, input_shape: tuple[int, ...]) -> str:
     aliases = {path: f"@{index}" for index, path in enumerate(feature_layer_names(model))}
     classifier = classifier_name(model)
+    pre_activations = pre_activation_shapes(model, input_shape)
     lines = [f"{role} {name}: input {tuple(input_shape)}",
-             f"  {'layer':<32}{'alias':<10}{'type':<20}{'output (per sample)':<26}{'params':>10}"]
+             f"  {'layer':<40}{'alias':<17}{'type':<20}{'output (per sample)':<26}{'params':>10}"]
     for path, kind, shape, params in layer_table(model, input_shape):
         alias = aliases.get(path, "")
         if path == classifier:
             alias = f"input={PRE_LOGITS}"
-        lines.append(f"  {path:<32}{alias:<10}{kind:<20}{shape:<26}{params:>10,}")
+        lines.append(f"  {path:<40}{alias:<17}{kind:<20}{shape:<26}{params:>10,}")
+        pre_act = f"{path}:{PRE_ACT}"
+        if pre_act in pre_activations:
+            pre_alias = f"{aliases[path]}:{PRE_ACT}" if path in aliases else ""
+            lines.append(f"  {pre_act:<40}{pre_alias:<17}{'pre-activation':<20}{pre_activations[pre_act]:<26}{0:>10,}")
     return "\n".join(lines)
 
 

@@ -123,6 +123,7 @@ class DistillationModule(L.LightningModule):
             outputs = self._forward(example)
         self.student.train(was_training)
         for term in self.loss_terms.values():
+            term.attach(self.student, self.teacher)
             term.build(outputs.student_features, outputs.teacher_features)
 
     def remove_hooks(self) -> None:
@@ -136,6 +137,12 @@ class DistillationModule(L.LightningModule):
         if self.teacher is not None:
             self.teacher.eval()
         return self
+
+    def setup(self, stage: str) -> None:
+        # Lightning calls this after the data module's setup and before it restores a resumed checkpoint.
+        if stage == "fit" and self._trainer is not None:
+            for term in self.loss_terms.values():
+                term.attach_data(self.trainer.datamodule)
 
     def on_fit_start(self) -> None:
         # Lightning keeps each submodule's train/eval mode as it finds it; start from a known state.
@@ -165,16 +172,20 @@ class DistillationModule(L.LightningModule):
             student_logits=student_logits,
             student_features=self.student_taps.pop(),
             epoch=self.current_epoch if self._trainer is not None else 0,
+            indices=indices,
         )
         if self.teacher is not None:
             batch.teacher_logits, batch.teacher_features = self._teacher_outputs(images, indices, "train")
         return batch
 
     def active_terms(self) -> dict[str, LossTerm]:
-        """All terms, except during a FitNet-style hint-only stage, when only the hint terms train."""
+        """All terms, except during a FitNet-style hint-only stage, when only the hint terms train.
+
+        After that stage, terms that belong to it alone (``main_stage`` false: AB's and FSP's init training) drop out.
+        """
         hint_only = {name: term for name, term in self.loss_terms.items()
                      if getattr(term, "hint_only_epochs", 0) > self.current_epoch}
-        return hint_only or dict(self.loss_terms.items())
+        return hint_only or {name: term for name, term in self.loss_terms.items() if getattr(term, "main_stage", True)}
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor | None:
         images, targets, indices = unpack(batch)

@@ -1,30 +1,53 @@
 """Distillation losses: pure functions on tensors, thin ``LossTerm`` modules, a registry by name."""
 
-from distill.losses import features, logits, relations  # noqa: F401  (registers the terms)
+from distill.losses import ab, crd, ctkd, features, ft, logits, maps, ofd, relations, reviewkd, vid  # noqa: F401  (registers the terms)
+from distill.losses.ab import ab_loss, activation_boundary_loss
 from distill.losses.base import DistillBatch, LossTerm
+from distill.losses.crd import nce_loss
+from distill.losses.ctkd import ctkd_temperature
 from distill.losses.features import (
     attention_transfer_loss,
     feature_distance,
     hint_loss,
     similarity_preserving_loss,
 )
-from distill.losses.logits import dkd_loss, kd_loss
+from distill.losses.ft import factor_transfer_loss
+from distill.losses.logits import dist_loss, dkd_loss, kd_loss, standardize_logits
+from distill.losses.maps import fsp_loss, kdsvd_loss, nst_loss
+from distill.losses.ofd import ofd_loss, ofd_margin, ofd_partial_l2
 from distill.losses.registry import LOSSES, build_loss_terms, register_loss
 from distill.losses.relations import correlation_congruence_loss, pkt_loss, rkd_loss
+from distill.losses.reviewkd import hcl_loss
+from distill.losses.vid import vid_loss
 
 __all__ = [
     "LOSSES",
     "DistillBatch",
     "LossTerm",
+    "ab_loss",
+    "activation_boundary_loss",
     "attention_transfer_loss",
     "build_loss_terms",
     "correlation_congruence_loss",
+    "ctkd_temperature",
+    "dist_loss",
     "dkd_loss",
+    "factor_transfer_loss",
     "feature_distance",
+    "fsp_loss",
+    "hcl_loss",
     "hint_loss",
     "kd_loss",
+    "kdsvd_loss",
+    "nce_loss",
+    "nst_loss",
+    "ofd_loss",
+    "ofd_margin",
+    "ofd_partial_l2",
     "pkt_loss",
     "register_loss",
     "rkd_loss",
     "similarity_preserving_loss",
+    "standardize_logits",
+    "vid_loss",
 ]

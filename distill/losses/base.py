@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
+
+from distill.errors import ConfigError
 
 
 @dataclass
@@ -18,6 +21,7 @@ class DistillBatch:
     student_features: dict[str, torch.Tensor] = field(default_factory=dict)
     teacher_features: dict[str, torch.Tensor] = field(default_factory=dict)
     epoch: int = 0
+    indices: torch.Tensor | None = None  # each sample's index in the training set (in-memory data modules)
 
 
 class LossTerm(nn.Module):
@@ -30,6 +34,10 @@ class LossTerm(nn.Module):
     """
 
     needs_teacher: bool = True
+    # An initialisation stage (FitNet's first stage, AB's and FSP's init training): for the first
+    # ``hint_only_epochs`` epochs only such terms train; a term with ``main_stage = False`` is dropped afterwards.
+    hint_only_epochs: int = 0
+    main_stage: bool = True
 
     def __init__(self, weight: float = 1.0) -> None:
         super().__init__()
@@ -37,8 +45,28 @@ class LossTerm(nn.Module):
         self.student_layers: tuple[str, ...] = ()
         self.teacher_layers: tuple[str, ...] = ()
 
+    def attach(self, student: nn.Module, teacher: nn.Module | None) -> None:
+        """Read what the term needs from the networks themselves (OFD: the teacher's BatchNorm); default: nothing.
+
+        Called once, before ``build``, with the networks whose features the term will see.
+        """
+
     def build(self, student_features: dict[str, torch.Tensor], teacher_features: dict[str, torch.Tensor]) -> None:
         """Create adapters from example feature shapes; the default term has none."""
 
+    def attach_data(self, datamodule: Any) -> None:
+        """Size per-sample state from the training set (CRD's memory banks) when fitting starts; default: none.
+
+        Called before a resumed checkpoint is loaded, so buffers made here are restored from it.
+        """
+
     def extra_repr(self) -> str:
         return f"weight={self.weight}"
+
+
+def check_stages(name: str, hint_only_epochs: int, main_stage: bool) -> None:
+    """A term that is off after its initialisation stage needs one."""
+    if hint_only_epochs <= 0 and not main_stage:
+        raise ConfigError(f"loss.{name} with hint_only_epochs={hint_only_epochs} and main_stage=false is never "
+                          f"trained; set loss.{name}.hint_only_epochs=30 (the reference) "
+                          f"or loss.{name}.main_stage=true")

@@ -121,26 +121,40 @@ class FeatureDistanceLoss(FeaturePairTerm):
         return feature_distance(self.adapter(student), teacher, self.metric)
 
 
+class LayerPairsTerm(LossTerm):
+    """A term over lists of layers, the i-th student layer paired with the i-th teacher layer."""
+
+    def __init__(self, name: str, weight: float, student_layers: Sequence[str], teacher_layers: Sequence[str],
+                 minimum: int = 1) -> None:
+        super().__init__(weight)
+        if len(student_layers) != len(teacher_layers) or len(student_layers) < minimum:
+            raise ConfigError(
+                f"loss.{name} needs as many student_layers as teacher_layers (at least {_count(minimum)}), got "
+                f"{list(student_layers)} and {list(teacher_layers)}"
+            )
+        self.student_layers, self.teacher_layers = tuple(student_layers), tuple(teacher_layers)
+
+    def pairs(self, batch: DistillBatch) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(student feature, teacher feature) for each configured pair of layers, in order."""
+        return [(batch.student_features[s], batch.teacher_features[t])
+                for s, t in zip(self.student_layers, self.teacher_layers)]
+
+
+def _count(minimum: int) -> str:
+    return "one" if minimum == 1 else str(minimum)
+
+
 @register_loss("at")
-class AttentionTransferLoss(LossTerm):
+class AttentionTransferLoss(LayerPairsTerm):
     """Attention transfer over pairs of layers (summed); channel counts may differ, no adapter needed."""
 
     def __init__(self, weight: float, student_layers: Sequence[str], teacher_layers: Sequence[str],
                  p: float = 2.0) -> None:
-        super().__init__(weight)
-        if len(student_layers) != len(teacher_layers) or not student_layers:
-            raise ConfigError(
-                f"loss.at needs as many student_layers as teacher_layers (at least one), got "
-                f"{list(student_layers)} and {list(teacher_layers)}"
-            )
-        self.student_layers, self.teacher_layers = tuple(student_layers), tuple(teacher_layers)
+        super().__init__("at", weight, student_layers, teacher_layers)
         self.p = float(p)
 
     def forward(self, batch: DistillBatch) -> torch.Tensor:
-        return sum(
-            attention_transfer_loss(batch.student_features[s], batch.teacher_features[t], self.p)
-            for s, t in zip(self.student_layers, self.teacher_layers)
-        )
+        return sum(attention_transfer_loss(student, teacher, self.p) for student, teacher in self.pairs(batch))
 
 
 @register_loss("sp")
