@@ -66,7 +66,8 @@ def test_terms_built_from_config_and_weighted_separately():
 
 
 def test_unknown_loss_lists_the_available_ones():
-    with pytest.raises(ConfigError, match=r"unknown loss 'kdd'.*did you mean kd.*available: ab, at, cc, ce, dist, "):
+    with pytest.raises(ConfigError, match=r"unknown loss 'kdd'.*did you mean kd.*"
+                                          r"available: ab, at, cc, ce, crd, ctkd, dist, dkd, "):
         build_loss_terms({"kdd": {"weight": 1.0}})
 
 
