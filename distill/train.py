@@ -30,6 +30,7 @@ from distill.export import export_model, load_exported
 from distill.fit import FitResult, fit_model, seed_everything
 from distill.io import write_json
 from distill.losses import build_loss_terms
+from distill.losses.base import check_sample_labels
 from distill.models import check_input_fits, count_parameters, create_model
 from distill.module import DistillationModule
 from distill.reliability import RunInterrupted, RunStopped
@@ -114,6 +115,9 @@ def check_loss_terms(cfg: DictConfig, student: nn.Module, teacher: nn.Module, da
         student=student, teacher=teacher, loss_terms=build_loss_terms(OmegaConf.to_container(cfg.loss, resolve=True)),
         optimizer=instantiate(cfg.optimizer), num_classes=datamodule.num_classes, input_shape=datamodule.input_shape)
     module.remove_hooks()
+    for name, term in module.loss_terms.items():
+        if term.needs_sample_labels:
+            check_sample_labels(name, datamodule)
     for parameter, flag in zip(teacher.parameters(), trainable):
         parameter.requires_grad_(flag)
     teacher.train(was_training)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -53,7 +52,7 @@ def crd_term(mode: str = "exact", negatives: int = 8, labels: list[int] | None =
                                         "mode": mode}}).values()
     term.build({"pre_logits": torch.zeros(2, 5)}, {"pre_logits": torch.zeros(2, 7)})
     labels = torch.tensor(labels or [0, 1, 2, 0, 1, 2, 0, 1, 2, 2])
-    term.attach_data(SimpleNamespace(splits={"train": SimpleNamespace(labels=labels)}))
+    term.attach_data(LabelledData(labels))
     return term.double(), labels
 
 
@@ -107,6 +106,17 @@ def test_crd_term_fixes_z_on_the_first_batch_and_updates_the_banks_of_the_batch(
     assert_close(term.normalizers, torch.tensor([z_s, z_t], dtype=DOUBLE))  # kept after the first batch
 
 
+class LabelledData:
+    """The one thing CRD reads from a data module: every training sample's label, by index."""
+
+    def __init__(self, labels: torch.Tensor) -> None:
+        self._labels = labels
+
+    @property
+    def train_labels(self) -> torch.Tensor:
+        return self._labels
+
+
 def mean_all(rows: list[list[float]]) -> float:
     return sum(sum(r) for r in rows) / sum(len(r) for r in rows)
 
@@ -115,12 +125,12 @@ def test_crd_without_sample_indices_says_which_data_modules_have_them():
     (term,) = build_loss_terms({"crd": {}}).values()
     term.build({"pre_logits": torch.zeros(2, 5)}, {"pre_logits": torch.zeros(2, 7)})
 
-    class ImageFolderDataModule:
+    class StreamingDataModule:
         pass
 
     with pytest.raises(ConfigError, match=r"loss.crd needs each training sample's index and label, and "
-                                          r"ImageFolderDataModule hands neither.*digits, fashion_mnist"):
-        term.attach_data(ImageFolderDataModule())
+                                          r"StreamingDataModule has no train_labels.*digits, .*image_folder"):
+        term.attach_data(StreamingDataModule())
     with pytest.raises(ConfigError, match="mode='loose' is unknown"):
         build_loss_terms({"crd": {"mode": "loose"}})
 
@@ -154,3 +164,16 @@ def test_resume_restores_both_memory_banks_and_z_bit_for_bit(make_cfg):
     restored = MemoryProbe.seen[0]
     for name in ("memory_student", "memory_teacher", "normalizers"):
         assert torch.equal(restored[name], state[f"loss_terms.crd.{name}"]), name
+
+
+def test_crd_runs_on_an_image_folder(make_cfg, tmp_path):
+    from tests.image_folders import make_image_folder
+
+    make_image_folder(tmp_path / "images")
+    cfg = make_cfg("loss=crd", "loss.crd.negatives=4", "data=image_folder", f"data.root={tmp_path / 'images'}",
+                   "data.image_size=16", "data.batch_size=4", "data.eval_batch_size=4", "data.num_workers=0",
+                   "teacher.train.max_epochs=1", "trainer.max_epochs=1", "report.enabled=false")
+    run(cfg)
+    state = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert state["loss_terms.crd.memory_student"].shape == (8, 128)  # one row per training image
+    assert (state["loss_terms.crd.normalizers"] > 0).all()  # Z was set from a real batch

@@ -97,7 +97,8 @@ def test_image_folder_reads_class_folders(tmp_path):
                                  pin_memory=False)
     assert data.num_classes == 2 and data.input_shape == (3, 8, 8)
     data.setup()
-    images, labels = next(iter(data.val_dataloader()))
+    images, labels, indices = next(iter(data.val_dataloader()))
     assert images.shape == (6, 3, 8, 8) and sorted(labels.tolist()) == [0, 0, 0, 1, 1, 1]
+    assert indices.tolist() == list(range(6))  # each image's index, for per-sample state (CRD)
     with pytest.raises(DatasetNotFoundError, match="data.root=<folder>"):
         ImageFolderDataModule(root=str(tmp_path / "missing")).check()

@@ -201,6 +201,11 @@ class InMemoryDataModule(SplitLoadersMixin, L.LightningDataModule):
         return self._draws
 
     @property
+    def train_labels(self) -> torch.Tensor:
+        """Every training sample's label, by the index the loader hands to the step (CRD draws negatives here)."""
+        return self.splits["train"].labels
+
+    @property
     def augments(self) -> bool:
         """Whether training images change from epoch to epoch (then cached teacher outputs would be stale)."""
         return self.random_crop_padding > 0 or self.horizontal_flip

@@ -8,9 +8,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
-from torch.utils.data import DataLoader
+import torch
+from torch.utils.data import DataLoader, Dataset
 
 from distill.data.base import DatasetNotFoundError, SplitLoadersMixin, resolve_workers
 from distill.errors import ConfigError
@@ -28,6 +30,20 @@ def unreadable(path: str) -> str | None:
     except (UnidentifiedImageError, OSError, ValueError) as error:
         return str(error).splitlines()[0][:120] or type(error).__name__
     return None
+
+
+class IndexedDataset(Dataset):
+    """(image, label, index): the index lets per-sample state (CRD's memory banks) follow each image."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Any, int, int]:
+        image, label = self.dataset[index]
+        return image, label, index
 
 
 def _to_rgb(image):
@@ -129,9 +145,14 @@ class ImageFolderDataModule(SplitLoadersMixin, L.LightningDataModule):
         log.warning("data.on_bad_image=skip: left out %d unreadable image(s) of split '%s' (first: %s)", len(bad),
                     split, shown)
 
+    @property
+    def train_labels(self) -> torch.Tensor:
+        """Every training image's label, by the index the loader hands to the step (CRD draws negatives here)."""
+        return torch.as_tensor(self.datasets["train"].targets)
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(
-            self.datasets[split],
+            IndexedDataset(self.datasets[split]),
             batch_size=self.batch_size if shuffle else self.eval_batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,

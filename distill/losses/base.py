@@ -34,6 +34,8 @@ class LossTerm(nn.Module):
     """
 
     needs_teacher: bool = True
+    # Per-sample state (CRD's memory banks): the data module must index its samples (``check_sample_labels``).
+    needs_sample_labels: bool = False
     # An initialisation stage (FitNet's first stage, AB's and FSP's init training): for the first
     # ``hint_only_epochs`` epochs only such terms train; a term with ``main_stage = False`` is dropped afterwards.
     hint_only_epochs: int = 0
@@ -70,3 +72,12 @@ def check_stages(name: str, hint_only_epochs: int, main_stage: bool) -> None:
         raise ConfigError(f"loss.{name} with hint_only_epochs={hint_only_epochs} and main_stage=false is never "
                           f"trained; set loss.{name}.hint_only_epochs=30 (the reference) "
                           f"or loss.{name}.main_stage=true")
+
+
+def check_sample_labels(name: str, datamodule: Any) -> None:
+    """A term with per-sample state needs the data module to hand each sample's index to the step and to
+    say every training sample's label (``train_labels``)."""
+    if getattr(type(datamodule), "train_labels", None) is None:
+        raise ConfigError(
+            f"loss.{name} needs each training sample's index and label, and {type(datamodule).__name__} has no "
+            "train_labels; use a data module that has (digits, fashion_mnist, cifar10, cifar100, image_folder)")

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distill.errors import ConfigError
-from distill.losses.base import DistillBatch
+from distill.losses.base import DistillBatch, check_sample_labels
 from distill.losses.features import FeaturePairTerm
 from distill.losses.registry import register_loss
 
@@ -68,6 +68,8 @@ class CRDLoss(FeaturePairTerm):
     positive; ``relax`` a random sample of its class (RepDistiller's ``CIFAR100InstanceSample``).
     """
 
+    needs_sample_labels = True
+
     def __init__(self, weight: float = 0.8, student_layer: str = "pre_logits", teacher_layer: str = "pre_logits",
                  feature_dim: int = 128, negatives: int = 16384, temperature: float = 0.07, momentum: float = 0.5,
                  mode: str = "exact") -> None:
@@ -87,13 +89,8 @@ class CRDLoss(FeaturePairTerm):
         self.embed_teacher = Embed(teacher_features[self.teacher_layer][0].numel(), self.feature_dim)
 
     def attach_data(self, datamodule: Any) -> None:
-        splits = getattr(datamodule, "splits", None)
-        if not splits or "train" not in splits:
-            raise ConfigError(
-                f"loss.crd needs each training sample's index and label, and {type(datamodule).__name__} hands "
-                "neither to the step; use an in-memory data module (digits, fashion_mnist, cifar10, cifar100)"
-            )
-        labels = splits["train"].labels.to(self.embed_student.linear.weight.device)
+        check_sample_labels("crd", datamodule)
+        labels = datamodule.train_labels.to(self.embed_student.linear.weight.device)
         num_data = len(labels)
         order = torch.argsort(labels, stable=True)
         counts = torch.bincount(labels)
