@@ -92,9 +92,17 @@ def build_report(entries: list[ReportEntry], datamodule: Any, settings: dict[str
     }
 
 
+def energy_text(energy: dict) -> str:
+    """Joules per image in the unit that shows three significant digits; never a rounded-away zero."""
+    if not energy["measured"]:
+        return "below resolution" if energy.get("below_resolution") else "not measured"
+    joules = energy["joules_per_image"]
+    scale, unit = next(((s, u) for s, u in ((1.0, "J"), (1e-3, "mJ"), (1e-6, "µJ")) if joules >= s), (1e-9, "nJ"))
+    return f"{joules / scale:.3g} {unit}"
+
+
 def _energy_text(profile: dict) -> str:
-    energy = profile["speed"]["energy"]
-    return f"{1e3 * energy['joules_per_image']:.3f} mJ" if energy["measured"] else "not measured"
+    return energy_text(profile["speed"]["energy"])
 
 
 def report_markdown(report: dict[str, Any]) -> str:
