@@ -22,6 +22,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from distill.compress.settings import check_settings as check_compress_settings
 from distill.config import CONF_DIR, to_dict
 from distill.data import DatasetNotFoundError, InMemoryDataModule
 from distill.errors import ConfigError
@@ -78,6 +79,8 @@ def prepare(cfg: DictConfig) -> Plan:
         model = create_model(model_cfg.name, datamodule.num_classes, datamodule.in_chans, model_cfg.get("kwargs"),
                              role=role)
         check_input_fits(model, datamodule.input_shape, role, model_cfg.name)
+    if cfg.stage != "teacher":
+        check_compress_settings(cfg.get("compress"), has_teacher=cfg.stage == "distill")
     teacher = None
     if cfg.stage == "distill":
         teacher = build_teacher(cfg.teacher, datamodule.num_classes, datamodule.in_chans, datamodule.input_shape)
@@ -169,6 +172,22 @@ def efficiency_report(cfg: DictConfig, plan: Plan, output_dir: Path, loggers: li
             "comparisons": [c["summary"] for c in report["comparisons"]]}
 
 
+def compress_student(cfg: DictConfig, plan: Plan, output_dir: Path) -> dict[str, Any] | None:
+    """The deployable variants ``compress`` asks for (distill/compress), each a row of the report.
+
+    Imported only when asked for: onnxruntime, Torch-Pruning and torchao cost seconds to import.
+    """
+    if rank_zero_only.rank != 0 or not check_compress_settings(cfg.get("compress")):
+        return None
+    from distill.compress.pipeline import compress
+
+    result = compress(cfg, plan.model, plan.teacher, plan.datamodule, output_dir, plan.model_cfg.name,
+                      model_kwargs(plan.model_cfg, plan.datamodule))
+    return {"steps": result["steps"], "failures": [f["error"] for f in result["failures"]], "variants": [
+        {"variant": row["variant"], "file": row["file"], "bytes": row["bytes"], "test_acc_top1": row["accuracy"]["top1"],
+         "latency_ms": row["speed"]["latency_ms_batch1"]["median"]} for row in result["variants"]]}
+
+
 def cached_teacher_outputs(cfg: DictConfig, teacher: nn.Module, datamodule: Any) -> CachedTeacherOutputs | None:
     """Teacher logits from the output cache when they cannot go stale; None (with the reason logged) otherwise."""
     settings = cfg.teacher_cache
@@ -242,6 +261,9 @@ def print_summary(summary: dict[str, Any]) -> None:
         lines.append(f"teacher weights: {teacher['source']}{origin.get(teacher.get('trained_now'), '')}")
     for line in (summary.get("report") or {}).get("comparisons", []):
         lines.append(line)
+    for row in (summary.get("compress") or {}).get("variants", []):
+        lines.append(f"variant  {row['variant']:<24}{row['bytes']:>10,} B{100 * row['test_acc_top1']:>9.2f} %"
+                     f"{row['latency_ms']:>9.3f} ms  {row['file']}")
     if summary.get("report"):
         lines.append(f"efficiency report: {summary['report']['files']['markdown']}")
     lines.append(f"run folder: {summary['run_dir']}")
@@ -292,6 +314,7 @@ def run(cfg: DictConfig) -> float | None:
         finally:
             result.close_loggers()
         summary["wandb_sync"] = result.wandb_sync
+        summary["compress"] = compress_student(cfg, plan, output_dir)
         monitored = result.monitored
     if rank_zero_only.rank == 0:  # DDP workers run this script too; one writes the summary
         write_json(output_dir / "metrics.json", summary)
