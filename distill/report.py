@@ -164,7 +164,7 @@ def variants_markdown(rows: list[dict[str, Any]], failures: list[dict[str, Any]]
         energy = speed["energy"]
         lines += ["", f"Variants measured on the CPU ({speed['device_name']}), {speed['threads']} thread(s) in both "
                   "runtimes; top-1 on the full test split, computed by the runtime in the row. Energy: "
-                  + (energy["source"] if energy["measured"] else energy["reason"]) + "."]
+                  + (energy["source"] if energy["measured"] else energy["reason"]) + ".", ""]
     for row in rows:
         check = row["details"].get("export_check")
         if check:
@@ -174,7 +174,7 @@ def variants_markdown(rows: list[dict[str, Any]], failures: list[dict[str, Any]]
         calibration = row["details"].get("quantization")
         if calibration:
             lines.append(f"- {row['variant']}: {calibration['format']}, calibrated ({calibration['calibrate_method']})"
-                         f" on {calibration['calibration_images']} {calibration['calibration_split']}ing images, "
+                         f" on {calibration['calibration_images']} images of the {calibration['calibration_split']} split, "
                          f"per-channel {calibration['per_channel']}, reduce_range {calibration['reduce_range']}.")
         pruning = row["details"].get("pruning")
         if pruning:

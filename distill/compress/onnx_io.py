@@ -6,6 +6,7 @@ exporter has had silent accuracy regressions before, and a wrong file is worse t
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,8 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path
         save_onnx(onnx.load(str(raw)), path)
     except Exception as error:
         other = "dynamo" if exporter == "torchscript" else "torchscript"
-        reason = (str(error).strip().splitlines() or [""])[0][:300]
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()  # the dynamo exporter colours its messages
+        reason = (plain.splitlines() or [""])[0][:300]
         raise ConfigError(f"the {exporter} ONNX exporter cannot trace {name}: {type(error).__name__}: {reason}. "
                           f"Fix: try compress.onnx.exporter={other}, or a model without data-dependent Python "
                           "control flow in forward()") from error
