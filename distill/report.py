@@ -171,11 +171,11 @@ def variants_markdown(rows: list[dict[str, Any]], failures: list[dict[str, Any]]
             lines.append(f"- {row['variant']}: {check['exporter']} exporter (opset {check['opset']}), max |logit "
                          f"difference| {check['max_abs_logit_diff']:.2e} against PyTorch and top-1 agreement "
                          f"{100 * check['top1_agreement']:.2f} % on {check['images']} test images.")
-        calibration = row["details"].get("quantization")
-        if calibration:
-            lines.append(f"- {row['variant']}: {calibration['format']}, calibrated ({calibration['calibrate_method']})"
-                         f" on {calibration['calibration_images']} images of the {calibration['calibration_split']} split, "
-                         f"per-channel {calibration['per_channel']}, reduce_range {calibration['reduce_range']}.")
+        quantized = row["details"].get("quantization")
+        if quantized:
+            lines.append(f"- {row['variant']}: {quantized['format']}, calibrated ({quantized['calibrate_method']}) "
+                         f"on {quantized['calibration_images']} images of the {quantized['calibration_split']} "
+                         f"split, per-channel {quantized['per_channel']}, reduce_range {quantized['reduce_range']}.")
         pruning = row["details"].get("pruning")
         if pruning:
             lines.append(f"- {row['variant']}: MACs x{pruning['macs_ratio_reached']:.3f} (target "

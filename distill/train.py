@@ -183,9 +183,10 @@ def compress_student(cfg: DictConfig, plan: Plan, output_dir: Path) -> dict[str,
 
     result = compress(cfg, plan.model, plan.teacher, plan.datamodule, output_dir, plan.model_cfg.name,
                       model_kwargs(plan.model_cfg, plan.datamodule))
-    return {"steps": result["steps"], "failures": [f["error"] for f in result["failures"]], "variants": [
-        {"variant": row["variant"], "file": row["file"], "bytes": row["bytes"], "test_acc_top1": row["accuracy"]["top1"],
-         "latency_ms": row["speed"]["latency_ms_batch1"]["median"]} for row in result["variants"]]}
+    variants = [{"variant": row["variant"], "file": row["file"], "bytes": row["bytes"],
+                 "test_acc_top1": row["accuracy"]["top1"], "latency_ms": row["speed"]["latency_ms_batch1"]["median"]}
+                for row in result["variants"]]
+    return {"steps": result["steps"], "failures": [f["error"] for f in result["failures"]], "variants": variants}
 
 
 def cached_teacher_outputs(cfg: DictConfig, teacher: nn.Module, datamodule: Any) -> CachedTeacherOutputs | None:

@@ -85,6 +85,6 @@ def prune_to_macs(model: nn.Module, input_shape: tuple[int, ...], macs_ratio: fl
                           + (" or compress.prune.round_to=null" if round_to else ""))
     log.info("pruned %.1f %% of the channels: MACs %d -> %d (%.3f of the original, target %.3f)",
              100 * channel_ratio, base_macs, macs, reached, macs_ratio)
-    return pruned, {"global_ranking": global_pruning, "macs_before": base_macs, "macs_after": macs, "macs_ratio_target": macs_ratio,
-                    "macs_ratio_reached": reached, "channel_ratio": channel_ratio, "importance": importance,
-                    "round_to": round_to}
+    return pruned, {"macs_before": base_macs, "macs_after": macs, "macs_ratio_target": macs_ratio,
+                    "macs_ratio_reached": reached, "channel_ratio": channel_ratio, "global_ranking": global_pruning,
+                    "importance": importance, "round_to": round_to}
