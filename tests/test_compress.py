@@ -270,3 +270,24 @@ def test_quantisation_aware_training_saves_an_int8_onnx_measured_in_onnxruntime(
     import onnx
 
     assert "DequantizeLinear" in {node.op_type for node in onnx.load(str(run_dir / "qat.int8.onnx")).graph.node}
+
+
+def test_distill_summarize_carries_the_variants_into_the_sweep_table(tmp_path):
+    from distill.summarize import summarize_sweep
+
+    for job, (seed, int8_top1) in enumerate([(0, 0.95), (1, 0.97)]):
+        folder = tmp_path / "sweep" / str(job)
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "config.yaml").write_text(f"stage: distill\nseed: {seed}\nloss: {{kd: {{}}}}\n")
+        (folder / ".hydra" / "overrides.yaml").write_text(f"- seed={seed}\n- compress=int8\n")
+        (folder / "metrics.json").write_text(json.dumps({"student": {"test_acc_top1": 0.96}}))
+        speed = {"latency_ms_batch1": {"median": 0.05}}
+        variants = [{"variant": "ONNX int8", "runtime": "onnxruntime", "bytes": 9733, "macs": 41792,
+                     "accuracy": {"top1": int8_top1}, "speed": speed}]
+        (folder / "report.json").write_text(json.dumps({"models": [], "variants": variants}))
+    result = summarize_sweep(tmp_path / "sweep")
+    (row,) = result["rows"]
+    (variant,) = row["variants"]
+    assert variant["runs"] == 2 and variant["top1_mean"] == pytest.approx(96.0) and variant["bytes"] == 9733
+    assert "| kd | — | ONNX int8 | onnxruntime | 2 | 96.00 ± 1.41 | 9.5 KiB | 41,792 | 0.050 |" in result["table"]
+    assert "ONNX int8" in (tmp_path / "sweep" / "summary_variants.csv").read_text()
