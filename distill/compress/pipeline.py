@@ -99,12 +99,14 @@ class Compressor:
     def qat(self) -> Variant | None:
         settings = self.settings.qat
         prepared = qat.prepare_qat(self.student, self.input_shape)
+        qat.calibrate(prepared, quantize.training_images(self.datamodule, settings.calibration_images))
         loss = recover.loss_config(settings.loss, self.cfg.loss, "qat.loss")
         result = recover.distill_into(self.cfg, prepared, copy.deepcopy(self.student), self.datamodule,
                                       self.run_dir / "compress" / "qat", settings.epochs, loss, lr=settings.lr)
         path = qat.convert_to_onnx(prepared, self.input_shape, self.run_dir / "qat.int8.onnx",
                                    self.settings.onnx.opset)
         info = {"epochs": settings.epochs, "loss": list(loss.keys()), "lr": settings.lr, "versions": qat.versions(),
+                "calibration_images": settings.calibration_images,
                 "test_top1_fake_quantized": result.metrics.get("test/acc_top1"),
                 "flow": "torchao PT2E: prepare_qat_pt2e(X86InductorQuantizer) -> convert_pt2e -> ONNX (dynamo)"}
         return self._add(Variant("QAT ONNX int8", path, self.student, "int8", {"qat": info}))

