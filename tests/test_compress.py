@@ -291,3 +291,19 @@ def test_distill_summarize_carries_the_variants_into_the_sweep_table(tmp_path):
     assert variant["runs"] == 2 and variant["top1_mean"] == pytest.approx(96.0) and variant["bytes"] == 9733
     assert "| kd | — | ONNX int8 | onnxruntime | 2 | 96.00 ± 1.41 | 9.5 KiB | 41,792 | 0.050 |" in result["table"]
     assert "ONNX int8" in (tmp_path / "sweep" / "summary_variants.csv").read_text()
+
+
+def test_a_later_distill_compress_keeps_the_rows_it_did_not_redo(tmp_path):
+    from distill.compress.pipeline import merge_rows
+
+    (tmp_path / "pruned.onnx").write_bytes(b"x")
+
+    def row(name: str, file: str, top1: float) -> dict:
+        return {"variant": name, "file": file, "accuracy": {"top1": top1}}
+
+    earlier = [row("ONNX int8", "student.int8.onnx", 0.9), row("pruned ONNX fp32", "pruned.onnx", 0.8),
+               row("QAT ONNX int8", "qat.int8.onnx", 0.7)]  # its file was deleted since
+    new = [row("ONNX fp32", "student.onnx", 0.95), row("ONNX int8", "student.int8.onnx", 0.94)]
+    merged = merge_rows(earlier, new, tmp_path)
+    assert [(r["variant"], r["accuracy"]["top1"]) for r in merged] == [
+        ("ONNX fp32", 0.95), ("ONNX int8", 0.94), ("pruned ONNX fp32", 0.8)]

@@ -147,6 +147,19 @@ def compress(cfg: DictConfig, student: nn.Module, teacher: nn.Module | None, dat
     return write_variants(Path(run_dir), rows, compressor.failures, steps, cfg.compress, datamodule)
 
 
+VARIANT_ORDER = ("PyTorch fp32", "ONNX fp32", "ONNX int8", "pruned PyTorch fp32", "pruned ONNX fp32",
+                 "pruned ONNX int8", "QAT ONNX int8")
+
+
+def merge_rows(earlier: list[dict[str, Any]], new: list[dict[str, Any]], run_dir: Path) -> list[dict[str, Any]]:
+    """This call's rows, plus the rows of an earlier call that this one did not redo and whose file is still
+    there (``distill-compress compress=qat`` after ``compress=prune`` keeps the pruned rows)."""
+    names = {row["variant"] for row in new}
+    kept = [row for row in earlier if row["variant"] not in names and (run_dir / row["file"]).is_file()]
+    rank = {name: index for index, name in enumerate(VARIANT_ORDER)}
+    return sorted(kept + new, key=lambda row: rank.get(row["variant"], len(rank)))
+
+
 def write_variants(run_dir: Path, rows: list[dict[str, Any]], failures: list[dict[str, Any]], steps: list[str],
                    settings: DictConfig, datamodule: Any) -> dict[str, Any]:
     """Add the rows to ``report.json``/``report.md`` (made when the run wrote none), plot them, keep a summary."""
@@ -154,9 +167,10 @@ def write_variants(run_dir: Path, rows: list[dict[str, Any]], failures: list[dic
     report = read_json(report_path) if report_path.is_file() else {
         "dataset": type(datamodule).__name__, "input_shape": list(datamodule.input_shape),
         "test_samples": rows[0]["accuracy"]["samples"], "models": [], "comparisons": []}
-    report["variants"] = rows
+    report["variants"] = merge_rows(report.get("variants", []), rows, run_dir)
     report["variant_failures"] = [{k: v for k, v in f.items() if k != "traceback"} for f in failures]
-    plot = plot_accuracy_vs_latency(rows, run_dir / "accuracy_vs_latency.png", "variants: accuracy vs latency")
+    plot = plot_accuracy_vs_latency(report["variants"], run_dir / "accuracy_vs_latency.png",
+                                    "variants: accuracy vs latency")
     if report["models"]:
         write_report(report, run_dir, title="accuracy vs MACs")
     else:
