@@ -307,3 +307,14 @@ def test_a_later_distill_compress_keeps_the_rows_it_did_not_redo(tmp_path):
     merged = merge_rows(earlier, new, tmp_path)
     assert [(r["variant"], r["accuracy"]["top1"]) for r in merged] == [
         ("ONNX fp32", 0.95), ("ONNX int8", 0.94), ("pruned ONNX fp32", 0.8)]
+
+
+def test_qat_prepares_a_resnet_whose_relu_module_is_used_twice():
+    from distill.compress.qat import calibrate, prepare_qat
+
+    model = create_model("cifar_resnet8", 10, 1).eval()  # BasicBlock calls self.relu twice
+    prepared = prepare_qat(model, (1, 8, 8))
+    calibrate(prepared, torch.randn(8, 1, 8, 8), batch_size=4)
+    prepared.eval()
+    assert prepared(torch.randn(3, 1, 8, 8)).shape == (3, 10)
+    assert any("FakeQuantize" in type(m).__name__ for m in prepared.modules())

@@ -27,6 +27,29 @@ def versions() -> dict[str, str]:
             "onnxruntime": onnxruntime.__version__}
 
 
+class FunctionalReLU(nn.Module):
+    """``nn.ReLU`` as one function call per use.
+
+    The x86 quantizer groups graph nodes by the module that made them; a ReLU module called twice (our
+    CIFAR ResNets reuse ``self.relu`` after the first convolution and after the residual sum) becomes
+    one group with two outputs, and ``prepare_qat_pt2e`` stops with "Input partition has more than one
+    output node" (torchao 0.18.0, torch 2.14.1). A functional call per use gives one group per use.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.relu(x)
+
+
+def unshare_relus(module: nn.Module) -> nn.Module:
+    """Replace every ``nn.ReLU`` below ``module`` with a FunctionalReLU (no weights change)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.ReLU):
+            setattr(module, name, FunctionalReLU())
+        else:
+            unshare_relus(child)
+    return module
+
+
 def prepare_qat(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
     """A fake-quantised copy of ``model`` (a torch.export graph) that trains like a module.
 
@@ -40,7 +63,7 @@ def prepare_qat(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
         get_default_x86_inductor_quantization_config,
     )
 
-    float_copy = copy.deepcopy(model).cpu().train()
+    float_copy = unshare_relus(copy.deepcopy(model).cpu().train())
     example = (torch.randn(4, *input_shape),)
     exported = torch.export.export(float_copy, example, dynamic_shapes=({0: torch.export.Dim.DYNAMIC},)).module()
     quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config(is_qat=True))
