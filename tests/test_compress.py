@@ -309,6 +309,7 @@ def test_a_later_distill_compress_keeps_the_rows_it_did_not_redo(tmp_path):
         ("ONNX fp32", 0.95), ("ONNX int8", 0.94), ("pruned ONNX fp32", 0.8)]
 
 
+@pytest.mark.slow  # 13 s, most of it importing torchao and torch.export's tracing
 def test_qat_prepares_a_resnet_whose_relu_module_is_used_twice():
     from distill.compress.qat import calibrate, prepare_qat
 
