@@ -1,7 +1,8 @@
 """Export a trained model as safetensors + a JSON that names its timm architecture and kwargs.
 
 The pair rebuilds the model with plain ``timm.create_model`` (after ``import students`` for our own
-architectures), without this framework's Lightning classes or pickled objects.
+architectures), without this framework's Lightning classes or pickled objects. A pruned model's JSON
+also lists its layer sizes (``layers``), which ``load_exported`` applies before loading the weights.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import timm
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from distill.compress.structure import resize_layers
 from distill.io import atomic_write, read_json, write_json
 
 
@@ -40,5 +42,8 @@ def load_exported(json_path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     import students  # noqa: F401
 
     model = timm.create_model(description["architecture"], **description["model_kwargs"])
-    model.load_state_dict(load_file(str(json_path.parent / description["weights"])), strict=True)
+    state_dict = load_file(str(json_path.parent / description["weights"]))
+    if "layers" in description:  # a pruned model: its layers are narrower than the architecture's
+        resize_layers(model, description["layers"], state_dict)
+    model.load_state_dict(state_dict, strict=True)
     return model.eval(), description

@@ -144,6 +144,7 @@ class EnergyMeter:
         self.source: str | None = None
         self.reason = ""
         self._read: Callable[[], float] | None = None
+        self.resolution = 1e-6  # joules per counter tick: RAPL counts µJ, NVML mJ
         if device.type == "cuda":
             self._setup_nvml()
         else:
@@ -179,6 +180,7 @@ class EnergyMeter:
             self.reason = f"NVML energy counter unavailable: {type(error).__name__}: {error}"
             return
         self.source = "NVML total energy consumption (whole GPU)"
+        self.resolution = 1e-3
         self._read = lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1e3
 
     @property
@@ -197,6 +199,37 @@ class EnergyMeter:
 
 
 ENERGY_SECONDS = 2.0
+# A reading of fewer counter ticks than this is too coarse to quote (10 ticks: at most 10 % quantisation error).
+MIN_ENERGY_TICKS = 10
+
+
+def measure_energy(call: Callable[[], Any], images_per_call: int, calls_per_second: float,
+                   device: torch.device) -> dict[str, Any]:
+    """Energy per image over at least ``ENERGY_SECONDS`` of back-to-back ``call``s, where a counter exists.
+
+    Counters tick coarsely (NVML in mJ, updated every few tens of ms; RAPL in µJ), so one forward pass
+    is never timed alone: the window is long enough to read, and a reading of fewer than
+    ``MIN_ENERGY_TICKS`` ticks is reported as below resolution rather than as a number.
+    """
+    meter = EnergyMeter(device)
+    if not meter.available:
+        return {"measured": False, "reason": meter.reason}
+    loops = max(3, math.ceil(ENERGY_SECONDS * calls_per_second))
+
+    def run_calls() -> None:
+        for _ in range(loops):
+            call()
+
+    start = time.perf_counter()
+    joules = meter.measure(run_calls)
+    seconds = time.perf_counter() - start
+    images = loops * images_per_call
+    if joules < MIN_ENERGY_TICKS * meter.resolution:
+        return {"measured": False, "below_resolution": True, "source": meter.source,
+                "reason": f"below resolution: {meter.source} counted {joules:.3g} J over {images} images in "
+                          f"{seconds:.2f} s (one tick = {meter.resolution:g} J)"}
+    return {"measured": True, "source": meter.source, "images": images, "seconds": seconds, "joules": joules,
+            "joules_per_image": joules / images}
 
 
 def measure_speed(model: nn.Module, input_shape: tuple[int, ...], batch_size: int, warmup: int,
@@ -227,24 +260,8 @@ def measure_speed(model: nn.Module, input_shape: tuple[int, ...], batch_size: in
         "repeats": repeats,
         "warmup": warmup,
     }
-    meter = EnergyMeter(device)
-    if meter.available:
-        # Energy counters tick coarsely (NVML in mJ, updated every ~100 ms): run long enough to read them.
-        loops = max(3, math.ceil(ENERGY_SECONDS * throughput["median"] / batch_size))
-
-        def run_batches() -> None:
-            for _ in range(loops):
-                forward(batch)()
-
-        joules = meter.measure(run_batches)
-        if joules > 0:
-            result["energy"] = {"measured": True, "source": meter.source, "images": loops * batch_size,
-                                "joules_per_image": joules / (loops * batch_size)}
-        else:
-            result["energy"] = {"measured": False, "reason": f"{meter.source} did not advance over "
-                                f"{loops * batch_size} images (below its resolution)"}
-    else:
-        result["energy"] = {"measured": False, "reason": meter.reason}
+    loops_per_second = throughput["median"] / batch_size
+    result["energy"] = measure_energy(forward(batch), batch_size, loops_per_second, device)
     return result
 
 

@@ -92,9 +92,17 @@ def build_report(entries: list[ReportEntry], datamodule: Any, settings: dict[str
     }
 
 
+def energy_text(energy: dict) -> str:
+    """Joules per image in the unit that shows three significant digits; never a rounded-away zero."""
+    if not energy["measured"]:
+        return "below resolution" if energy.get("below_resolution") else "not measured"
+    joules = energy["joules_per_image"]
+    scale, unit = next(((s, u) for s, u in ((1.0, "J"), (1e-3, "mJ"), (1e-6, "µJ")) if joules >= s), (1e-9, "nJ"))
+    return f"{joules / scale:.3g} {unit}"
+
+
 def _energy_text(profile: dict) -> str:
-    energy = profile["speed"]["energy"]
-    return f"{1e3 * energy['joules_per_image']:.3f} mJ" if energy["measured"] else "not measured"
+    return energy_text(profile["speed"]["energy"])
 
 
 def report_markdown(report: dict[str, Any]) -> str:
@@ -132,7 +140,55 @@ def report_markdown(report: dict[str, Any]) -> str:
             "torch.utils.flop_counter (convolutions and matrix products). Energy: "
             + (energy["source"] if energy["measured"] else f"not measured — {energy['reason']}") + ".",
         ]
+    if report.get("variants") or report.get("variant_failures"):
+        lines += ["", *variants_markdown(report.get("variants", []), report.get("variant_failures", []))]
     return "\n".join(lines) + "\n"
+
+
+def variants_markdown(rows: list[dict[str, Any]], failures: list[dict[str, Any]]) -> list[str]:
+    """The deployable variants (distill/compress): one row each, measured on the runtime that runs the file."""
+    lines = ["## Deployable variants", "",
+             "| variant | runtime | top-1 | file | params | MACs / image | latency b=1 (median [p25, p75]) | "
+             "throughput | energy / image |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        latency, speed = row["speed"]["latency_ms_batch1"], row["speed"]
+        lines.append(
+            f"| {row['variant']} | {row['runtime']} | {100 * row['accuracy']['top1']:.2f} % | "
+            f"{row['file']} ({row['bytes'] / 1024:,.1f} KiB) | {row['params']:,} | {row['macs']:,} | "
+            f"{latency['median']:.3f} ms [{latency['p25']:.3f}, {latency['p75']:.3f}] | "
+            f"{speed['throughput_images_per_s']['median']:,.0f} img/s (b={speed['throughput_batch']}) | "
+            f"{energy_text(speed['energy'])} |")
+    lines += [f"| {failure['variant']} | failed | — | — | — | — | — | — | — |" for failure in failures]
+    if rows:
+        speed = rows[0]["speed"]
+        energy = speed["energy"]
+        lines += ["", f"Variants measured on the CPU ({speed['device_name']}), {speed['threads']} thread(s) in both "
+                  "runtimes; top-1 on the full test split, computed by the runtime in the row. Energy: "
+                  + (energy["source"] if energy["measured"] else energy["reason"]) + ".", ""]
+    for row in rows:
+        check = row["details"].get("export_check")
+        if check:
+            lines.append(f"- {row['variant']}: {check['exporter']} exporter (opset {check['opset']}), max |logit "
+                         f"difference| {check['max_abs_logit_diff']:.2e} against PyTorch and top-1 agreement "
+                         f"{100 * check['top1_agreement']:.2f} % on {check['images']} test images.")
+        quantized = row["details"].get("quantization")
+        if quantized:
+            lines.append(f"- {row['variant']}: {quantized['format']}, calibrated ({quantized['calibrate_method']}) "
+                         f"on {quantized['calibration_images']} images of the {quantized['calibration_split']} "
+                         f"split, per-channel {quantized['per_channel']}, reduce_range {quantized['reduce_range']}.")
+        pruning = row["details"].get("pruning")
+        if pruning:
+            lines.append(f"- {row['variant']}: MACs x{pruning['macs_ratio_reached']:.3f} (target "
+                         f"{pruning['macs_ratio_target']}); top-1 {100 * pruning['test_top1_before_recovery']:.2f} % "
+                         f"right after pruning, recovered by {pruning['epochs']} epochs of "
+                         f"{'+'.join(pruning['loss'])} from the {pruning['teacher']} teacher.")
+        qat = row["details"].get("qat")
+        if qat:
+            lines.append(f"- {row['variant']}: {qat['flow']}, {qat['epochs']} epochs of {'+'.join(qat['loss'])} "
+                         "with the fp32 student as teacher.")
+    lines += [f"- {failure['variant']} failed: {failure['error'].splitlines()[0][:300]} (versions: "
+              + ", ".join(f"{k} {v}" for k, v in failure.get("versions", {}).items()) + ")" for failure in failures]
+    return lines
 
 
 def plot_accuracy_vs_macs(points: list[dict[str, Any]], path: str | Path, title: str) -> Path:

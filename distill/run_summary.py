@@ -20,6 +20,9 @@ def print_summary(summary: dict[str, Any]) -> None:
         lines.append(f"teacher weights: {teacher['source']}{origin.get(teacher.get('trained_now'), '')}")
     for line in (summary.get("report") or {}).get("comparisons", []):
         lines.append(line)
+    for row in (summary.get("compress") or {}).get("variants", []):
+        lines.append(f"variant  {row['variant']:<24}{row['bytes']:>10,} B{100 * row['test_acc_top1']:>9.2f} %"
+                     f"{row['latency_ms']:>9.3f} ms  {row['file']}")
     if summary.get("report"):
         lines.append(f"efficiency report: {summary['report']['files']['markdown']}")
     lines.append(f"run folder: {summary['run_dir']}")

@@ -131,9 +131,42 @@ def summarize_groups(records: list[RunRecord]) -> list[dict[str, Any]]:
             "params": profiles[0]["params"] if profiles else None,
             "macs": profiles[0]["macs"] if profiles else None,
             "latency_ms": statistics.median(latencies) if latencies else None,
+            "variants": summarize_variants([r.report for r in group.runs if r.report]),
             "runs": [str(r.folder) for r in group.runs],
         })
     return sorted(rows, key=lambda row: -(row["student_top1_mean"] or 0))
+
+
+def summarize_variants(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The deployable variants of a group's runs (distill/compress), seeds aggregated like the student's."""
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for report in reports:
+        for row in report.get("variants", []):
+            by_name.setdefault(row["variant"], []).append(row)
+    summary = []
+    for name, rows in by_name.items():
+        top1, top1_std = _mean_std([100 * row["accuracy"]["top1"] for row in rows])
+        summary.append({"variant": name, "runtime": rows[0]["runtime"], "runs": len(rows), "top1_mean": top1,
+                        "top1_std": top1_std, "bytes": statistics.median(row["bytes"] for row in rows),
+                        "macs": rows[0]["macs"],
+                        "latency_ms": statistics.median(row["speed"]["latency_ms_batch1"]["median"] for row in rows)})
+    return summary
+
+
+def variants_table(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per (method, variant) for the groups whose runs were compressed; empty when none were."""
+    lines = []
+    for row in rows:
+        for variant in row.get("variants", []):
+            lines.append(
+                f"| {row['method']} | {row['overrides'] or '—'} | {variant['variant']} | {variant['runtime']} | "
+                f"{variant['runs']} | {_fmt(variant['top1_mean'])} ± {_fmt(variant['top1_std'])} | "
+                f"{variant['bytes'] / 1024:,.1f} KiB | {variant['macs']:,} | {variant['latency_ms']:.3f} |")
+    if not lines:
+        return []
+    return ["", "Deployable variants (distill/compress):", "",
+            "| method | overrides | variant | runtime | runs | top-1 (%) | file | MACs | latency b=1 (ms) |",
+            "|---|---|---|---|---:|---:|---:|---:|---:|", *lines]
 
 
 def _fmt(value: Any, pattern: str = "{:.2f}") -> str:
@@ -150,6 +183,7 @@ def markdown_table(rows: list[dict[str, Any]], failures: list[RunRecord]) -> str
             f"{_fmt(row['gap_points'], '{:+.2f}')} | {_fmt(row['params'], '{:,}')} | {_fmt(row['macs'], '{:,}')} | "
             f"{_fmt(row['latency_ms'], '{:.3f}')} |"
         )
+    lines += variants_table(rows)
     if failures:
         lines += ["", f"Failed runs ({len(failures)}):", ""]
         lines += [f"- `{r.folder.name}` ({' '.join(r.overrides) or r.method}): {r.error}" for r in failures]
@@ -158,7 +192,7 @@ def markdown_table(rows: list[dict[str, Any]], failures: list[RunRecord]) -> str
 
 def csv_text(rows: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
-    columns = [c for c in rows[0] if c != "runs"] if rows else ["method"]
+    columns = [c for c in rows[0] if c not in ("runs", "variants")] if rows else ["method"]
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
@@ -217,6 +251,11 @@ def summarize_sweep(sweep: Path, output: Path | None = None) -> dict[str, Any]:
         "json": write_json(output / "summary.json", {"rows": rows, "failed": [
             {"folder": str(r.folder), "overrides": r.overrides, "error": r.error} for r in failures]}),
     }
+    variant_rows = [{"method": row["method"], "overrides": row["overrides"], **variant}
+                    for row in rows for variant in row["variants"]]
+    if variant_rows:
+        files["variants_csv"] = atomic_write(output / "summary_variants.csv",
+                                             lambda tmp: tmp.write_text(csv_text(variant_rows)))
     if rows:
         files["methods_plot"] = plot_methods(rows, output / "summary_methods.png")
     if points:

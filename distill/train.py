@@ -23,6 +23,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from distill.compress.settings import check_settings as check_compress_settings
 from distill.config import CONF_DIR, to_dict
 from distill.data import DatasetNotFoundError
 from distill.errors import ConfigError
@@ -97,6 +98,8 @@ def prepare(cfg: DictConfig) -> Plan:
         model = create_model(model_cfg.name, datamodule.num_classes, datamodule.in_chans, model_cfg.get("kwargs"),
                              role=role)
         check_input_fits(model, datamodule.input_shape, role, model_cfg.name)
+    if cfg.stage != "teacher":
+        check_compress_settings(cfg.get("compress"), has_teacher=cfg.stage == "distill")
     teacher = None
     if cfg.stage == "distill":
         teacher = build_teacher(cfg.teacher, datamodule.num_classes, datamodule.in_chans, datamodule.input_shape)
@@ -189,6 +192,23 @@ def efficiency_report(cfg: DictConfig, plan: Plan, output_dir: Path, loggers: li
     log_report(loggers, report, paths["plot"])
     return {"files": {k: str(v) for k, v in paths.items()},
             "comparisons": [c["summary"] for c in report["comparisons"]]}
+
+
+def compress_student(cfg: DictConfig, plan: Plan, output_dir: Path) -> dict[str, Any] | None:
+    """The deployable variants ``compress`` asks for (distill/compress), each a row of the report.
+
+    Imported only when asked for: onnxruntime, Torch-Pruning and torchao cost seconds to import.
+    """
+    if rank_zero_only.rank != 0 or not check_compress_settings(cfg.get("compress")):
+        return None
+    from distill.compress.pipeline import compress
+
+    result = compress(cfg, plan.model, plan.teacher, plan.datamodule, output_dir, plan.model_cfg.name,
+                      model_kwargs(plan.model_cfg, plan.datamodule))
+    variants = [{"variant": row["variant"], "file": row["file"], "bytes": row["bytes"],
+                 "test_acc_top1": row["accuracy"]["top1"], "latency_ms": row["speed"]["latency_ms_batch1"]["median"]}
+                for row in result["variants"]]
+    return {"steps": result["steps"], "failures": [f["error"] for f in result["failures"]], "variants": variants}
 
 
 def summarize(cfg: DictConfig, plan: Plan, result: FitResult | None, teacher_info: dict[str, Any] | None,
@@ -295,6 +315,7 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> float | None:
         finally:
             result.close_loggers()
         summary["wandb_sync"] = result.wandb_sync
+        summary["compress"] = compress_student(cfg, plan, output_dir)
         monitored = result.monitored
     summary["monitored"] = monitored
     if rank_zero_only.rank == 0:  # DDP workers run this script too; one writes the summary

@@ -1,0 +1,87 @@
+"""``distill-compress run=<run folder> compress=int8``: compress the exported student of a finished run.
+
+The run's own config supplies the data, the loss and the training settings a recovery step needs; the
+new files (``student.onnx``, ``student.int8.onnx``, ``pruned.*``, ``qat.int8.onnx``) and the variant
+rows of the report go into the run folder, beside ``student.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from distill.compress.settings import check_settings
+from distill.config import CONF_DIR
+from distill.data import DatasetNotFoundError
+from distill.errors import ConfigError
+from distill.export import load_exported
+
+log = logging.getLogger("distill")
+
+
+def run_folder(run: Any) -> Path:
+    """The run folder ``run`` names, checked to hold a config and an exported student."""
+    if not run:
+        raise ConfigError("give the run to compress: distill-compress run=outputs/distill/<date_time> compress=int8")
+    folder = Path(str(run)).expanduser()
+    if not (folder / ".hydra" / "config.yaml").is_file():
+        raise ConfigError(f"run={folder} is not a distill run folder (no .hydra/config.yaml); give a folder made "
+                          "by distill-train, e.g. outputs/distill/<date_time>")
+    if not (folder / "student.json").is_file():
+        raise ConfigError(f"run={folder} has no exported student (student.json): compress a run that finished "
+                          "(distill-train exports the student at its end), or finish it with ckpt_path=<its "
+                          "checkpoints/last.ckpt>")
+    return folder
+
+
+def compress_run(run: Any, settings: DictConfig) -> dict[str, Any] | None:
+    """Rebuild the run's data, student (and teacher when a step needs it); run the compression steps."""
+    folder = run_folder(run)
+    run_cfg = OmegaConf.load(folder / ".hydra" / "config.yaml")
+    cfg = OmegaConf.merge(run_cfg, {"compress": settings})
+    needs_teacher = "prune" in check_settings(settings) and settings.prune.teacher == "teacher"
+    if needs_teacher and run_cfg.stage != "distill":
+        raise ConfigError(f"compress.prune.teacher=teacher but run={folder} has no teacher (stage={run_cfg.stage}); "
+                          "use compress.prune.teacher=unpruned")
+    datamodule = instantiate(run_cfg.data)
+    datamodule.check()
+    student, description = load_exported(folder / "student.json")
+    teacher = None
+    if needs_teacher:
+        from distill.evaluate import run_entries
+
+        teacher = next(entry.model for entry in run_entries(folder, run_cfg, datamodule) if entry.role == "teacher")
+    from distill.compress.pipeline import compress
+
+    return compress(cfg, student, teacher, datamodule, folder, description["architecture"],
+                    description["model_kwargs"])
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="compress_run")
+def hydra_main(cfg: DictConfig) -> None:
+    try:
+        result = compress_run(cfg.run, cfg.compress)
+    except (ConfigError, DatasetNotFoundError) as error:
+        log.error("error: %s", error)
+        sys.exit(2)
+    if result is None:
+        print("nothing to do: compress=none; choose compress=int8, prune, prune_int8 or qat")
+        return
+    for row in result["variants"]:
+        print(f"{row['variant']:<24}{row['bytes']:>10,} B{100 * row['accuracy']['top1']:>9.2f} %"
+              f"{row['speed']['latency_ms_batch1']['median']:>9.3f} ms  {row['file']}")
+    print(f"efficiency report: {result['files']['report']}")
+
+
+def main() -> None:
+    hydra_main()
+
+
+if __name__ == "__main__":
+    main()

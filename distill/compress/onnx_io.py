@@ -1,0 +1,128 @@
+"""PyTorch -> ONNX with an explicitly chosen exporter, and the check that the file computes what PyTorch does.
+
+An export is only kept once onnxruntime, fed the same real test images, gives the same logits: the
+exporter has had silent accuracy regressions before, and a wrong file is worse than no file.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from distill.compress.ort_runtime import run_batches, session
+from distill.errors import ConfigError
+from distill.io import atomic_write
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "logits"
+
+
+def strip_metadata(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop what inference never reads (stack traces, doc strings, intermediate shapes) from every node.
+
+    The dynamo exporter annotates each node with its Python stack; on a small student that text is
+    several times the size of the weights and would make every file-size comparison meaningless.
+    """
+    model.doc_string = ""
+    del model.graph.value_info[:]
+    for node in model.graph.node:
+        node.doc_string = ""
+        del node.metadata_props[:]
+    return model
+
+
+def compact_names(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Rename every internal tensor to a short id and drop node names (inputs and outputs keep theirs).
+
+    Exporters and the quantiser name tensors after module paths (``/stages/stages.1/.../Relu_output_0_scale``),
+    each written once per use; on a student of a few thousand weights those names outweigh the weights.
+    """
+    graph = model.graph
+    keep = {value.name for value in [*graph.input, *graph.output]}
+    names: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if not name or name in keep:
+            return name
+        return names.setdefault(name, f"t{len(names)}")
+
+    for initializer in graph.initializer:
+        initializer.name = short(initializer.name)
+    for node in graph.node:
+        node.name = ""
+        node.input[:] = [short(name) for name in node.input]
+        node.output[:] = [short(name) for name in node.output]
+    return model
+
+
+def save_onnx(model: onnx.ModelProto, path: str | Path) -> Path:
+    """Write ``model`` without metadata or long names, atomically, in one file (our models are far below 2 GiB)."""
+    stripped = compact_names(strip_metadata(model))
+    return atomic_write(path, lambda tmp: tmp.write_bytes(stripped.SerializeToString()))
+
+
+def _export(model: nn.Module, example: torch.Tensor, path: Path, exporter: str, opset: int) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice on every call
+        if exporter == "torchscript":
+            torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=opset,
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
+                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+        else:
+            torch.onnx.export(model, (example,), str(path), dynamo=True, opset_version=max(opset, 18),
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], external_data=False,
+                              dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
+
+
+def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path, exporter: str = "torchscript",
+                opset: int = 17, name: str = "model") -> Path:
+    """Export ``model`` (eval mode, CPU) with a dynamic batch axis; a model that cannot be traced is a ConfigError."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.cpu().eval()
+    raw = path.with_name(f".{path.name}.raw")
+    try:
+        _export(model, torch.zeros(2, *input_shape), raw, exporter, opset)
+        save_onnx(onnx.load(str(raw)), path)
+    except Exception as error:
+        other = "dynamo" if exporter == "torchscript" else "torchscript"
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()  # the dynamo exporter colours its messages
+        reason = (plain.splitlines() or [""])[0][:300]
+        raise ConfigError(f"the {exporter} ONNX exporter cannot trace {name}: {type(error).__name__}: {reason}. "
+                          f"Fix: try compress.onnx.exporter={other}, or a model without data-dependent Python "
+                          "control flow in forward()") from error
+    finally:
+        raw.unlink(missing_ok=True)
+    return path
+
+
+def compare_with_pytorch(path: str | Path, model: nn.Module, images: torch.Tensor, threads: int = 1) -> dict[str, Any]:
+    """Largest |logit difference| and top-1 agreement between onnxruntime and PyTorch on ``images``."""
+    model = model.cpu().eval()
+    with torch.no_grad():
+        expected = model(images).numpy()
+    actual = run_batches(session(path, threads), images.numpy(), batch_size=256)
+    return {"images": int(len(images)), "max_abs_logit_diff": float(np.abs(actual - expected).max()),
+            "top1_agreement": float((actual.argmax(1) == expected.argmax(1)).mean())}
+
+
+def export_checked(model: nn.Module, input_shape: tuple[int, ...], path: str | Path, images: torch.Tensor,
+                   settings: Any, name: str, threads: int = 1) -> dict[str, Any]:
+    """Export, compare in onnxruntime, and delete the file (raising) when it drifts beyond the tolerance."""
+    path = export_onnx(model, input_shape, path, settings.exporter, settings.opset, name)
+    check = compare_with_pytorch(path, model, images, threads)
+    if check["max_abs_logit_diff"] > settings.tolerance:
+        path.unlink()
+        raise ConfigError(
+            f"the {settings.exporter} ONNX export of {name} differs from PyTorch by up to "
+            f"{check['max_abs_logit_diff']:.3g} in the logits (top-1 agreement {100 * check['top1_agreement']:.2f} % "
+            f"on {check['images']} test images), above compress.onnx.tolerance={settings.tolerance}; the file was "
+            "removed. Fix: try the other exporter (compress.onnx.exporter=torchscript|dynamo) or another opset")
+    return {"file": str(path), "exporter": settings.exporter, "opset": settings.opset, **check}

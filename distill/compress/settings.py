@@ -1,0 +1,85 @@
+"""Checks of the ``compress`` config, run before any training so that a bad value costs nothing.
+
+Only the standard library and the config are touched here: ``distill-train`` imports this module on
+every run, and the heavy tools (onnxruntime, torch-pruning, torchao) only when a step asks for them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from distill.config import CONF_DIR
+from distill.errors import ConfigError
+
+STEPS = ("onnx", "int8", "prune", "qat")
+EXPORTERS = ("torchscript", "dynamo")
+CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
+IMPORTANCES = ("l1", "l2")
+PRUNE_TEACHERS = ("unpruned", "teacher")
+
+
+def _choice(value: Any, allowed: tuple[str, ...], key: str) -> None:
+    if value not in allowed:
+        raise ConfigError(f"compress.{key}={value} is not one of: {', '.join(allowed)}")
+
+
+def _positive(value: Any, key: str) -> None:
+    if not isinstance(value, int) or value < 1:
+        raise ConfigError(f"compress.{key}={value} must be a whole number >= 1")
+
+
+def loss_preset_path(name: str, key: str) -> Path:
+    """The file of a loss preset named in the compress config (``kd`` -> conf/loss/kd.yaml)."""
+    path = CONF_DIR / "loss" / f"{name}.yaml"
+    if not path.is_file():
+        presets = sorted(p.stem for p in (CONF_DIR / "loss").glob("*.yaml"))
+        raise ConfigError(f"compress.{key}={name} is not a loss preset; choose one of: {', '.join(presets)} "
+                          "(or null for the run's own loss)")
+    return path
+
+
+def steps(settings: Any) -> list[str]:
+    """The requested steps in the order they run (the order in the config does not matter)."""
+    asked = list(settings.get("steps") or []) if settings is not None else []
+    unknown = [step for step in asked if step not in STEPS]
+    if unknown:
+        raise ConfigError(f"compress.steps has unknown step(s) {unknown}; choose from: {', '.join(STEPS)}")
+    if asked and "onnx" not in asked:
+        asked.append("onnx")  # every later step measures or quantises the fp32 ONNX export
+    return [step for step in STEPS if step in asked]
+
+
+def check_settings(settings: Any, has_teacher: bool = True) -> list[str]:
+    """Validate every value the requested steps read; return the steps in running order."""
+    wanted = steps(settings)
+    if not wanted:
+        return wanted
+    _choice(settings.onnx.exporter, EXPORTERS, "onnx.exporter")
+    _positive(settings.onnx.check_images, "onnx.check_images")
+    if "int8" in wanted:
+        _choice(settings.int8.calibrate_method, CALIBRATE_METHODS, "int8.calibrate_method")
+        _positive(settings.int8.calibration_images, "int8.calibration_images")
+        _positive(settings.int8.calibration_batch_size, "int8.calibration_batch_size")
+    if "prune" in wanted:
+        ratio = settings.prune.macs_ratio
+        if not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
+            raise ConfigError(f"compress.prune.macs_ratio={ratio} must lie strictly between 0 and 1 (the pruned "
+                              "model's share of the student's MACs), e.g. compress.prune.macs_ratio=0.5")
+        _choice(settings.prune.importance, IMPORTANCES, "prune.importance")
+        _choice(settings.prune.teacher, PRUNE_TEACHERS, "prune.teacher")
+        if settings.prune.teacher == "teacher" and not has_teacher:
+            raise ConfigError("compress.prune.teacher=teacher but this run has no teacher; "
+                              "use compress.prune.teacher=unpruned")
+        if settings.prune.round_to is not None:
+            _positive(settings.prune.round_to, "prune.round_to")
+        if settings.prune.loss is not None:
+            loss_preset_path(settings.prune.loss, "prune.loss")
+        _positive(settings.prune.epochs, "prune.epochs")
+    if "qat" in wanted:
+        _positive(settings.qat.epochs, "qat.epochs")
+        _positive(settings.qat.calibration_images, "qat.calibration_images")
+        if settings.qat.loss is not None:
+            loss_preset_path(settings.qat.loss, "qat.loss")
+    _positive(settings.runtime.threads, "runtime.threads")
+    return wanted

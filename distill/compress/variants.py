@@ -1,0 +1,110 @@
+"""One measured row per deployable variant: accuracy, file bytes, parameters, MACs, latency, throughput, energy.
+
+ONNX files are measured in onnxruntime (the runtime that ships them) and PyTorch weights in PyTorch,
+both on the CPU with the same fixed thread count, so the rows compare like with like.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from distill import measure
+from distill.compress import ort_runtime
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Variant:
+    name: str  # "PyTorch fp32", "ONNX int8", "pruned ONNX int8", ...
+    file: Path
+    model: nn.Module  # the PyTorch network it came from: parameters and MACs are counted on it
+    precision: str  # fp32 | int8
+    details: dict[str, Any] = field(default_factory=dict)  # how it was made (export check, calibration, ...)
+
+    @property
+    def runtime(self) -> str:
+        return "onnxruntime" if self.file.suffix == ".onnx" else "pytorch"
+
+
+def _pytorch_row(variant: Variant, datamodule: Any, runtime: Any, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    model = variant.model.cpu().eval()
+    speed = measure.measure_speed(model, input_shape, runtime.throughput_batch_size, runtime.warmup,
+                                  runtime.repeats)
+    speed["runtime"] = f"PyTorch {torch.__version__}"
+    return {"accuracy": measure.accuracy(model, datamodule.test_dataloader(), datamodule.num_classes),
+            "speed": speed}
+
+
+def _onnx_row(variant: Variant, datamodule: Any, runtime: Any, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    session = ort_runtime.session(variant.file, runtime.threads)
+    return {"accuracy": ort_runtime.accuracy(session, datamodule.test_dataloader(), datamodule.num_classes),
+            "speed": ort_runtime.measure_speed(session, input_shape, runtime.threads, runtime.throughput_batch_size,
+                                               runtime.warmup, runtime.repeats)}
+
+
+def measure_variant(variant: Variant, datamodule: Any, runtime: Any) -> dict[str, Any]:
+    """The report row of ``variant``; PyTorch runs with ``runtime.threads`` threads while it is measured."""
+    input_shape = tuple(datamodule.input_shape)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(runtime.threads)
+    try:
+        measure_row = _onnx_row if variant.runtime == "onnxruntime" else _pytorch_row
+        measured = measure_row(variant, datamodule, runtime, input_shape)
+    finally:
+        torch.set_num_threads(threads)
+    model = variant.model.cpu().eval()
+    row = {"variant": variant.name, "runtime": variant.runtime, "precision": variant.precision,
+           "file": variant.file.name, "bytes": variant.file.stat().st_size,
+           "params": measure.parameter_count(model), **measure.count_flops(model, input_shape), **measured,
+           "details": variant.details}
+    log.info("%s: top-1 %.2f %%, %d bytes, %.3f ms at batch 1 (%s)", variant.name,
+             100 * row["accuracy"]["top1"], row["bytes"], row["speed"]["latency_ms_batch1"]["median"],
+             row["speed"]["runtime"])
+    return row
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
+    """For (latency, accuracy) points: True where no other point is at least as fast and as accurate,
+    and strictly better in one of the two."""
+    return [not any(ol <= latency and oa >= accuracy and (ol < latency or oa > accuracy) for ol, oa in points)
+            for latency, accuracy in points]
+
+
+def plot_accuracy_vs_latency(rows: list[dict[str, Any]], path: str | Path, title: str) -> Path:
+    """Top-1 against batch-1 latency, one labelled point per variant, the Pareto front joined by a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from distill.io import atomic_write
+
+    points = [(r["speed"]["latency_ms_batch1"]["median"], 100 * r["accuracy"]["top1"]) for r in rows]
+    front = pareto_front(points)
+    figure, axes = plt.subplots(figsize=(6.8, 4.6))
+    for row, (latency, top1), on_front in zip(rows, points, front):
+        axes.scatter(latency, top1, s=50 if on_front else 30, zorder=3,
+                     color="tab:red" if on_front else "tab:gray", marker="o" if row["precision"] == "fp32" else "s")
+        axes.annotate(row["variant"], (latency, top1), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    front_points = sorted(p for p, on in zip(points, front) if on)
+    if front_points:
+        axes.step(*zip(*front_points), where="post", color="tab:red", alpha=0.6, label="Pareto front")
+        axes.legend(loc="lower right", fontsize=8)
+    axes.set_xscale("log")
+    axes.margins(x=0.3, y=0.15)
+    axes.set_xlabel("batch-1 latency (ms, log scale); circles fp32, squares int8")
+    axes.set_ylabel("test top-1 accuracy (%)")
+    axes.set_title(title)
+    axes.grid(True, which="both", alpha=0.3)
+    figure.tight_layout()
+    path = Path(path)
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
+    plt.close(figure)
+    return path
