@@ -95,6 +95,7 @@ def test_sigterm_writes_a_checkpoint_prints_the_resume_command_and_resumes_exact
     assert_resumes_exactly(last, cache, tmp_path / "resumed", expected)
 
 
+@pytest.mark.slow  # a sweep killed, then run again: about a minute on 2 cores
 def test_a_killed_sweep_run_again_with_resume_auto_skips_finished_jobs(uninterrupted, tmp_path):
     _, cache = uninterrupted
     sweep = tmp_path / "sweep"

@@ -65,32 +65,35 @@ def test_resume_auto_starts_over_from_a_damaged_last_checkpoint(good_checkpoint,
     assert "starting over" in caplog.text
 
 
+SHORT = ["teacher.train.max_epochs=1", "trainer.max_epochs=1", "trainer.limit_train_batches=3", "report.enabled=false"]
+
+
 def test_damaged_teacher_cache_entry_is_trained_again(make_cfg, caplog):
-    first = make_cfg("trainer.max_epochs=1", run="first")
+    first = make_cfg(*SHORT, run="first")
     run(first)
     entry = Path(read_metrics(first)["teacher"]["cache_entry"])
     weights = entry / "teacher.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     with caplog.at_level(logging.WARNING, logger="distill"):
-        second = make_cfg("trainer.max_epochs=1", run="second")
+        second = make_cfg(*SHORT, run="second")
         run(second)
     assert "is unreadable" in caplog.text and "training it again" in caplog.text
     assert read_metrics(second)["teacher"]["trained_now"] is True
     assert (entry.parent / f".{entry.name}.broken").is_dir()  # kept aside, for a look
-    third = make_cfg("trainer.max_epochs=1", run="third")
+    third = make_cfg(*SHORT, run="third")
     run(third)
     assert read_metrics(third)["teacher"]["trained_now"] is False  # the new entry is whole
 
 
 def test_damaged_teacher_output_cache_entry_is_computed_again(make_cfg, caplog):
-    first = make_cfg("trainer.max_epochs=1", run="first")
+    first = make_cfg(*SHORT, run="first")
     run(first)
     folders = list((Path(first.paths.cache_dir) / "teacher_outputs").glob("[!.]*[!k]"))
     assert len(folders) == 1
     array = folders[0] / "train.logits.npy"
     array.write_bytes(array.read_bytes()[:200])
     with caplog.at_level(logging.INFO, logger="distill"):
-        second = make_cfg("trainer.max_epochs=1", run="second")
+        second = make_cfg(*SHORT, run="second")
         run(second)
     assert "is damaged" in caplog.text and "computing it again" in caplog.text
     assert read_metrics(second)["student"]["test_acc_top1"] == pytest.approx(
@@ -125,6 +128,7 @@ def test_image_folder_loader_settings_follow_the_machine(make_cfg, tmp_path, mon
     assert data.num_workers == 1 and data.pin_memory == torch.cuda.is_available()
 
 
+@pytest.mark.slow  # two sweeps of two jobs each: about a minute on 2 cores
 def test_two_sweeps_started_together_on_an_empty_cache_train_the_teacher_once(tmp_path):
     def sweep(name: str) -> subprocess.Popen:
         command = [sys.executable, "-m", "distill.train", "-m", "seed=0,1", "teacher=small_cnn",
