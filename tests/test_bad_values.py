@@ -35,15 +35,14 @@ def test_known_presets_and_other_overrides_pass_the_preset_check():
                    "+experiment=fmnist_benchmark", "~logger", "trainer=ddp"], CONF_DIR)
 
 
-def test_cli_exits_2_with_one_line_for_an_unknown_preset_and_a_bad_value(tmp_path):
-    for overrides, expected in ((["student=resnet_nope"], "student=resnet_nope is not a preset of 'student'"),
-                                (["optimizer.lr=abc"], "optimizer.lr='abc' is not a number")):
-        command = [sys.executable, "-m", "distill.train", *overrides, "logger=none", f"hydra.run.dir={tmp_path}",
-                   f"paths.cache_dir={tmp_path / 'cache'}"]
-        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
-        output = result.stdout + result.stderr
-        assert result.returncode == 2, output[-2000:]
-        assert expected in output and "Traceback" not in output
+def test_cli_exits_2_with_one_line_for_an_unknown_preset(tmp_path):
+    # A bad value takes the same exit path (tests/test_train.py runs one through the CLI too).
+    command = [sys.executable, "-m", "distill.train", "-m", "student=resnet_nope", "logger=none",
+               f"hydra.run.dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-2000:]
+    assert "student=resnet_nope is not a preset of 'student'" in output and "Traceback" not in output
 
 
 def test_progress_bar_can_be_switched_off_with_the_default_callbacks(make_cfg):

@@ -115,6 +115,7 @@ def test_a_killed_sweep_run_again_with_resume_auto_skips_finished_jobs(uninterru
     final_state(sweep / "1" / "checkpoints" / "last.ckpt")  # trained to the end
 
 
+@pytest.mark.slow  # the same path as SIGTERM, another subprocess: ~15 s
 def test_ctrl_c_also_finishes_the_step_and_writes_a_checkpoint(uninterrupted, tmp_path):
     _, cache = uninterrupted
     stopped = train(tmp_path / "run", cache, *kill_at("SIGINT", epoch=0, batch=5))

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from distill.summarize import summarize_sweep
@@ -50,6 +51,7 @@ def test_two_by_two_multirun_trains_the_teacher_once_and_summarizes(tmp_path):
     assert (sweep / "summary_methods.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow  # a subprocess with Optuna: ~20 s
 def test_optuna_sweeper_runs_two_trials(tmp_path):
     result = distill_train(tmp_path, "hparams_search=kd_optuna", "hydra.sweeper.n_trials=2")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -60,6 +62,7 @@ def test_optuna_sweeper_runs_two_trials(tmp_path):
     assert 0.0 <= best["best_value"] <= 1.0
 
 
+@pytest.mark.slow  # joblib workers: ~35 s
 def test_parallel_jobs_finish_when_one_fails_and_the_summary_lists_it(tmp_path):
     result = distill_train(tmp_path, "hydra/launcher=local_parallel", "student.name=small_cnn,cifar_resnet8x5",
                            multirun=True)
@@ -78,6 +81,7 @@ def test_summarize_an_empty_folder_says_so(tmp_path):
     assert result.returncode != 0 and "holds no runs" in result.stderr
 
 
+@pytest.mark.slow  # a subprocess: ~15 s
 def test_unknown_override_key_gets_hydras_message(tmp_path):
     result = distill_train(tmp_path, "trainer.max_epoch=3")
     assert result.returncode != 0
