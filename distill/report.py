@@ -205,9 +205,16 @@ def plot_accuracy_vs_macs(points: list[dict[str, Any]], path: str | Path, title:
                      zorder=3)
         axes.annotate(point["label"], (point["macs"], 100 * point["top1"]), textcoords="offset points",
                       xytext=(5, 4), fontsize=8)
-    axes.set_xscale("log")
     axes.margins(x=0.25, y=0.15)  # room for the labels beside the outermost points
-    axes.set_xlabel("MACs per image (log scale)")
+    return save_log_x_plot(figure, axes, "MACs per image (log scale)", title, path)
+
+
+def save_log_x_plot(figure: Any, axes: Any, xlabel: str, title: str, path: str | Path) -> Path:
+    """Finish an accuracy plot (log x, labels, grid) and write it as PNG atomically; closes the figure."""
+    import matplotlib.pyplot as plt
+
+    axes.set_xscale("log")
+    axes.set_xlabel(xlabel)
     axes.set_ylabel("test top-1 accuracy (%)")
     axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)

@@ -16,6 +16,7 @@ from torch import nn
 
 from distill import measure
 from distill.compress import ort_runtime
+from distill.report import save_log_x_plot
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,6 @@ def plot_accuracy_vs_latency(rows: list[dict[str, Any]], path: str | Path, title
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from distill.io import atomic_write
-
     points = [(r["speed"]["latency_ms_batch1"]["median"], 100 * r["accuracy"]["top1"]) for r in rows]
     front = pareto_front(points)
     figure, axes = plt.subplots(figsize=(6.8, 4.6))
@@ -97,14 +96,5 @@ def plot_accuracy_vs_latency(rows: list[dict[str, Any]], path: str | Path, title
     if front_points:
         axes.step(*zip(*front_points), where="post", color="tab:red", alpha=0.6, label="Pareto front")
         axes.legend(loc="lower right", fontsize=8)
-    axes.set_xscale("log")
     axes.margins(x=0.3, y=0.15)
-    axes.set_xlabel("batch-1 latency (ms, log scale); circles fp32, squares int8")
-    axes.set_ylabel("test top-1 accuracy (%)")
-    axes.set_title(title)
-    axes.grid(True, which="both", alpha=0.3)
-    figure.tight_layout()
-    path = Path(path)
-    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
-    plt.close(figure)
-    return path
+    return save_log_x_plot(figure, axes, "batch-1 latency (ms, log scale); circles fp32, squares int8", title, path)
