@@ -37,6 +37,7 @@ from distill.module import DistillationModule
 from distill.reliability import RunInterrupted, RunStopped
 from distill.reliability.resume import auto_resume_checkpoint, check_checkpoint, finished_run, resume_command
 from distill.reliability.schema import (
+    check_monitor,
     check_presets,
     check_top_k,
     check_trainer,
@@ -86,9 +87,9 @@ def prepare(cfg: DictConfig) -> Plan:
     check_trainer(cfg.trainer)
     datamodule = instantiate(cfg.data)
     datamodule.check()
-    datamodule.setup("fit")  # reads (and for image folders, scans) the data now: a bad file fails before training
     check_top_k(cfg, datamodule.num_classes)
-    validate_config(cfg, monitors=run_metrics(cfg.stage, datamodule.num_classes, cfg.loss.keys()))
+    check_monitor(cfg, run_metrics(cfg.stage, datamodule.num_classes, cfg.loss.keys()))
+    datamodule.setup("fit")  # reads (and for image folders, scans) the data now: a bad file fails before training
     seed_everything(cfg.seed)
     model_cfg = cfg.teacher if cfg.stage == "teacher" else cfg.student
     role = "teacher" if cfg.stage == "teacher" else "student"

@@ -174,13 +174,16 @@ def check_value(cfg: DictConfig, rule: Rule) -> None:
     raise ConfigError(message)
 
 
-def validate_config(cfg: DictConfig, monitors: Iterable[str] = ()) -> None:
+def validate_config(cfg: DictConfig) -> None:
     """Check every value we own; the first bad one raises a one-line ``ConfigError``."""
     for rule in [*RULES, *loss_rules(cfg.get("loss")), *loss_rules(cfg.teacher.train.get("loss"),
                                                                   "teacher.train.loss")]:
         check_value(cfg, rule)
-    monitors = list(monitors)
-    if monitors and cfg.get("monitor") not in monitors:
+
+
+def check_monitor(cfg: DictConfig, monitors: list[str]) -> None:
+    """``monitor`` must name a metric the run logs (known once the data's number of classes is)."""
+    if cfg.get("monitor") not in monitors:
         hint = close_matches(str(cfg.get("monitor")), monitors)
         raise ConfigError(f"monitor={cfg.get('monitor')!r} is not a metric this run logs"
                           + (f" (did you mean {hint}?)" if hint else "") + f"; choose one of {', '.join(monitors)}")
