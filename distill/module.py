@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
 import torch
 from torch import nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from distill.epoch_means import EpochMeans
 from distill.errors import ConfigError
 from distill.features import FeatureTaps
 from distill.losses import DistillBatch, LossTerm
 from distill.reliability.errors import DivergenceError
+from distill.reliability.guard import NonFiniteWatch
 from distill.teacher_outputs import CachedTeacherOutputs
 
 log = logging.getLogger("distill")
@@ -29,13 +33,17 @@ SchedulerFactory = Callable[..., Any]
 
 def eval_metrics(num_classes: int, with_teacher: bool) -> nn.ModuleDict:
     """Metrics of one evaluation split. Each reads (student_logits, teacher_logits, targets) differently."""
-    metrics: dict[str, nn.Module] = {"acc_top1": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
+    # validate_args=False: the checks cost a torch.unique and a host sync per update on a GPU.
+    def accuracy(top_k: int) -> MulticlassAccuracy:
+        return MulticlassAccuracy(num_classes, top_k=top_k, average="micro", validate_args=False)
+
+    metrics: dict[str, nn.Module] = {"acc_top1": accuracy(1)}
     if num_classes > 5:
-        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+        metrics["acc_top5"] = accuracy(5)
     if with_teacher:
-        metrics["teacher_acc_top1"] = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        metrics["teacher_acc_top1"] = accuracy(1)
         # Top-1 accuracy of the student against the teacher's top-1 labels: how often the two agree.
-        metrics["agreement"] = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        metrics["agreement"] = accuracy(1)
     return nn.ModuleDict(metrics)
 
 
@@ -48,10 +56,19 @@ def metric_inputs(name: str, student_logits: torch.Tensor, teacher_logits: torch
     return student_logits, targets
 
 
-def unpack(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(images, targets, sample indices or None): in-memory sets also yield each sample's index."""
-    images, targets, *rest = batch
-    return images, targets, (rest[0] if rest else None)
+@dataclass
+class Batch:
+    """A batch as the data modules yield it: in-memory sets add each sample's index, and augmented training
+    batches each image's augmentation variant (which cached teacher outputs to read)."""
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    indices: torch.Tensor | None = None
+    variants: torch.Tensor | None = None
+
+
+def unpack(batch: tuple[torch.Tensor, ...]) -> Batch:
+    return Batch(*batch)
 
 
 class DistillationModule(L.LightningModule):
@@ -109,10 +126,13 @@ class DistillationModule(L.LightningModule):
         # The compiled student is kept outside the module tree, so checkpoints keep plain ``student.`` keys.
         object.__setattr__(self, "student_forward", torch.compile(student) if compile_student else student)
         self._build_adapters(input_shape)
-        self.train_acc = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.train_means = EpochMeans(["total", *loss_terms, "acc_top1"])
+        self.divergence = NonFiniteWatch()
+        self.progress_values: dict[str, float] = {}  # host numbers for distill.progress.StepValuesProgressBar
         self.eval_metrics = nn.ModuleDict(
             {split: eval_metrics(num_classes, teacher is not None) for split in ("val", "test")}
         )
+        self.eval_losses = nn.ModuleDict({split: MeanMetric(nan_strategy="disable") for split in ("val", "test")})
 
     def _build_adapters(self, input_shape: tuple[int, ...]) -> None:
         """Dry run on a small batch so that loss terms can size their adapters before the optimizer exists."""
@@ -151,11 +171,11 @@ class DistillationModule(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.student(images)
 
-    def _teacher_outputs(self, images: torch.Tensor, indices: torch.Tensor | None,
-                         split: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _teacher_outputs(self, images: torch.Tensor, indices: torch.Tensor | None, split: str,
+                         variants: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Teacher logits and features: looked up when cached (no feature terms then), else a live forward."""
         if self.teacher_outputs is not None and indices is not None:
-            return self.teacher_outputs.lookup(split, indices), {}
+            return self.teacher_outputs.lookup(split, indices, variants), {}
         with torch.no_grad():
             logits = self.teacher(images)
         return logits, self.teacher_taps.pop()
@@ -164,7 +184,7 @@ class DistillationModule(L.LightningModule):
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
 
     def _forward(self, images: torch.Tensor, targets: torch.Tensor | None = None,
-                 indices: torch.Tensor | None = None) -> DistillBatch:
+                 indices: torch.Tensor | None = None, variants: torch.Tensor | None = None) -> DistillBatch:
         images = self._prepare_images(images)
         student_logits = self.student_forward(images)
         batch = DistillBatch(
@@ -175,7 +195,7 @@ class DistillationModule(L.LightningModule):
             indices=indices,
         )
         if self.teacher is not None:
-            batch.teacher_logits, batch.teacher_features = self._teacher_outputs(images, indices, "train")
+            batch.teacher_logits, batch.teacher_features = self._teacher_outputs(images, indices, "train", variants)
         return batch
 
     def active_terms(self) -> dict[str, LossTerm]:
@@ -188,54 +208,92 @@ class DistillationModule(L.LightningModule):
         return hint_only or {name: term for name, term in self.loss_terms.items() if getattr(term, "main_stage", True)}
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor | None:
-        images, targets, indices = unpack(batch)
-        outputs = self._forward(images, targets, indices)
+        parts = unpack(batch)
+        targets = parts.targets
+        outputs = self._forward(parts.images, targets, parts.indices, parts.variants)
         values = {name: term(outputs) for name, term in self.active_terms().items()}
         total = sum(self.loss_terms[name].weight * value for name, value in values.items())
-        # One host sync per step (a GPU waits here): the price of never applying a NaN step.
-        if not bool(torch.isfinite(total)):
+        # Skipping must decide before the optimizer step: one host sync per step, the price of skip mode.
+        if self.on_non_finite == "skip" and not bool(torch.isfinite(total)):
             return self._non_finite(values, total)
-        for name, value in values.items():
-            # Terms per epoch, the total per step too: each step-level log costs time on small models.
-            self.log(f"train/loss/{name}", value, on_step=False, on_epoch=True)
-        self.train_acc(outputs.student_logits.detach(), targets)
-        self.log("train/loss", total, on_step=True, on_epoch=True, prog_bar=True)
-        self.log("train/acc_top1", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        names = ("total", *values)
+        losses = torch.stack([total, *values.values()]).detach()
+        if self.on_non_finite == "error":
+            self.divergence.update(losses, names, self.global_step, self.current_epoch)
+        accuracy = (outputs.student_logits.detach().argmax(1) == targets).float().mean()
+        self.train_means.update(torch.cat([losses, accuracy.view(1)]),
+                                self.train_means.positions([*names, "acc_top1"]), len(targets))
+        if self._trainer is not None and self.trainer._logger_connector.should_update_logs:
+            self._log_step_loss(total)
         return total
+
+    def _log_step_loss(self, total: torch.Tensor) -> None:
+        """The step's loss, on the steps the loggers write (``log_every_n_steps``): one host sync, then floats.
+
+        ``self.log`` is bypassed on purpose: Lightning keeps a step value logged with ``prog_bar=True`` and
+        converts it with ``.item()`` again on every later step of the epoch, a host-device sync per step on
+        a GPU. ``should_update_logs`` and ``_batches_that_stepped`` are Lightning's own (private) test and
+        step counter for "the loggers write now", so these rows land on the same steps as Lightning's.
+        """
+        value = self.divergence.check(read=total) if self.on_non_finite == "error" else float(total.detach())
+        self.progress_values["train/loss_step"] = value
+        step = self.trainer.fit_loop.epoch_loop._batches_that_stepped
+        for logger in self.loggers:
+            logger.log_metrics({"train/loss_step": value, "epoch": self.current_epoch}, step=step)
+
+    def on_train_epoch_end(self) -> None:
+        # Epoch means from the device-side sums (one sync per epoch); the names Lightning gave them before.
+        self.divergence.check()
+        means = self.train_means.compute()
+        self.log("train/loss_epoch", means["total"], prog_bar=True)
+        self.log("train/loss", means["total"], logger=False)  # the un-forked name, for monitors
+        for name in self.active_terms():
+            self.log(f"train/loss/{name}", means[name])
+        self.log("train/acc_top1", means["acc_top1"], prog_bar=True)
+        self.train_means.reset()
 
     def _non_finite(self, values: dict[str, torch.Tensor], total: torch.Tensor) -> None:
         """Stop the run (``on_non_finite='error'``) or skip this batch: returning None skips the optimizer step."""
         term = next((name for name, value in values.items() if not bool(torch.isfinite(value))), None)
         label = f"term '{term}'" if term else "the weighted total"
         value = float((values[term] if term else total).detach())
-        if self.on_non_finite == "skip":
-            self.skipped_batches += 1
-            log.warning("skipped batch %d of epoch %d: %s = %s (%d skipped so far)", self.global_step,
-                        self.current_epoch, label, value, self.skipped_batches)
-            if self.max_skipped_batches is not None and self.skipped_batches > self.max_skipped_batches:
-                raise DivergenceError(f"{label} (more than guard.max_skipped_batches={self.max_skipped_batches} "
-                                      "batches skipped)", value, self.current_epoch, self.global_step)
-            return None
-        raise DivergenceError(label, value, self.current_epoch, self.global_step)
+        self.skipped_batches += 1
+        log.warning("skipped batch %d of epoch %d: %s = %s (%d skipped so far)", self.global_step,
+                    self.current_epoch, label, value, self.skipped_batches)
+        if self.max_skipped_batches is not None and self.skipped_batches > self.max_skipped_batches:
+            raise DivergenceError(f"{label} (more than guard.max_skipped_batches={self.max_skipped_batches} "
+                                  "batches skipped)", value, self.current_epoch, self.global_step)
+        return None
 
     def _eval_step(self, batch: tuple[torch.Tensor, ...], split: str) -> None:
-        images, targets, indices = unpack(batch)
-        images = self._prepare_images(images)
+        parts = unpack(batch)
+        images, targets, indices = self._prepare_images(parts.images), parts.targets, parts.indices
         student_logits = self.student_forward(images)
         self.student_taps.pop()
         teacher_logits = None
         if self.teacher is not None:
             teacher_logits, _ = self._teacher_outputs(images, indices, split)
-        self.log(f"{split}/loss/ce", nn.functional.cross_entropy(student_logits, targets), on_epoch=True)
+        # update() only: calling a metric (forward) would also compute it every step. Logged at the epoch end.
+        self.eval_losses[split].update(nn.functional.cross_entropy(student_logits, targets), len(targets))
         for name, metric in self.eval_metrics[split].items():
-            metric(*metric_inputs(name, student_logits, teacher_logits, targets))
-            self.log(f"{split}/{name}", metric, on_step=False, on_epoch=True, prog_bar=split == "val")
+            metric.update(*metric_inputs(name, student_logits, teacher_logits, targets))
+
+    def _log_eval(self, split: str) -> None:
+        self.log(f"{split}/loss/ce", self.eval_losses[split])
+        for name, metric in self.eval_metrics[split].items():
+            self.log(f"{split}/{name}", metric, prog_bar=split == "val")
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         self._eval_step(batch, "val")
 
     def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         self._eval_step(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test")
 
     def configure_optimizers(self) -> Any:
         # Adapters inside loss terms train with the student; the teacher has no trainable parameters.
@@ -247,10 +305,14 @@ class DistillationModule(L.LightningModule):
                                                          "interval": "epoch"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.divergence.check()  # never write weights that a non-finite step has touched
         checkpoint["skipped_batches"] = self.skipped_batches
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.")}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.skipped_batches = int(checkpoint.get("skipped_batches", 0))
+        # Checkpoints from before the epoch sums were training state: start the epoch's sums at zero.
+        for key, value in self.train_means.state_dict(prefix="train_means.").items():
+            checkpoint["state_dict"].setdefault(key, torch.zeros_like(value))
         if self.teacher is not None:
             checkpoint["state_dict"].update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})

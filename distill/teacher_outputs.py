@@ -1,11 +1,15 @@
 """Teacher outputs computed once per sample and looked up by index, instead of running the teacher each step.
 
-Valid only when the teacher sees the same input for a sample every epoch (no random train-time
-augmentation): ``cache_reason_not`` says when that is not so, and the run falls back to the live teacher
-with a one-line notice. Outputs are stored in fp16 under a key of the teacher's weights, the data config
-and the compression settings, so a changed teacher or transform never reads stale outputs. With
-``top_k`` only the k largest probabilities (at the KD temperature) are kept and the rest of the mass is
-spread evenly over the other classes.
+With train-time augmentation the cache holds the teacher's outputs for every augmentation variant of each
+training image (after FKD, Shen & Xing 2022, which stores soft labels per crop): our augmentation is
+discrete (pad-and-crop offsets, flip), so an image has ``(2p+1)^2 x 2`` variants, and each step looks up
+the variant its images got (drawn from seed, epoch and index, so student and cache agree). Where the cache
+cannot apply (teacher features read, data that does not index its samples, too many variants), the run
+falls back to the live teacher with a one-line notice. Outputs are stored in fp16 under a key of the
+teacher's weights, the data config and the compression settings, so a changed teacher or transform never
+reads stale outputs; the key has no seed, so every job of a sweep shares one entry. With ``top_k`` only the
+k largest probabilities (at the KD temperature) are kept and the rest of the mass is spread evenly over
+the other classes.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ import logging
 import os
 import shutil
 import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +54,13 @@ def weights_fingerprint(model: nn.Module) -> str:
 
 
 def teacher_outputs_key(teacher: nn.Module, data_config: dict[str, Any], top_k: int | None,
-                        temperature: float | None) -> str:
+                        temperature: float | None, variants: int = 1) -> str:
     ignored = ("num_workers", "pin_memory", "batch_size", "eval_batch_size", "root", "download")
     data = {k: v for k, v in data_config.items() if k not in ignored}
     recipe = {"format": FORMAT, "teacher": weights_fingerprint(teacher), "data": data, "top_k": top_k,
               "temperature": temperature if top_k else None}
+    if variants > 1:  # entries without augmentation keep the keys they had before variants existed
+        recipe["variants"] = variants
     return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -78,20 +87,32 @@ class CachedTeacherOutputs:
 
     @property
     def nbytes(self) -> int:
-        return sum(array.nbytes for split in self.arrays.values() for array in split.values())
+        return sum(self.split_nbytes(split) for split in self.arrays)
 
-    def lookup(self, split: str, indices: torch.Tensor) -> torch.Tensor:
-        """Teacher logits (float32) for the samples ``indices`` of ``split``."""
+    def split_nbytes(self, split: str) -> int:
+        return sum(array.nbytes for array in self.arrays[split].values())
+
+    def variants(self, split: str) -> int:
+        """Augmentation variants stored per sample of ``split`` (1: one output per sample)."""
+        return self.meta.get("variants", {}).get(split, 1)
+
+    def lookup(self, split: str, indices: torch.Tensor, variants: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher logits (float32) for the samples ``indices`` of ``split``, as augmentation ``variants``."""
+        if (variants is not None) != (self.variants(split) > 1):
+            raise ValueError(f"cached teacher outputs of '{split}' hold {self.variants(split)} augmentation "
+                             f"variant(s) per sample, but the batch {'has' if variants is not None else 'has no'} "
+                             "variant numbers: the data's augmentation differs from the cache's")
+        rows = (indices,) if variants is None else (indices, variants)
         if self.memory_mapped:
-            rows = indices.detach().cpu().numpy()
-            arrays = {name: torch.from_numpy(np.ascontiguousarray(array[rows])).to(indices.device)
+            where = tuple(r.detach().cpu().numpy() for r in rows)
+            arrays = {name: torch.from_numpy(np.ascontiguousarray(array[where])).to(indices.device)
                       for name, array in self.arrays[split].items()}
         else:
             key = (split, str(indices.device))
             if key not in self._on_device:
                 self._on_device[key] = {name: torch.from_numpy(np.asarray(array)).to(indices.device)
                                         for name, array in self.arrays[split].items()}
-            arrays = {name: tensor[indices] for name, tensor in self._on_device[key].items()}
+            arrays = {name: tensor[rows] for name, tensor in self._on_device[key].items()}
         if "logits" in arrays:
             logits = arrays["logits"].float()
         else:
@@ -101,11 +122,24 @@ class CachedTeacherOutputs:
 
 
 @torch.no_grad()
-def teacher_logits(teacher: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+def teacher_logits(teacher: nn.Module, images: torch.Tensor, batch_size: int = 512,
+                   transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """The teacher's logits for ``images`` (``transform`` applied to each batch on the teacher's device)."""
     teacher.eval()
     device = next(teacher.parameters()).device
-    return torch.cat([teacher(images[i:i + batch_size].to(device)).float().cpu()
-                      for i in range(0, len(images), batch_size)])
+    outputs = []
+    for i in range(0, len(images), batch_size):
+        batch = images[i:i + batch_size].to(device)
+        outputs.append(teacher(transform(batch) if transform else batch).float().cpu())
+    return torch.cat(outputs)
+
+
+@dataclass(frozen=True)
+class Variants:
+    """Augmentation variants of the training images: ``augment(images, v)`` for v in ``range(count)``."""
+
+    count: int
+    augment: Callable[[torch.Tensor, int], torch.Tensor]
 
 
 def _arrays(logits: torch.Tensor, top_k: int | None, temperature: float | None) -> dict[str, np.ndarray]:
@@ -118,40 +152,77 @@ def _arrays(logits: torch.Tensor, top_k: int | None, temperature: float | None) 
             "rest": (1 - values.sum(1)).clamp_min(0).half().numpy()}
 
 
+def _write_split(staging: Path, split: str, teacher: nn.Module, images: torch.Tensor, variants: Variants | None,
+                 top_k: int | None, temperature: float | None) -> list[str]:
+    """Compute one split's arrays into ``staging``; with variants, row i holds sample i's outputs per variant.
+
+    Variant arrays are written through memory maps one variant at a time, so a large set never needs all
+    of its outputs in memory at once.
+    """
+    if variants is None:
+        arrays = _arrays(teacher_logits(teacher, images), top_k, temperature)
+        for name, array in arrays.items():
+            np.save(staging / f"{split}.{name}.npy", array)
+        return list(arrays)
+    files: dict[str, np.memmap] = {}
+    for variant in range(variants.count):
+        logits = teacher_logits(teacher, images, transform=lambda batch, v=variant: variants.augment(batch, v))
+        for name, array in _arrays(logits, top_k, temperature).items():
+            if name not in files:
+                files[name] = np.lib.format.open_memmap(staging / f"{split}.{name}.npy", mode="w+",
+                                                        dtype=array.dtype,
+                                                        shape=(len(images), variants.count, *array.shape[1:]))
+            files[name][:, variant] = array
+    for array in files.values():
+        array.flush()
+    return list(files)
+
+
 def load_or_compute(root: str | Path, key: str, teacher: nn.Module, splits: dict[str, torch.Tensor],
                     num_classes: int, top_k: int | None, temperature: float | None,
-                    memory_mapped: bool) -> CachedTeacherOutputs:
-    """The cached outputs for ``key``, computing and publishing them (atomically, under a lock) if missing."""
+                    memory_mapped: bool, train_variants: Variants | None = None) -> CachedTeacherOutputs:
+    """The cached outputs for ``key``, computing and publishing them (atomically, under a lock) if missing.
+
+    ``train_variants``: store the training split's outputs for every augmentation variant. The build runs
+    on a GPU when there is one, whatever device the teacher is on now.
+    """
     if top_k is not None and not (0 < top_k < num_classes):
         raise ConfigError(f"teacher_cache.top_k={top_k} must be between 1 and {num_classes - 1} (or null for all)")
     root = Path(root).expanduser() / "teacher_outputs"
     root.mkdir(parents=True, exist_ok=True)
     folder = root / key
+    variants = {"train": train_variants.count} if train_variants is not None and "train" in splits else {}
     with FileLock(str(root / f"{key}.lock")):
-        cached = _read_entry(folder, splits, memory_mapped)
+        cached = _read_entry(folder, splits, memory_mapped, variants)
         if cached is not None:
             log.info("teacher outputs read from the cache %s", folder)
             return cached
         staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+        home = next(teacher.parameters()).device
+        build_device = torch.device("cuda") if torch.cuda.is_available() else home
+        start = time.perf_counter()
         try:
-            arrays = {}
+            teacher.to(build_device)
             for split, images in splits.items():
-                arrays[split] = _arrays(teacher_logits(teacher, images), top_k, temperature)
-                for name, array in arrays[split].items():
-                    np.save(staging / f"{split}.{name}.npy", array)
+                names = _write_split(staging, split, teacher, images, train_variants if split in variants else None,
+                                     top_k, temperature)
             write_json(staging / "meta.json", {
-                "splits": list(splits), "arrays": list(next(iter(arrays.values()))), "num_classes": num_classes,
-                "top_k": top_k, "temperature": temperature,
+                "splits": list(splits), "arrays": names, "num_classes": num_classes, "top_k": top_k,
+                "temperature": temperature, "variants": variants,
                 "samples": {split: len(images) for split, images in splits.items()}})
             os.replace(staging, folder)
         finally:
+            teacher.to(home)
             shutil.rmtree(staging, ignore_errors=True)
-        log.info("teacher outputs computed once for %s samples and cached in %s",
-                 sum(len(images) for images in splits.values()), folder)
+        views = sum(len(images) * variants.get(split, 1) for split, images in splits.items())
+        log.info("teacher outputs computed once for %d images (%s) on %s in %.1f s and cached in %s", views,
+                 ", ".join(f"{split}: {len(images)} x {variants.get(split, 1)} variant(s)"
+                           for split, images in splits.items()), build_device, time.perf_counter() - start, folder)
     return CachedTeacherOutputs(folder, memory_mapped)
 
 
-def _read_entry(folder: Path, splits: dict[str, torch.Tensor], memory_mapped: bool) -> CachedTeacherOutputs | None:
+def _read_entry(folder: Path, splits: dict[str, torch.Tensor], memory_mapped: bool,
+                variants: dict[str, int]) -> CachedTeacherOutputs | None:
     """The cache entry when it is complete and readable; a damaged one is removed (and logged) to be rebuilt."""
     if not (folder / "meta.json").is_file():
         return None
@@ -161,6 +232,9 @@ def _read_entry(folder: Path, splits: dict[str, torch.Tensor], memory_mapped: bo
             rows = {name: len(array) for name, array in outputs.arrays[split].items()}
             if set(rows.values()) != {len(images)}:
                 raise ValueError(f"split '{split}' has {rows} rows for {len(images)} samples")
+            if outputs.variants(split) != variants.get(split, 1):
+                raise ValueError(f"split '{split}' has {outputs.variants(split)} variants per sample, "
+                                 f"expected {variants.get(split, 1)}")
         return outputs
     except (OSError, ValueError, KeyError, EOFError) as error:  # json and numpy raise ValueError subclasses
         log.warning("teacher-output cache entry %s is damaged (%s); computing it again", folder,
@@ -176,14 +250,23 @@ def cached_teacher_outputs(cfg: DictConfig, teacher: nn.Module, datamodule: Any)
         return None
     loss_terms = build_loss_terms(to_dict(cfg.loss))
     feature_terms = [name for name, term in loss_terms.items() if term.teacher_layers]
-    reason = None
+    reason, variants = None, None
     if not isinstance(datamodule, InMemoryDataModule):
-        reason = f"{type(datamodule).__name__} does not index its samples"
-    elif datamodule.augments:
-        reason = (f"train-time augmentation (random_crop_padding={datamodule.random_crop_padding}, "
-                  f"horizontal_flip={datamodule.horizontal_flip}) changes the teacher's input every epoch")
+        reason = (f"{type(datamodule).__name__} has no discrete augmentation variants to cache (its random "
+                  "resized crops take continuous coordinates)")
     elif feature_terms:
         reason = f"loss term(s) {feature_terms} read teacher features"
+    elif datamodule.augments:
+        count = datamodule.augmentation_variants
+        augmentation = (f"random_crop_padding={datamodule.random_crop_padding}, "
+                        f"horizontal_flip={datamodule.horizontal_flip}")
+        if not settings.augmentations:
+            reason = f"train-time augmentation ({augmentation}) is on and teacher_cache.augmentations=false"
+        elif count > settings.max_variants:
+            reason = (f"train-time augmentation ({augmentation}) makes {count} variants of each image, more than "
+                      f"teacher_cache.max_variants={settings.max_variants}")
+        else:
+            variants = Variants(count, datamodule.augment_variant)
     if reason:
         log.info("teacher_cache: %s, so the teacher runs live", reason)
         return None
@@ -191,10 +274,13 @@ def cached_teacher_outputs(cfg: DictConfig, teacher: nn.Module, datamodule: Any)
     if settings.top_k and temperature is None:
         raise ConfigError("teacher_cache.top_k keeps probabilities at the KD temperature, but no loss term has one")
     datamodule.setup("fit")
-    key = teacher_outputs_key(teacher, to_dict(cfg.data), settings.top_k, temperature)
+    key = teacher_outputs_key(teacher, to_dict(cfg.data), settings.top_k, temperature,
+                              variants.count if variants else 1)
     splits = {name: split.images for name, split in datamodule.splits.items()}
     outputs = load_or_compute(cfg.paths.cache_dir, key, teacher, splits, datamodule.num_classes, settings.top_k,
-                              temperature, settings.memory_mapped)
-    log.info("teacher_cache: %.1f MiB of teacher outputs (%s)", outputs.nbytes / 2**20,
-             "memory-mapped" if settings.memory_mapped else "in memory")
+                              temperature, settings.memory_mapped, train_variants=variants)
+    per_image = outputs.split_nbytes("train") / len(splits["train"])
+    log.info("teacher_cache: %.1f MiB of teacher outputs (%s); %.0f bytes per training image (%d augmentation "
+             "variant(s))", outputs.nbytes / 2**20, "memory-mapped" if settings.memory_mapped else "in memory",
+             per_image, outputs.variants("train"))
     return outputs

@@ -98,7 +98,9 @@ def test_key_changes_with_teacher_weights_and_transforms(make_cfg):
 def test_cache_is_not_used_where_it_would_be_stale(make_cfg, caplog):
     teacher = trained_like_teacher()
     for overrides, reason in (
-        (["data.random_crop_padding=1"], "train-time augmentation"),
+        (["data.random_crop_padding=1", "teacher_cache.augmentations=false"], "teacher_cache.augmentations=false"),
+        (["data.random_crop_padding=8", "data.horizontal_flip=true"], "makes 578 variants of each image, more "
+                                                                      "than teacher_cache.max_variants=256"),
         (["loss=fitnet"], "read teacher features"),
     ):
         cfg = make_cfg(*overrides)

@@ -175,12 +175,34 @@ class InMemoryDataModule(SplitLoadersMixin, L.LightningDataModule):
         return loop.epoch_progress.current.processed, loop.epoch_loop.batch_progress.current.processed
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Augmented training batches also carry each image's augmentation variant (for cached teacher outputs)."""
         if self.trainer is not None and self.trainer.training and self.augments:
             images, targets, indices = batch
             draws = self._augmentation_draws(self.trainer.current_epoch, images.device)
-            images = augment_batch(images, self.random_crop_padding, {k: v[indices] for k, v in draws.items()})
-            batch = (images, targets, indices)
+            draws = {name: value[indices] for name, value in draws.items()}
+            batch = (augment_batch(images, self.random_crop_padding, draws), targets, indices,
+                     self.variant_ids(draws))
         return batch
+
+    @property
+    def augmentation_variants(self) -> int:
+        """How many different images augmentation can make of one training image (crop offsets x flips)."""
+        return (2 * self.random_crop_padding + 1) ** 2 * (2 if self.horizontal_flip else 1)
+
+    def variant_ids(self, draws: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Each draw's variant number in ``range(augmentation_variants)``: (offset_y, offset_x, flip) in order."""
+        span, flips = 2 * self.random_crop_padding + 1, 2 if self.horizontal_flip else 1
+        return (draws["offset_y"] * span + draws["offset_x"]) * flips + draws["flip"].long()
+
+    def augment_variant(self, images: torch.Tensor, variant: int) -> torch.Tensor:
+        """``images`` as augmentation variant ``variant`` makes them (the inverse of ``variant_ids``)."""
+        span, flips = 2 * self.random_crop_padding + 1, 2 if self.horizontal_flip else 1
+        offsets, flip = divmod(variant, flips)
+        n = len(images)
+        draws = {"offset_y": torch.full((n,), offsets // span, device=images.device),
+                 "offset_x": torch.full((n,), offsets % span, device=images.device),
+                 "flip": torch.full((n,), bool(flip), device=images.device)}
+        return augment_batch(images, self.random_crop_padding, draws)
 
     def _augmentation_draws(self, epoch: int, device: torch.device) -> dict[str, torch.Tensor]:
         """Every training sample's crop offsets and flip for ``epoch``, from (seed, epoch) alone.

@@ -10,14 +10,19 @@ class RunStopped(Exception):
 
 
 class DivergenceError(RunStopped):
-    """A loss term (or the weighted total) became NaN or infinite; training stopped before that step applied."""
+    """A loss term (or the weighted total) became NaN or infinite; training stopped, no checkpoint holds that step.
+
+    ``applied``: whether the step had already updated the weights in memory (the error-mode guard finds it
+    at the next host sync); it is then never written to a checkpoint either.
+    """
 
     code = 3
 
-    def __init__(self, term: str, value: float, epoch: int, step: int) -> None:
+    def __init__(self, term: str, value: float, epoch: int, step: int, applied: bool = False) -> None:
         self.term, self.value, self.epoch, self.step = term, value, epoch, step
+        outcome = ("no checkpoint holds it or any later step" if applied else "the step was not applied")
         super().__init__(
-            f"non-finite loss: {term} = {value} at epoch {epoch}, step {step}; the step was not applied. "
+            f"non-finite loss: {term} = {value} at epoch {epoch}, step {step}; {outcome}. "
             "Fix: lower optimizer.lr or the term's weight (or enable trainer.gradient_clip_val), "
             "or set guard.on_non_finite=skip to skip such batches")
 

@@ -125,6 +125,8 @@ RULES: list[Rule] = [
     Rule("teacher_cache.enabled", "bool"),
     Rule("teacher_cache.memory_mapped", "bool"),
     Rule("teacher_cache.top_k", "int", 1, None, nullable=True, example="teacher_cache.top_k=5"),
+    Rule("teacher_cache.augmentations", "bool"),
+    Rule("teacher_cache.max_variants", "int", 1, None, example="teacher_cache.max_variants=256"),
     Rule("report.enabled", "bool"),
     Rule("report.device", "choice", choices=("auto", "cpu", "cuda")),
     Rule("report.warmup", "int", 0, None),
