@@ -10,6 +10,11 @@ Configurations, all on the same tensors, batch size, student and optimizer:
   D  distill, KD with cached teacher outputs
   E  distill, FitNet hint + CE with the live teacher (feature hooks, regressor)
   T  the teacher's inference alone over the same samples
+  P  torchdistill's DistillationBox, KD with the live teacher (when torchdistill is installed: ".[bench]")
+With --augment (Fashion-MNIST: pad-2 random crops and flips, its default), also:
+  A+ the plain loop with the same augmentation
+  C+ distill, KD with the live teacher on augmented batches
+  F  distill, KD with the augmentation-aware teacher-output cache (every crop/flip variant cached)
 Times are medians over epochs after the first (warm-up). Prints a table and writes JSON.
 """
 
@@ -22,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -31,10 +37,11 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from distill.data import DigitsDataModule, FashionMNISTDataModule, InMemoryDataModule  # noqa: E402
+from distill.data.base import augment_batch  # noqa: E402
 from distill.losses import build_loss_terms  # noqa: E402
 from distill.models import create_model  # noqa: E402
 from distill.module import DistillationModule  # noqa: E402
-from distill.teacher_outputs import load_or_compute, teacher_outputs_key  # noqa: E402
+from distill.teacher_outputs import Variants, load_or_compute, teacher_outputs_key  # noqa: E402
 
 
 class EpochTimer(L.Callback):
@@ -67,7 +74,18 @@ def median_after_warmup(values: list[float], per_epoch: int = 1) -> float:
     return statistics.median(kept)
 
 
-def plain_loop(student, images, labels, batch_size, epochs, lr, device) -> dict:
+def random_augmentation(padding: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What a plain loop would do: a random crop offset and flip per image, drawn on the images' device."""
+    def augment(images: torch.Tensor) -> torch.Tensor:
+        n, span = len(images), 2 * padding + 1
+        draws = {"offset_y": torch.randint(0, span, (n,), device=images.device),
+                 "offset_x": torch.randint(0, span, (n,), device=images.device),
+                 "flip": torch.rand(n, device=images.device) < 0.5}
+        return augment_batch(images, padding, draws)
+    return augment
+
+
+def plain_loop(student, images, labels, batch_size, epochs, lr, device, augment=None) -> dict:
     """(A) the floor: shuffled tensor batches, forward, cross-entropy, backward, SGD step."""
     student = student.to(device).train()
     optimizer = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
@@ -79,7 +97,8 @@ def plain_loop(student, images, labels, batch_size, epochs, lr, device) -> dict:
         for i in range(0, len(labels), batch_size):
             step = time.perf_counter()
             batch = order[i:i + batch_size]
-            loss = F.cross_entropy(student(images[batch]), labels[batch])
+            inputs = augment(images[batch]) if augment else images[batch]
+            loss = F.cross_entropy(student(inputs), labels[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -165,31 +184,85 @@ def bench(dataset: str, args: argparse.Namespace, device: torch.device) -> dict:
         results["D_kd_cached_teacher"].update({"cache_build_s": build_s, "cache_bytes": outputs.nbytes})
     fitnet = {"ce": {"weight": 1.0}, "fitnet": {"weight": 100.0, "student_layer": "@-2", "teacher_layer": "@-2"}}
     results["E_fitnet_live_teacher"] = lightning_fit(student(), teacher, fitnet, data, args, accelerator)
+    peer = peer_kd(student(), teacher, train, args, device)
+    if peer is not None:
+        results["P_torchdistill_kd_live"] = peer
     a, t = results["A_plain_loop"]["epoch_s"], results["T_teacher_inference"]["epoch_s"]
+    goals = GOALS[dataset]
     ratios = {
-        "B/A framework overhead (goal <= 1.10)": results["B_student_alone"]["epoch_s"] / a,
-        "C/(A+T) live-teacher KD (goal <= 1.10)": results["C_kd_live_teacher"]["epoch_s"] / (a + t),
-        "D/A cached-teacher KD (goal <= 1.15)": results["D_kd_cached_teacher"]["epoch_s"] / a,
+        f"B/A framework overhead (goal <= {goals['B/A']})": results["B_student_alone"]["epoch_s"] / a,
+        "C/(A+T) live-teacher KD": results["C_kd_live_teacher"]["epoch_s"] / (a + t),
+        f"D/A cached-teacher KD (goal <= {goals['D/A']})": results["D_kd_cached_teacher"]["epoch_s"] / a,
         "E/(A+T) FitNet, live teacher": results["E_fitnet_live_teacher"]["epoch_s"] / (a + t),
     }
+    if peer is not None:
+        ratios["C/P our live KD vs torchdistill's"] = results["C_kd_live_teacher"]["epoch_s"] / peer["epoch_s"]
+        ratios["D/P our cached KD vs torchdistill's"] = results["D_kd_cached_teacher"]["epoch_s"] / peer["epoch_s"]
+    if args.augment and dataset != "digits":
+        results.update(augmented(data, student, teacher, kd, args, accelerator, device))
+        a_aug = results["A+_plain_loop_augmented"]["epoch_s"]
+        ratios["C+/A+ live-teacher KD, augmented"] = results["C+_kd_live_teacher_augmented"]["epoch_s"] / a_aug
+        ratios["F/A+ augmentation-aware cached KD (goal <= 1.15)"] = results["F_kd_cached_augmented"]["epoch_s"] / a_aug
     return {"dataset": dataset, "train_samples": len(train.labels), "input_shape": list(data.input_shape),
             "options": {"precision": args.precision, "channels_last": args.channels_last, "compile": args.compile},
             "batch_size": args.batch_size, "epochs": args.epochs, "student": args.student, "teacher": args.teacher,
             "results": results, "ratios": ratios}
 
 
+GOALS = {"digits": {"B/A": 1.25, "D/A": 1.30}, "fashion_mnist": {"B/A": 1.10, "D/A": 1.10}}
+
+
+def peer_kd(student, teacher, train, args, device) -> dict | None:
+    """(P) torchdistill's KD step on the same models, tensors and batch size; None when it is not installed."""
+    try:
+        from scripts.bench_peers import torchdistill_kd
+        return torchdistill_kd(student, teacher, train.images, train.labels, args.batch_size, args.epochs, device)
+    except ImportError as error:
+        print(f"note: no torchdistill comparison ({error})")
+        return None
+
+
+def augmented(data, student, teacher, kd, args, accelerator, device) -> dict:
+    """(A+, C+, F) the same runs with the data's pad-and-crop + flip augmentation on every training batch."""
+    data.random_crop_padding, data.horizontal_flip = 2, True
+    train = data.splits["train"]
+    results = {"A+_plain_loop_augmented": plain_loop(student(), train.images, train.labels, args.batch_size,
+                                                     args.epochs, 0.05, device, random_augmentation(2))}
+    results["C+_kd_live_teacher_augmented"] = lightning_fit(student(), teacher, kd, data, args, accelerator)
+    with tempfile.TemporaryDirectory() as cache:
+        teacher.to(device)
+        start = time.perf_counter()
+        variants = Variants(data.augmentation_variants, data.augment_variant)
+        key = teacher_outputs_key(teacher, {"samples": len(train.labels), "augmented": True}, None, None,
+                                  variants.count)
+        outputs = load_or_compute(cache, key, teacher, {"train": train.images}, data.num_classes, None, None,
+                                  memory_mapped=False, train_variants=variants)
+        build_s = time.perf_counter() - start
+        results["F_kd_cached_augmented"] = lightning_fit(student(), teacher, kd, data, args, accelerator,
+                                                         teacher_outputs=outputs)
+        results["F_kd_cached_augmented"].update({"cache_build_s": build_s, "cache_bytes": outputs.nbytes,
+                                                 "variants": variants.count,
+                                                 "bytes_per_image": outputs.nbytes / len(train.labels)})
+    data.random_crop_padding, data.horizontal_flip = 0, False
+    return results
+
+
 def print_table(result: dict) -> None:
     print(f"\n{result['dataset']}: {result['train_samples']} training images {tuple(result['input_shape'])}, "
           f"batch {result['batch_size']}, {result['student']} <- {result['teacher']}, "
           f"median of epochs 2..{result['epochs']}, options {result['options']}")
-    print(f"  {'configuration':<26}{'epoch (s)':>12}{'step (ms)':>12}")
+    print(f"  {'configuration':<32}{'epoch (s)':>12}{'step (ms)':>12}")
     for name, values in result["results"].items():
         step = values.get("step_ms")
-        print(f"  {name:<26}{values['epoch_s']:>12.3f}{(f'{step:.2f}' if step else ''):>12}")
+        print(f"  {name:<32}{values['epoch_s']:>12.3f}{(f'{step:.2f}' if step else ''):>12}")
     cache = result["results"]["D_kd_cached_teacher"]
     print(f"  teacher-output cache: {cache['cache_bytes'] / 2**20:.2f} MiB, built in {cache['cache_build_s']:.2f} s")
+    if "F_kd_cached_augmented" in result["results"]:
+        cache = result["results"]["F_kd_cached_augmented"]
+        print(f"  augmentation-aware cache: {cache['variants']} variants, {cache['bytes_per_image']:.0f} bytes per "
+              f"image, {cache['cache_bytes'] / 2**20:.2f} MiB, built in {cache['cache_build_s']:.2f} s")
     for name, value in result["ratios"].items():
-        print(f"  {name:<42}{value:>8.3f}")
+        print(f"  {name:<52}{value:>8.3f}")
 
 
 def main() -> None:
@@ -205,6 +278,8 @@ def main() -> None:
     parser.add_argument("--precision", default="32-true", help="Lightning precision for B-E, e.g. bf16-mixed")
     parser.add_argument("--channels-last", action="store_true", help="NHWC layout for the student (and teacher)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the student in B-E")
+    parser.add_argument("--augment", action="store_true",
+                        help="also time A+, C+ and F on Fashion-MNIST with its default augmentation")
     parser.add_argument("--out", type=Path, default=Path("bench_speed.json"))
     args = parser.parse_args()
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
