@@ -178,6 +178,7 @@ def test_mutual_loss_of_a_peer_has_gradients_for_that_peer_only():
     assert ce[1].item() == pytest.approx(F.cross_entropy(logits[1], targets).item())
 
 
+@pytest.mark.slow  # a multirun subprocess of two jobs: ~30 s
 def test_born_again_generations_sweep_gives_one_summary_row_each(tmp_path):
     command = [sys.executable, "-m", "distill.train", "-m", *FAST, *TINY, "report.enabled=false",
                "generations=1,2", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
@@ -201,3 +202,13 @@ def test_born_again_report_holds_every_generation_and_their_ensemble(make_cfg):
     generations = [m["params"] for m in report["models"][1:3]]
     assert report["models"][3]["params"] == sum(generations)
     assert read_metrics(cfg)["scheme"]["method"] == "born-again x2 kd"
+
+
+@pytest.mark.parametrize("preset", ["ensemble", "takd", "born_again", "dml"])
+def test_every_scheme_preset_composes_and_passes_the_checks(make_cfg, preset):
+    from distill.schemes import check_scheme, scheme_name
+
+    cfg = make_cfg(f"scheme={preset}", fast=False)
+    check_scheme(cfg)
+    expected = {"ensemble": "single", "takd": "chain", "born_again": "born_again", "dml": "mutual"}[preset]
+    assert scheme_name(cfg) == expected

@@ -84,7 +84,7 @@ class MutualModule(L.LightningModule):
             losses.append(F.cross_entropy(logits, targets))
             for metric in metrics.values():
                 metric.update(logits, targets)
-        self.log(f"{split}/loss/ce", torch.stack(losses).mean(), on_epoch=True)
+        self.log(f"{split}/loss/ce", torch.stack(losses).mean(), on_epoch=True, sync_dist=True)
 
     def _log_epoch(self, split: str) -> None:
         """Each peer's accuracy, and their mean under the usual name (``val/acc_top1``) for monitors and sweeps."""

@@ -106,7 +106,8 @@ def check_scheme(cfg: DictConfig) -> None:
         raise ConfigError(f"ensemble.weights={_listing(weights)} has {len(weights)} weight(s) for "
                           f"{len(teachers)} teachers {_listing(teachers)}; give one per teacher, e.g. "
                           f"ensemble.weights=[{','.join(['1'] * len(teachers))}]")
-    if weights is not None and (min(weights) < 0 or sum(weights) <= 0):
+    numbers = weights is None or all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights)
+    if not numbers or (weights is not None and (min(weights) < 0 or sum(weights) <= 0)):
         raise ConfigError(f"ensemble.weights={_listing(weights)} must be >= 0 with a positive sum, e.g. "
                           f"ensemble.weights=[{','.join(['1'] * len(teachers))}]")
     if chain is not None and (not isinstance(chain, ListConfig) or len(chain) < 2):
