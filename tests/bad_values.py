@@ -60,6 +60,8 @@ BAD_VALUES: list[tuple[list[str], str]] = [
     (["stage=mutual", "teachers=[small_cnn]"],
      r"stage=mutual trains its peers from scratch without a teacher, but teachers=\[small_cnn\] is set; drop it"),
     (["mutual.peers=1"], r"mutual.peers=1 is out of range; expected an integer >= 2"),
+    (["stage=teacher", "teachers=[small_cnn]"], r"stage=teacher trains one model.*teachers, chain and generations "
+     r"need stage=distill"),
 ]
 
 # Unknown presets: caught on the command line, before Hydra composes anything.

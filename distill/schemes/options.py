@@ -121,8 +121,9 @@ def check_scheme(cfg: DictConfig) -> None:
                           "teacher; drop teachers or set generations=1")
     if cfg.stage == "mutual":
         check_mutual(cfg, teachers, chain, generations)
-    elif scheme_name(cfg) != "single" and cfg.stage != "distill":
-        raise ConfigError(f"stage={cfg.stage} trains one model; chain and generations need stage=distill")
+    elif (scheme_name(cfg) != "single" or teachers is not None) and cfg.stage != "distill":
+        raise ConfigError(f"stage={cfg.stage} trains one model without a student's teachers; teachers, chain and "
+                          "generations need stage=distill")
     if teachers is not None:
         teacher_members(cfg)
     if chain is not None:
