@@ -115,7 +115,9 @@ def run_chain(cfg: DictConfig, overrides: Sequence[str], run_single: SingleRun) 
     if not trained:
         log.info("%s: every model came from the cache; nothing trained", scheme)
     final, _ = summaries[-1]
-    summary = {**final, "run_dir": str(run_dir), "teacher": teacher_info}
+    summary = {**final, "run_dir": str(run_dir), "teacher": teacher_info,
+               # Only runs of this call have offline wandb runs left to upload; a cached link's were uploaded before.
+               "wandb_sync": [command for s, now in summaries if now for command in s.get("wandb_sync", [])]}
     summary["scheme"] = {"name": scheme, "method": scheme_method(scheme, links, cfg), "links": records,
                          "trained_now": len(trained)}
     if rank_zero_only.rank == 0:
