@@ -28,7 +28,7 @@ warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the st
 
 @dataclass
 class FitResult:
-    module: DistillationModule
+    module: L.LightningModule  # a DistillationModule, or the peers of mutual learning
     metrics: dict[str, float]
     best_checkpoint: str | None
     last_checkpoint: str | None
@@ -82,6 +82,12 @@ def fit_model(
         on_non_finite=OmegaConf.select(cfg, "guard.on_non_finite", default="error"),
         max_skipped_batches=OmegaConf.select(cfg, "guard.max_skipped_batches", default=None),
     )
+    return fit_module(cfg, module, datamodule, ckpt_path, keep_loggers_open)
+
+
+def fit_module(cfg: DictConfig, module: L.LightningModule, datamodule: L.LightningDataModule,
+               ckpt_path: str | None = None, keep_loggers_open: bool = False) -> FitResult:
+    """Fit any LightningModule of ours under ``cfg.trainer``, callbacks and loggers, then test its best weights."""
     callbacks = instantiate_group(cfg.get("callbacks"))
     if cfg.trainer.get("enable_progress_bar") is False:  # Lightning refuses a progress-bar callback then
         callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]

@@ -14,6 +14,7 @@ def print_summary(summary: dict[str, Any]) -> None:
             accuracy = entry.get("test_acc_top1")
             lines.append(f"{role:<9}{entry['architecture']:<24}{entry['params']:>12,}"
                          f"{(f'{accuracy:.4f}' if accuracy is not None else 'n/a'):>12}")
+    lines += scheme_lines(summary.get("scheme"))
     if "teacher" in summary:
         teacher = summary["teacher"]
         origin = {True: " (in this run)", False: f" (reused from the cache: {teacher.get('cache_entry')})"}
@@ -29,3 +30,24 @@ def print_summary(summary: dict[str, Any]) -> None:
     for command in summary.get("wandb_sync", []):
         lines.append(f"upload the offline wandb run with: {command}")
     print("\n".join(lines), flush=True)
+
+
+def scheme_lines(scheme: dict[str, Any] | None) -> list[str]:
+    """One line per model of a scheme (distill/schemes): links, generations, peers or ensemble members."""
+    if not scheme:
+        return []
+    lines = [f"scheme: {scheme['method']}"]
+    for link in scheme.get("links", []):
+        accuracy = link.get("test_acc_top1")
+        lines.append(f"  link {link['index']} {link['role']:<13}{link['architecture']:<20}"
+                     f"{(f'{accuracy:.4f}' if accuracy is not None else 'n/a'):>8}  "
+                     + ("trained now" if link["trained_now"] else "from the cache"))
+    if "links" in scheme and not scheme["trained_now"]:
+        lines.append("  nothing trained: every model came from the cache")
+    for peer in scheme.get("peers", []):
+        accuracy = peer.get("test_acc_top1")
+        lines.append(f"  peer {peer['index']} {peer['architecture']:<20}"
+                     f"{(f'{accuracy:.4f}' if accuracy is not None else 'n/a'):>8}  {peer.get('exported') or ''}")
+    for index, member in enumerate(scheme.get("members", [])):
+        lines.append(f"  teacher {index}: {member}")
+    return lines

@@ -59,6 +59,8 @@ def read_run(folder: Path) -> RunRecord:
     record = RunRecord(folder, method, kept, config.get("seed"))
     if (folder / "metrics.json").is_file():
         record.summary = read_json(folder / "metrics.json")
+        # A scheme (distill/schemes) names its own method: "chain a>b>c kd", "mutual learning x2", ...
+        record.method = (record.summary.get("scheme") or {}).get("method", record.method)
         if (folder / "report.json").is_file():
             record.report = read_json(folder / "report.json")
     elif (folder / "error.json").is_file():

@@ -34,6 +34,7 @@ from distill.losses import build_loss_terms
 from distill.losses.base import check_sample_labels
 from distill.models import check_input_fits, count_parameters, create_model
 from distill.module import DistillationModule
+from distill.obtain import model_kwargs, obtain_teacher  # noqa: F401  (obtain_teacher: imported from here)
 from distill.reliability import RunInterrupted, RunStopped
 from distill.reliability.resume import auto_resume_checkpoint, check_checkpoint, finished_run, resume_command
 from distill.reliability.schema import (
@@ -46,15 +47,21 @@ from distill.reliability.schema import (
 )
 from distill.report import ReportEntry, build_report, log_report, write_report
 from distill.run_summary import print_summary
-from distill.teacher_cache import TeacherCache, teacher_cache_key
+from distill.schemes import (
+    build_teachers,
+    check_scheme,
+    obtain_teachers,
+    run_mutual,
+    run_scheme,
+    teacher_report_entries,
+)
 from distill.teacher_outputs import cached_teacher_outputs
 from distill.tracking import apply_to_wandb_loggers, sweep_dashboard_fields
-from teachers import TeacherSource, build_teacher
-from teachers.build import teacher_source
+from teachers import build_teacher
 
 log = logging.getLogger("distill")
 
-STAGES = ("distill", "teacher", "student")
+STAGES = ("distill", "teacher", "student", "mutual")  # mutual: distill/schemes/mutual.py
 
 
 @dataclass
@@ -68,17 +75,12 @@ class Plan:
     ckpt_path: str | None
 
 
-def model_kwargs(model_cfg: DictConfig, datamodule: Any) -> dict[str, Any]:
-    """The kwargs that rebuild the model with ``timm.create_model`` (written beside exported weights)."""
-    return {**to_dict(model_cfg.get("kwargs")), "num_classes": datamodule.num_classes,
-            "in_chans": datamodule.in_chans}
-
-
 def prepare(cfg: DictConfig) -> Plan:
     """Validate every input that can be checked cheaply, so bad input fails before any training."""
     if cfg.stage not in STAGES:
         raise ConfigError(f"unknown stage '{cfg.stage}'; choose one of: {', '.join(STAGES)}")
     validate_config(cfg)
+    check_scheme(cfg)
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(str(ckpt_path)).expanduser().is_file():
         raise ConfigError(f"ckpt_path={ckpt_path} does not exist; give the path of a run's checkpoints/last.ckpt")
@@ -103,7 +105,7 @@ def prepare(cfg: DictConfig) -> Plan:
         check_compress_settings(cfg.get("compress"), has_teacher=cfg.stage == "distill")
     teacher = None
     if cfg.stage == "distill":
-        teacher = build_teacher(cfg.teacher, datamodule.num_classes, datamodule.in_chans, datamodule.input_shape)
+        teacher = build_teachers(cfg, datamodule.num_classes, datamodule.in_chans, datamodule.input_shape)
         check_loss_terms(cfg, model, teacher, datamodule)
     return Plan(datamodule, model, model_cfg, teacher, str(ckpt_path) if ckpt_path else None)
 
@@ -127,53 +129,6 @@ def check_loss_terms(cfg: DictConfig, student: nn.Module, teacher: nn.Module, da
     teacher.train(was_training)
 
 
-def fit_config(cfg: DictConfig, **overrides: Any) -> DictConfig:
-    """A copy of ``cfg`` with dotted-key overrides (interpolations elsewhere follow them)."""
-    copy = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
-    for key, value in overrides.items():
-        OmegaConf.update(copy, key, value, merge=False)
-    return copy
-
-
-def obtain_teacher(cfg: DictConfig, teacher: nn.Module, datamodule: Any, output_dir: Path) -> dict[str, Any]:
-    """Make ``teacher`` hold its final weights; return how (source, cache key, whether trained now, metrics)."""
-    source = teacher_source(cfg.teacher)
-    info: dict[str, Any] = {"architecture": cfg.teacher.name, "source": source.value}
-    if source is TeacherSource.WEIGHTS_FILE:
-        log.info("teacher %s: weights loaded from %s", cfg.teacher.name, cfg.teacher.weights)
-        return {**info, "weights": str(cfg.teacher.weights)}
-    if source is TeacherSource.HUB and cfg.teacher.train.max_epochs == 0:
-        log.info("teacher %s: timm pretrained weights used as they are (teacher.train.max_epochs=0)", cfg.teacher.name)
-        return info
-
-    key = teacher_cache_key(cfg)
-    train_dir = output_dir if cfg.stage == "teacher" else output_dir / "teacher"
-
-    def train() -> dict[str, Any]:
-        log.info("teacher %s: no cached weights for this config (key %s); training it for %d epochs in %s",
-                 cfg.teacher.name, key, cfg.teacher.train.max_epochs, train_dir)
-        teacher_cfg = fit_config(
-            cfg, stage="teacher", run_name=f"teacher-{cfg.teacher.name}", **{
-                "paths.output_dir": str(train_dir), "trainer.max_epochs": cfg.teacher.train.max_epochs})
-        apply_to_wandb_loggers(teacher_cfg.get("logger"), {"job_type": "teacher"})
-        seed_everything(cfg.teacher.train.seed)
-        resume = cfg.get("ckpt_path") if cfg.stage == "teacher" else None
-        result = fit_model(teacher_cfg, teacher, datamodule, cfg.teacher.train.loss, cfg.teacher.train.optimizer,
-                           cfg.teacher.train.scheduler, ckpt_path=resume)
-        return {"trained_in": str(train_dir), "metrics": result.metrics, "wandb_sync": result.wandb_sync,
-                "best_checkpoint": result.best_checkpoint, "last_checkpoint": result.last_checkpoint}
-
-    cache = TeacherCache(cfg.paths.cache_dir)
-    summary, trained = cache.get_or_train(key, teacher, train, cfg.teacher.name, model_kwargs(cfg.teacher, datamodule))
-    if not trained:
-        log.info("teacher %s: reused cached weights %s (trained in %s)", cfg.teacher.name, cache.entry(key),
-                 summary.get("trained_in"))
-    teacher.eval()
-    return {**info, "cache_key": key, "cache_entry": str(cache.entry(key)), "trained_now": trained,
-            "test_acc_top1": summary["metrics"].get("test/acc_top1"), "trained_in": summary.get("trained_in"),
-            "fit": summary if trained else None}
-
-
 def efficiency_report(cfg: DictConfig, plan: Plan, output_dir: Path, loggers: list[Any]) -> dict[str, Any] | None:
     """Measure teacher and student side by side (see distill/report.py); write and log the result."""
     if not cfg.report.enabled or rank_zero_only.rank != 0:
@@ -181,7 +136,7 @@ def efficiency_report(cfg: DictConfig, plan: Plan, output_dir: Path, loggers: li
     if cfg.stage == "teacher":
         entries = [ReportEntry("teacher", cfg.teacher.name, plan.model)]
     else:
-        entries = [ReportEntry("teacher", cfg.teacher.name, plan.teacher)] if plan.teacher is not None else []
+        entries = teacher_report_entries(cfg, plan.teacher) if plan.teacher is not None else []
         entries.append(ReportEntry("student" if plan.teacher is not None else "baseline", plan.model_cfg.name,
                                    plan.model))
     if cfg.report.baseline:
@@ -263,7 +218,7 @@ def baseline_loss(loss_cfg: DictConfig, overrides: Sequence[str] = ()) -> DictCo
 
 
 def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> float | None:
-    """One run of the configured stage; returns the monitored metric for Hydra sweepers.
+    """One run of the configured stage and scheme; returns the monitored metric for Hydra sweepers.
 
     ``overrides`` are the command line's (Hydra's task overrides): they tell an explicit value from a preset's.
     """
@@ -278,7 +233,20 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> float | None:
             log.info("resume=auto: continuing the unfinished run from %s", last)
             cfg.ckpt_path = last
         (output_dir / "error.json").unlink(missing_ok=True)
+    # A chain or born-again generations call run_single once per model (distill/schemes).
+    summary = run_scheme(cfg, overrides, run_single)
+    if rank_zero_only.rank == 0:  # DDP workers run this script too; one writes the summary
+        write_json(output_dir / "metrics.json", summary)
+        print_summary(summary)
+    return summary["monitored"]
+
+
+def run_single(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Train the one model of ``cfg`` (the teacher, the student, or mutual learning's peers); return its summary."""
+    output_dir = Path(cfg.paths.output_dir)
     plan = prepare(cfg)
+    if cfg.stage == "mutual":
+        return run_mutual(cfg, plan.datamodule, output_dir)
     if cfg.stage == "teacher":
         teacher_info = obtain_teacher(cfg, plan.model, plan.datamodule, output_dir)
         exported = None
@@ -294,7 +262,7 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> float | None:
     else:
         teacher_info = None
         if cfg.stage == "distill":
-            teacher_info = obtain_teacher(cfg, plan.teacher, plan.datamodule, output_dir)
+            teacher_info = obtain_teachers(cfg, plan.teacher, plan.datamodule, output_dir)
             loss_cfg = cfg.loss
         else:
             loss_cfg = baseline_loss(cfg.loss, overrides)
@@ -319,10 +287,7 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> float | None:
         summary["compress"] = compress_student(cfg, plan, output_dir)
         monitored = result.monitored
     summary["monitored"] = monitored
-    if rank_zero_only.rank == 0:  # DDP workers run this script too; one writes the summary
-        write_json(output_dir / "metrics.json", summary)
-        print_summary(summary)
-    return monitored
+    return summary
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")

@@ -47,6 +47,21 @@ BAD_VALUES: list[tuple[list[str], str]] = [
     (["guard.on_non_finite=ignore"], r"guard.on_non_finite='ignore' is not a valid choice"),
     (["student.name=cifar_resnet8x5"], r"unknown student model 'cifar_resnet8x5'.*cifar_resnet8x4"),
     (["ckpt_path=/no/such/last.ckpt"], r"ckpt_path=/no/such/last.ckpt does not exist"),
+    # Training schemes (distill/schemes, docs/schemes.md).
+    (["teachers=[]"], r"teachers=\[\] lists no teacher; list the ensemble's teachers, e.g. teachers=\[small_cnn"),
+    (["teachers=[small_cnn,small_cnx]"], r"unknown teachers\[1\] model 'small_cnx'; did you mean: small_cnn"),
+    (["teachers=[small_cnn,cifar_resnet20]", "ensemble.weights=[1]"],
+     r"ensemble.weights=\[1\] has 1 weight\(s\) for 2 teachers \[small_cnn,cifar_resnet20\]; give one per "
+     r"teacher, e.g. ensemble.weights=\[1,1\]"),
+    (["ensemble.aggregate=median"], r"ensemble.aggregate='median' is not a valid choice; expected one of mean_probs"),
+    (["chain=[small_cnn]"], r"chain=\[small_cnn\] needs at least a teacher and a student, e.g. chain=\["),
+    (["chain=[small_cnn,cifar_resnet8x5]"], r"unknown chain\[1\] model 'cifar_resnet8x5'"),
+    (["generations=0"], r"generations=0 is out of range; expected an integer >= 1"),
+    (["stage=mutual", "teachers=[small_cnn]"],
+     r"stage=mutual trains its peers from scratch without a teacher, but teachers=\[small_cnn\] is set; drop it"),
+    (["mutual.peers=1"], r"mutual.peers=1 is out of range; expected an integer >= 2"),
+    (["stage=teacher", "teachers=[small_cnn]"], r"stage=teacher trains one model.*teachers, chain and generations "
+     r"need stage=distill"),
 ]
 
 # Unknown presets: caught on the command line, before Hydra composes anything.

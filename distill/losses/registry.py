@@ -10,6 +10,7 @@ from torch import nn
 
 from distill.errors import ConfigError, close_matches
 from distill.losses.base import LossTerm
+from distill.losses.per_teacher import PerTeacherTerm, teacher_index
 
 LOSSES: dict[str, type[LossTerm]] = {}
 
@@ -25,6 +26,9 @@ def register_loss(name: str) -> Callable[[type[LossTerm]], type[LossTerm]]:
 
 
 def build_loss_term(name: str, options: Mapping[str, Any]) -> LossTerm:
+    base, at, suffix = name.partition("@")
+    if at:  # ``kd@1``: the term against one teacher of an ensemble
+        return PerTeacherTerm(name, build_loss_term(base, options), teacher_index(name, suffix))
     if name not in LOSSES:
         hint = close_matches(name, LOSSES)
         raise ConfigError(

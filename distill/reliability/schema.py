@@ -96,7 +96,7 @@ def optimizer_rules(prefix: str) -> list[Rule]:
 
 RULES: list[Rule] = [
     Rule("seed", "int", 0, 2**32 - 1, example="seed=0"),
-    Rule("stage", "choice", choices=("distill", "teacher", "student")),
+    Rule("stage", "choice", choices=("distill", "teacher", "student", "mutual")),
     Rule("resume", "choice", choices=(False, True, "auto"), example="resume=auto"),
     Rule("trainer.max_epochs", "int", 1, None, also=(-1,), example="trainer.max_epochs=15"),
     Rule("trainer.max_steps", "int", 1, None, also=(-1,), example="trainer.max_steps=1000"),
@@ -138,6 +138,12 @@ RULES: list[Rule] = [
     Rule("acceleration.compile_student", "bool"),
     *optimizer_rules("optimizer"),
     *optimizer_rules("teacher.train.optimizer"),
+    Rule("generations", "int", 1, None, example="generations=3"),
+    Rule("ensemble.aggregate", "choice", choices=("mean_probs", "mean_logits")),
+    Rule("mutual.peers", "int", 2, None, example="mutual.peers=2"),
+    Rule("mutual.ce_weight", "number", 0, MAX_LOSS_WEIGHT, example="mutual.ce_weight=1"),
+    Rule("mutual.kl_weight", "number", 0, MAX_LOSS_WEIGHT, example="mutual.kl_weight=1"),
+    Rule("mutual.temperature", "number", 0, 1000, low_open=True, example="mutual.temperature=1"),
 ]
 
 

@@ -1,0 +1,13 @@
+"""Training schemes (docs/schemes.md): arrangements of teachers, loss terms and the Lightning module.
+
+Each is a config choice of ``distill-train``: ``teachers=[...]`` (an ensemble read as one teacher),
+``chain=[...]`` (teacher assistants), ``generations=N`` (born-again), ``stage=mutual`` (mutual learning).
+"""
+
+from distill.schemes.ensemble import TeacherEnsemble, build_teachers, obtain_teachers, teacher_report_entries
+from distill.schemes.mutual import run_mutual
+from distill.schemes.options import check_scheme, scheme_name
+from distill.schemes.run import run_scheme
+
+__all__ = ["TeacherEnsemble", "build_teachers", "check_scheme", "obtain_teachers", "run_mutual", "run_scheme",
+           "scheme_name", "teacher_report_entries"]
