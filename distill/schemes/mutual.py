@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from distill.epoch_means import EpochMeans
 from distill.export import export_model
 from distill.fit import fit_module, seed_everything
 from distill.losses.logits import kd_loss
@@ -56,28 +57,40 @@ class MutualModule(L.LightningModule):
         top_ks = (1, 5) if num_classes > 5 else (1,)
         self.eval_metrics = nn.ModuleDict({
             split: nn.ModuleList([nn.ModuleDict({f"acc_top{k}": MulticlassAccuracy(num_classes, top_k=k,
-                                                                                    average="micro")
+                                                                                    average="micro",
+                                                                                    validate_args=False)
                                                  for k in top_ks}) for _ in peers]) for split in SPLITS})
         self.skipped_batches = 0  # read by the run summary like a DistillationModule's
+        self.train_means = EpochMeans(["total", *(f"peer{i}/loss/ce" for i in range(len(peers))),
+                                       *(f"peer{i}/loss/kl" for i in range(len(peers))), "acc_top1"])
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.peers[0](images)
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
-        images, targets, _ = unpack(batch)
-        logits = [peer(images) for peer in self.peers]
+        parts = unpack(batch)
+        targets = parts.targets
+        logits = [peer(parts.images) for peer in self.peers]
         ce, kl = mutual_losses(logits, targets, self.temperature)
         total = sum(self.ce_weight * c + self.kl_weight * k for c, k in zip(ce, kl))
-        for index, (c, k) in enumerate(zip(ce, kl)):
-            self.log(f"train/peer{index}/loss/ce", c, on_step=False, on_epoch=True)
-            self.log(f"train/peer{index}/loss/kl", k, on_step=False, on_epoch=True)
         accuracy = torch.stack([(z.detach().argmax(1) == targets).float().mean() for z in logits]).mean()
-        self.log("train/loss", total, on_step=True, on_epoch=True, prog_bar=True)
-        self.log("train/acc_top1", accuracy, on_step=False, on_epoch=True, prog_bar=True)
+        # Accumulated on the device and logged once per epoch, as DistillationModule does (no per-step sync).
+        self.train_means.update(torch.stack([total, *ce, *kl, accuracy]),
+                                self.train_means.positions(self.train_means.names), len(targets))
         return total
 
+    def on_train_epoch_end(self) -> None:
+        means = self.train_means.compute()
+        self.log("train/loss_epoch", means["total"], prog_bar=True)
+        self.log("train/loss", means["total"], logger=False)  # the un-forked name, for monitors
+        for name in self.train_means.names[1:-1]:
+            self.log(f"train/{name}", means[name])
+        self.log("train/acc_top1", means["acc_top1"], prog_bar=True)
+        self.train_means.reset()
+
     def _eval_step(self, batch: tuple[torch.Tensor, ...], split: str) -> None:
-        images, targets, _ = unpack(batch)
+        parts = unpack(batch)
+        images, targets = parts.images, parts.targets
         losses = []
         for peer, metrics in zip(self.peers, self.eval_metrics[split]):
             logits = peer(images)
