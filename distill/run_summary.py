@@ -15,6 +15,8 @@ def print_summary(summary: dict[str, Any]) -> None:
             lines.append(f"{role:<9}{entry['architecture']:<24}{entry['params']:>12,}"
                          f"{(f'{accuracy:.4f}' if accuracy is not None else 'n/a'):>12}")
     lines += scheme_lines(summary.get("scheme"))
+    if summary.get("student", {}).get("note"):
+        lines.append(summary["student"]["note"])
     if "teacher" in summary:
         teacher = summary["teacher"]
         origin = {True: " (in this run)", False: f" (reused from the cache: {teacher.get('cache_entry')})"}

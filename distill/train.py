@@ -106,8 +106,23 @@ def prepare(cfg: DictConfig) -> Plan:
     teacher = None
     if cfg.stage == "distill":
         teacher = build_teachers(cfg, datamodule.num_classes, datamodule.in_chans, datamodule.input_shape)
+        model, model_cfg = wrap_student(cfg, model, teacher, datamodule)
         check_loss_terms(cfg, model, teacher, datamodule)
     return Plan(datamodule, model, model_cfg, teacher, str(ckpt_path) if ckpt_path else None)
+
+
+def wrap_student(cfg: DictConfig, student: nn.Module, teacher: nn.Module,
+                 datamodule: Any) -> tuple[nn.Module, DictConfig]:
+    """The network the run trains, exports and measures: the student, or the larger one a loss term builds
+    around it (SimKD: a projector and the teacher's classifier), with the model config that rebuilds it."""
+    for term in build_loss_terms(OmegaConf.to_container(cfg.loss, resolve=True)).values():
+        wrapped = term.wrap_student(student, to_dict(cfg.student.get("kwargs")), cfg.student.name, teacher,
+                                    cfg.teacher.name, datamodule.input_shape)
+        if wrapped is not None:
+            log.info("%s", wrapped.note)
+            return wrapped.model, OmegaConf.create({"name": wrapped.name, "kwargs": wrapped.kwargs,
+                                                    "label": wrapped.label, "note": wrapped.note})
+    return student, cfg.student
 
 
 def check_loss_terms(cfg: DictConfig, student: nn.Module, teacher: nn.Module, datamodule: Any) -> None:
@@ -137,8 +152,8 @@ def efficiency_report(cfg: DictConfig, plan: Plan, output_dir: Path, loggers: li
         entries = [ReportEntry("teacher", cfg.teacher.name, plan.model)]
     else:
         entries = teacher_report_entries(cfg, plan.teacher) if plan.teacher is not None else []
-        entries.append(ReportEntry("student" if plan.teacher is not None else "baseline", plan.model_cfg.name,
-                                   plan.model))
+        entries.append(ReportEntry("student" if plan.teacher is not None else "baseline",
+                                   plan.model_cfg.get("label", plan.model_cfg.name), plan.model))
     if cfg.report.baseline:
         baseline, description = load_exported(Path(str(cfg.report.baseline)).expanduser())
         entries.append(ReportEntry("baseline", description["architecture"], baseline))
@@ -179,13 +194,15 @@ def summarize(cfg: DictConfig, plan: Plan, result: FitResult | None, teacher_inf
     if result is not None:
         metrics = result.metrics
         summary["student"] = {
-            "architecture": plan.model_cfg.name,
+            "architecture": plan.model_cfg.get("label", plan.model_cfg.name),
             "params": count_parameters(plan.model),
             "test_acc_top1": metrics.get("test/acc_top1"),
             "test_acc_top5": metrics.get("test/acc_top5"),
             "best_" + cfg.monitor.replace("/", "_"): result.monitored,
             "skipped_batches": result.module.skipped_batches,  # non-finite losses, guard.on_non_finite=skip
         }
+        if plan.model_cfg.get("note"):
+            summary["student"]["note"] = plan.model_cfg.note
         if "test/agreement" in metrics:
             summary["student"]["test_agreement_with_teacher"] = metrics["test/agreement"]
         summary["metrics"] = metrics

@@ -4,4 +4,4 @@ Importing this package is enough: afterwards ``timm.create_model("cifar_resnet8x
 builds our models through the same door as every timm model.
 """
 
-from students import cifar_resnet, mlp, small_cnn  # noqa: F401  (registers the models)
+from students import cifar_resnet, mlp, simkd, small_cnn  # noqa: F401  (registers the models)

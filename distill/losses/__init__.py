@@ -1,6 +1,19 @@
 """Distillation losses: pure functions on tensors, thin ``LossTerm`` modules, a registry by name."""
 
-from distill.losses import ab, crd, ctkd, features, ft, logits, maps, ofd, relations, reviewkd, vid  # noqa: F401  (registers the terms)
+from distill.losses import (  # noqa: F401  (registers the terms)
+    ab,
+    crd,
+    ctkd,
+    features,
+    ft,
+    logits,
+    maps,
+    ofd,
+    relations,
+    reviewkd,
+    simkd,
+    vid,
+)
 from distill.losses.ab import ab_loss, activation_boundary_loss
 from distill.losses.base import DistillBatch, LossTerm
 from distill.losses.crd import nce_loss
@@ -18,6 +31,7 @@ from distill.losses.ofd import ofd_loss, ofd_margin, ofd_partial_l2
 from distill.losses.registry import LOSSES, build_loss_terms, register_loss
 from distill.losses.relations import correlation_congruence_loss, pkt_loss, rkd_loss
 from distill.losses.reviewkd import hcl_loss
+from distill.losses.simkd import simkd_loss
 from distill.losses.vid import vid_loss
 
 __all__ = [
@@ -48,6 +62,7 @@ __all__ = [
     "register_loss",
     "rkd_loss",
     "similarity_preserving_loss",
+    "simkd_loss",
     "standardize_logits",
     "vid_loss",
 ]

@@ -24,6 +24,17 @@ class DistillBatch:
     indices: torch.Tensor | None = None  # each sample's index in the training set (in-memory data modules)
 
 
+@dataclass
+class WrappedStudent:
+    """The network a term trains in place of the plain student, and how the run names and rebuilds it."""
+
+    model: nn.Module
+    name: str  # the timm-registered architecture that rebuilds ``model`` from ``kwargs`` (for export)
+    kwargs: dict[str, Any]
+    label: str  # what the summary and the efficiency report call it
+    note: str  # one sentence for the summary: what the measured network contains beyond the student
+
+
 class LossTerm(nn.Module):
     """One weighted term of a run's loss.
 
@@ -52,6 +63,15 @@ class LossTerm(nn.Module):
 
         Called once, before ``build``, with the networks whose features the term will see.
         """
+
+    def wrap_student(self, student: nn.Module, student_kwargs: dict[str, Any], student_name: str,
+                     teacher: nn.Module, teacher_name: str, input_shape: tuple[int, ...]) -> WrappedStudent | None:
+        """A larger network around the student that the run trains, exports and measures instead (SimKD's
+        projector and reused teacher classifier); default: None, the student stays as it is.
+
+        Called once before training, with the teacher whose weights may still be loaded or trained later.
+        """
+        return None
 
     def build(self, student_features: dict[str, torch.Tensor], teacher_features: dict[str, torch.Tensor]) -> None:
         """Create adapters from example feature shapes; the default term has none."""
