@@ -18,7 +18,7 @@ from distill.module import DistillationModule
 from distill.train import run
 
 PRESETS = ["kd", "fitnet", "feature_distance", "cc", "sp", "at", "rkd", "pkt", "dkd", "dist", "kd_ls", "dkd_ls", "nst",
-           "vid", "ofd", "ctkd", "reviewkd"]
+           "vid", "ofd", "ctkd", "ctkd_instance", "reviewkd", "simkd"]
 
 
 def pair(student_width: int = 4, teacher_width: int = 8) -> tuple[nn.Module, nn.Module]:
