@@ -64,6 +64,11 @@ class SimKDStudent(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.head
 
+    def fixed_width_layers(self) -> list[nn.Module]:
+        """Layers whose output width must survive channel pruning: the projector's last conv feeds the teacher's
+        classifier, which takes exactly its channels."""
+        return [self.projector[-3]]
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         feature = self.backbone.forward_features(x)
         if self.pool_to is not None:

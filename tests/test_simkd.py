@@ -178,3 +178,13 @@ def test_simkd_run_exports_and_measures_the_deployed_network(make_cfg):
     backbone_macs = (8 * 8 * 1 * 8 * 9) + (4 * 4 * 8 * 16 * 9) + (2 * 2 * 16 * 32 * 9)  # three 3x3 convs
     projector_macs = 2 * 2 * (c_s * hidden + 9 * hidden * hidden + hidden * c_t)
     assert student["macs"] == backbone_macs + projector_macs + c_t * 10
+
+
+def test_pruning_keeps_the_teacher_classifier_and_its_input_width():
+    from distill.compress.prune import prune_to_macs
+
+    result, _, teacher = wrapped()
+    pruned, info = prune_to_macs(result.model, INPUT, 0.5, tolerance=0.2)
+    assert pruned.projector[0].out_channels < result.model.projector[0].out_channels  # the bottleneck was cut
+    assert pruned.projector[-3].out_channels == teacher.fc.in_features == 32
+    assert torch.equal(pruned.head.weight, teacher.fc.weight) and torch.equal(pruned.head.bias, teacher.fc.bias)

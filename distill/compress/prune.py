@@ -31,6 +31,8 @@ def _pruned_copy(model: nn.Module, input_shape: tuple[int, ...], channel_ratio: 
     pruned = copy.deepcopy(model).cpu().eval()
     classifier = classifier_name(pruned)
     ignored = [pruned.get_submodule(classifier)] if classifier else []
+    # A model may fix more widths (SimKD: the projector's output, the input of the teacher's classifier).
+    ignored += getattr(pruned, "fixed_width_layers", list)()
     pruner = tp.pruner.MetaPruner(
         pruned, torch.zeros(1, *input_shape),
         importance=tp.importance.GroupMagnitudeImportance(p=1 if importance == "l1" else 2),
