@@ -126,6 +126,7 @@ def test_exported_simkd_student_gives_the_same_logits_in_a_fresh_process(tmp_pat
                                      r"\(1200,\).*set loss.simkd.teacher_layer to that layer"),
     (["loss.simkd.teacher_layer=stages.1"], r"teacher_layer='stages.1' of teacher 'small_cnn' gives shape "
                                             r"\(64, 4, 4\).*pooled 128 channels feed its classifier 'fc'"),
+    (["scheme=ensemble"], r"no classifier \(get_classifier of TeacherEnsemble\).*not an ensemble"),
 ])
 def test_bad_simkd_pairs_fail_before_training(make_cfg, overrides, message):
     cfg = make_cfg("loss=simkd", *overrides)
@@ -137,7 +138,7 @@ def test_bad_simkd_pairs_fail_before_training(make_cfg, overrides, message):
 def test_teacher_without_a_linear_classifier_is_named():
     student = create_model("small_cnn", 10, 1, {"width": 4})
     for teacher, found in ((create_model("small_cnn", 0, 1, {"width": 8}), "its classifier 'fc' is a Identity"),
-                           (nn.Sequential(nn.Conv2d(1, 4, 3)), "it has no classifier (get_classifier)")):
+                           (nn.Sequential(nn.Conv2d(1, 4, 3)), "it has no classifier (get_classifier of Sequential)")):
         with pytest.raises(ConfigError, match=re.escape(f"teacher 'net': {found}, not an nn.Linear")):
             reuse_teacher_classifier(student, "small_cnn", {}, teacher, "net", "@-1", 2, INPUT)
 

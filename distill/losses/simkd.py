@@ -50,10 +50,10 @@ def _teacher_classifier(teacher: nn.Module, teacher_name: str) -> tuple[str, nn.
     head = unwrap(teacher).get_submodule(path) if path else None
     if not isinstance(head, nn.Linear):
         found = (f"its classifier '{path}' is a {type(head).__name__}" if path
-                 else "it has no classifier (get_classifier)")
+                 else f"it has no classifier (get_classifier of {type(unwrap(teacher)).__name__})")
         raise ConfigError(f"loss.simkd predicts with the teacher's classifier, but teacher '{teacher_name}': {found}, "
-                          "not an nn.Linear on pooled features; use a teacher with a linear classifier (timm ResNets, "
-                          "cifar_resnet*, small_cnn)")
+                          "not an nn.Linear on pooled features; use one teacher with a linear classifier (timm "
+                          "ResNets, cifar_resnet*, small_cnn; not an ensemble)")
     return path, head
 
 
