@@ -30,12 +30,22 @@ FAST = [
 ]
 
 
-@pytest.fixture
-def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
-    """``make_cfg(*overrides, run="a")``: the composed config with its own run folder and a shared cache."""
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for the whole session: tests that only need *a* teacher train it once between them."""
+    return tmp_path_factory.mktemp("session_cache")
 
-    def make(*overrides: str, run: str = "run", fast: bool = True) -> DictConfig:
-        paths = [f"paths.output_dir={tmp_path / run}", f"paths.cache_dir={tmp_path / 'cache'}"]
+
+@pytest.fixture
+def make_cfg(tmp_path: Path, session_cache: Path) -> Callable[..., DictConfig]:
+    """``make_cfg(*overrides, run="a")``: the composed config with its own run folder and the test's own cache.
+
+    ``shared_cache=True`` uses the session's cache instead (for tests that do not check what the cache does).
+    """
+
+    def make(*overrides: str, run: str = "run", fast: bool = True, shared_cache: bool = False) -> DictConfig:
+        cache = session_cache if shared_cache else tmp_path / "cache"
+        paths = [f"paths.output_dir={tmp_path / run}", f"paths.cache_dir={cache}"]
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return compose("train", overrides=[*(FAST if fast else []), *paths, *overrides])
 

@@ -120,7 +120,7 @@ def read_csv_metrics(run_dir: Path) -> list[dict[str, str]]:
 def test_every_preset_trains_on_digits_and_logs_its_terms(make_cfg, preset):
     cfg = make_cfg(f"loss={preset}", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
                    "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "teacher.train.max_epochs=1",
-                   "report.enabled=false")
+                   "report.enabled=false", shared_cache=True)
     run(cfg)
     rows = read_csv_metrics(Path(cfg.paths.output_dir))
     logged = {key for row in rows for key, value in row.items() if value}

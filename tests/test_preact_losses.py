@@ -248,7 +248,8 @@ def test_ab_init_stage_trains_ab_alone_then_drops_out(make_cfg):
 @pytest.mark.parametrize(("preset", "extra"), [("ab", ()), ("fsp", ("teacher=cifar_resnet20", "student=cifar_resnet8")),
                                                ("kdsvd", ("teacher.kwargs.width=8",)), ("ft", ())])
 def test_presets_with_init_stages_or_equal_widths_run_end_to_end(make_cfg, preset, extra):
-    cfg = make_cfg(f"loss={preset}", "trainer.fast_dev_run=true", "teacher.train.max_epochs=1", *extra)
+    cfg = make_cfg(f"loss={preset}", "trainer.fast_dev_run=true", "teacher.train.max_epochs=1", *extra,
+                   shared_cache=True)
     run(cfg)
     assert (Path(cfg.paths.output_dir) / "student.safetensors").is_file()
 
