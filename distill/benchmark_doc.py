@@ -54,12 +54,17 @@ def _pm(values: list[float]) -> str:
     return "n/a" if mean is None else f"{mean:.2f} ± {std:.2f}"
 
 
-def method_table(rows: list[MethodRuns], teacher_top1: float | None) -> tuple[str, dict[str, int]]:
-    """The markdown table, best-epoch mean first; ranks only where Welch intervals separate."""
+def method_table(rows: list[MethodRuns], teacher_top1: float | None,
+                 published: dict[str, float] | None = None) -> tuple[str, dict[str, int]]:
+    """The markdown table, best-epoch mean first; ranks only where Welch intervals separate.
+
+    ``published``: the papers' numbers per row, shown in their own column (CIFAR-100's CRD setting).
+    """
     baseline = next((r for r in rows if r.method == BASELINE), None)
     ranks = separated_ranks({r.method: r.best for r in rows if r.best})
     lines = ["| rank | method | seeds | top-1 best val epoch (%) | top-1 last epoch (%) | gain over student alone "
-             "(best, 95 % CI) | gap closed | time / run | commit |", "|---:|---|---:|---:|---:|---:|---:|---:|---|"]
+             "(best, 95 % CI) | gap closed | time / run | commit |" + (" published (%) |" if published else ""),
+             "|---:|---|---:|---:|---:|---:|---:|---:|---|" + ("---:|" if published else "")]
     for row in sorted(rows, key=lambda r: -(mean_std(r.best)[0] or 0)):
         gain = welch_interval(row.best, baseline.best) if baseline and row is not baseline else None
         gain_text = "—" if row is baseline else "n/a (< 2 seeds)"
@@ -69,7 +74,9 @@ def method_table(rows: list[MethodRuns], teacher_top1: float | None) -> tuple[st
         time_text = f"{statistics.median(row.seconds) / 60:.1f} min" if row.seconds else "n/a"
         lines.append(f"| {ranks.get(row.method, '—')} | {row.method} | {len(row.best)} | {_pm(row.best)} | "
                      f"{_pm(row.last)} | {gain_text} | {'—' if closed is None else f'{closed:.2f}'} | {time_text} | "
-                     f"`{row.record.get('commit', 'unknown')}` |")
+                     f"`{row.record.get('commit', 'unknown')}` |"
+                     + (f" {published[row.method]:.2f} |" if row.method in (published or {}) else
+                        " — |" if published else ""))
     return "\n".join(lines) + "\n", ranks
 
 
@@ -131,7 +138,8 @@ def write_doc(path: Path, rows: list[MethodRuns], teacher: dict[str, Any], out_d
               setting: dict[str, Any]) -> Path:
     teacher_info = teacher.get("teacher") or {}
     teacher_top1 = 100 * teacher_info["test_acc_top1"] if teacher_info.get("test_acc_top1") is not None else None
-    table, _ = method_table(rows, teacher_top1)
+    published = setting.get("published") or {}
+    table, _ = method_table(rows, teacher_top1, published)
     baseline = next((r for r in rows if r.method == BASELINE), None)
     curve = learning_curve(sorted((out_dir / "student_alone").glob("[0-9]*")))
     commits = sorted({r.record.get("commit", "unknown") for r in rows})
@@ -140,7 +148,8 @@ def write_doc(path: Path, rows: list[MethodRuns], teacher: dict[str, Any], out_d
         "",
         f"`experiment={setting['experiment']}` (conf/experiment): teacher `{teacher_info.get('architecture')}` "
         f"({teacher_info.get('params')} parameters, {setting['teacher_epochs']} epochs, cached) at "
-        f"**{'n/a' if teacher_top1 is None else f'{teacher_top1:.2f}'} %** test top-1; student alone "
+        f"**{'n/a' if teacher_top1 is None else f'{teacher_top1:.2f}'} %** test top-1"
+        + (f" (published: {published['teacher']:.2f} %)" if "teacher" in published else "") + "; student alone "
         f"**{_pm(baseline.best) if baseline else 'n/a'} %**. "
         f"{setting['epochs']} student epochs, {setting['seeds']} seeds per row, the data's default augmentation. "
         "Every preset with its reference weights (conf/loss); only epoch counts of init stages and warm-ups are "

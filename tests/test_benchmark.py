@@ -65,6 +65,9 @@ def test_table_and_text_say_which_differences_are_real():
     assert "+2.00 [" in kd_line and "*" in kd_line and "| 0.20 |" in kd_line  # gain, separated; gap closed 2/10
     assert "1.5 min" in kd_line  # median time per run
     assert ranks == {"student alone": 2, "kd": 1, "rkd": 1}
+    published, _ = method_table(rows, teacher_top1=90.0, published={"kd": 73.33})
+    assert "published (%)" in published and next(line for line in published.splitlines() if "| kd |" in line
+                                                  ).endswith("| 73.33 |")
     text = "\n".join(differences_text(rows))
     assert "Better than the student alone** (interval above 0): kd" in text
     assert "contains 0): rkd" in text
