@@ -109,3 +109,16 @@ def test_benchmark_miniature_resumes(tmp_path):
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "trained: 0 method(s)" in second.stdout and "training:" not in second.stdout
     assert sorted(p.relative_to(out) for p in out.rglob("*") if p.is_dir()) == folders
+
+
+def test_plan_lists_every_preset_and_scheme_and_trains_nothing(tmp_path):
+    command = [sys.executable, "scripts/benchmark.py", "--plan", "--out-dir", str(tmp_path / "bench")]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {line.split("  ")[0].strip(): line for line in result.stdout.splitlines()[2:-1]}
+    presets = {p.stem for p in (ROOT / "conf" / "loss").glob("*.yaml")} - {"ce", "kd_per_teacher"}
+    assert presets | {"student alone", "dml x2", "born-again x2, kd"} <= set(rows)
+    assert "loss.dkd.warmup_epochs=1" in rows["dkd"]  # 20 of 240 epochs -> 1 of 15
+    assert "hint_only_epochs" not in rows["fitnet"]  # 0 (no init stage) stays 0
+    assert "estimated time for what is left:" in result.stdout
+    assert not (tmp_path / "bench").exists()
