@@ -14,6 +14,7 @@ commit made each row. The teacher is trained (and cached) first, by ``stage=teac
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import time
@@ -130,7 +131,8 @@ def grid(setting: Setting) -> list[Method]:
 
 
 def folder_name(method: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in method).strip("_")
+    """The method's run folder: "ensemble (w32 + w24) kd" -> ensemble_w32_w24_kd (student alone -> student_alone)."""
+    return re.sub(r"[^\w-]+", "_", method).strip("_")
 
 
 def finished_seeds(folder: Path, seeds: int) -> list[int]:
