@@ -147,7 +147,7 @@ def write_doc(path: Path, rows: list[MethodRuns], teacher: dict[str, Any], out_d
         f"# Benchmark: distillation methods on {setting['data']}",
         "",
         f"`experiment={setting['experiment']}` (conf/experiment): teacher `{teacher_info.get('architecture')}` "
-        f"({teacher_info.get('params')} parameters, {setting['teacher_epochs']} epochs, cached) at "
+        f"({teacher_info.get('params') or 0:,} parameters, {setting['teacher_epochs']} epochs, cached) at "
         f"**{'n/a' if teacher_top1 is None else f'{teacher_top1:.2f}'} %** test top-1"
         + (f" (published: {published['teacher']:.2f} %)" if "teacher" in published else "") + "; student alone "
         f"**{_pm(baseline.best) if baseline else 'n/a'} %**. "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -168,19 +169,20 @@ def train_teacher(args: argparse.Namespace) -> dict | None:
         command = [sys.executable, "-m", "distill.train", "stage=teacher", f"hydra.run.dir={folder}",
                    *common_overrides(args)]
         print(f"training: teacher ({args.teacher_epochs} epochs)", flush=True)
+        code = commit()
         returncode, seconds = train(command, args.out_dir / "teacher.log")
         print(f"teacher {'ok' if returncode == 0 else 'FAILED'} in {seconds / 60:.1f} min", flush=True)
         if returncode != 0:
             return None
-        record(args.out_dir, "teacher", command, seconds, returncode)
+        record(args.out_dir, "teacher", command, seconds, returncode, code)
     return read_json(folder / "metrics.json")
 
 
-def record(out_dir: Path, name: str, command: list[str], seconds: float, returncode: int) -> None:
-    """The commit and command that trained ``name``, kept across sittings in records.json."""
+def record(out_dir: Path, name: str, command: list[str], seconds: float, returncode: int, code: str) -> None:
+    """The commit (``code``, taken when the training started) and command that trained ``name``, in records.json."""
     path = out_dir / "records.json"
     records = read_json(path) if path.is_file() else {}
-    records[name] = {"commit": commit(), "command": " ".join(["python", *command[1:]]), "wall_seconds": seconds,
+    records[name] = {"commit": code, "command": shlex.join(["python", *command[1:]]), "wall_seconds": seconds,
                      "returncode": returncode, "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")}
     write_json(path, records)
 
@@ -194,9 +196,10 @@ def run_method(method: Method, args: argparse.Namespace) -> bool:
     command = [sys.executable, "-m", "distill.train", "-m", f"seed={seeds}", f"hydra.sweep.dir={folder}",
                *common_overrides(args), *method.overrides]
     print(f"training: {method.name}", flush=True)
+    code = commit()
     returncode, seconds = train(command, args.out_dir / f"{folder.name}.log")
     print(f"{method.name:<36} {'ok' if returncode == 0 else 'FAILED'} in {seconds / 60:6.1f} min", flush=True)
-    record(args.out_dir, method.name, command, seconds, returncode)
+    record(args.out_dir, method.name, command, seconds, returncode, code)
     return True
 
 
@@ -289,7 +292,7 @@ def main() -> None:
     trained = sum(run_method(method, args) for method in chosen)
     print(f"trained: {trained} method(s); {len(chosen) - trained} read back from {args.out_dir}", flush=True)
     rows = collect(methods, args.out_dir)
-    write_doc(doc, rows, teacher, args.out_dir, command=" ".join(["python", "scripts/benchmark.py", *sys.argv[1:]]),
+    write_doc(doc, rows, teacher, args.out_dir, command=shlex.join(["python", "scripts/benchmark.py", *sys.argv[1:]]),
               setting={"data": args.setting.data, "experiment": args.setting.experiment, "epochs": args.epochs,
                        "seeds": args.seeds, "teacher_epochs": args.teacher_epochs,
                        "published": dict(args.setting.published)})
