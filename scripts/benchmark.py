@@ -1,8 +1,10 @@
 """The method table (issue #13): every loss preset, the schemes and the student alone, seeds, honest intervals.
 
     python scripts/benchmark.py --plan                 # the grid, what is done, the estimated time; trains nothing
-    nice -n 10 python scripts/benchmark.py             # train what outputs/benchmark lacks, write docs/benchmarks.md
-    python scripts/benchmark.py --methods kd dkd       # some rows now, the rest in a later sitting
+    nice -n 10 python scripts/benchmark.py --first     # the first sitting (about 2 h), writes docs/benchmarks.md
+    nice -n 10 python scripts/benchmark.py             # the rest: trains only what outputs/benchmark lacks
+    python scripts/benchmark.py --methods kd dkd       # chosen rows (the table shows every row already run)
+    python scripts/benchmark.py --mini --out-dir /tmp/b    # 1 seed, 1 epoch of 3 batches: checks the command
     python scripts/benchmark.py --cifar100 --plan      # the CRD setting, for a GPU box with CIFAR-100
 
 Each method is one Hydra multirun over the seeds in ``<out-dir>/<method>/`` with ``resume=auto``; a method
@@ -31,7 +33,7 @@ from distill.benchmark_doc import MethodRuns, write_doc  # noqa: E402
 from distill.io import read_json, write_json  # noqa: E402
 
 # The presets' epoch counts (init stages, warm-ups) come from the 240-epoch CIFAR schedule of RepDistiller and
-# mdistiller; a shorter schedule scales them by the same fraction (at least 1 epoch).
+# mdistiller; a shorter schedule scales them by the same fraction (a non-zero count stays at least 1).
 REFERENCE_EPOCHS = 240
 EPOCH_KEYS = ("hint_only_epochs", "warmup_epochs", "lambda_epochs")
 NOT_ROWS = {"ce": "cross-entropy alone is the student-alone row",
