@@ -88,7 +88,7 @@ CRD_TABLE = (("teacher", 79.42), ("student alone", 72.50), ("kd", 73.33), ("fitn
              ("sp", 72.94), ("cc", 72.97), ("vid", 73.09), ("rkd", 71.90), ("pkt", 73.64), ("ab", 73.17),
              ("ft", 72.86), ("fsp", 72.62), ("nst", 73.30), ("crd", 75.51), ("dkd", 76.32))
 CIFAR100 = Setting("CIFAR-100", "cifar100_crd", epochs=240, teacher_epochs=240, published=CRD_TABLE,
-                   extra=("trainer=gpu", "data.download=true"), schemes={
+                   extra=("trainer=gpu", "data.download=true", "logger=csv", "test_last=true"), schemes={
     "ensemble (resnet32x4 + resnet56) kd": ["loss=kd", "teachers=[cifar_resnet32x4,cifar_resnet56]"],
     "takd chain resnet32x4 > resnet20 > resnet8x4, kd": ["loss=kd", "scheme=takd"],
     "born-again x2, kd": ["loss=kd", "generations=2"],
