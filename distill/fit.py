@@ -103,6 +103,8 @@ def fit_module(cfg: DictConfig, module: L.LightningModule, datamodule: L.Lightni
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         checkpoint = next((cb for cb in callbacks if isinstance(cb, ModelCheckpoint)), None)
         best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+        # The weights as training left them, before "best" replaces them (benchmarks report both numbers).
+        last_test = trainer.test(module, datamodule=datamodule, verbose=False) if cfg.get("test_last") else []
         # Testing "best" loads the best weights into the module, so what we export is what we test.
         trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
     except BaseException as error:
@@ -111,6 +113,7 @@ def fit_module(cfg: DictConfig, module: L.LightningModule, datamodule: L.Lightni
             raise on_signal.stopped from error
         raise
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if torch.is_tensor(value)}
+    metrics |= {key.replace("test/", "test_last/", 1): float(value) for key, value in (last_test or [{}])[0].items()}
     monitored = None
     if checkpoint is not None and checkpoint.best_model_score is not None:
         monitored = float(checkpoint.best_model_score)

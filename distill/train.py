@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,7 +252,9 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> float | None:
             cfg.ckpt_path = last
         (output_dir / "error.json").unlink(missing_ok=True)
     # A chain or born-again generations call run_single once per model (distill/schemes).
+    start = time.perf_counter()
     summary = run_scheme(cfg, overrides, run_single)
+    summary["seconds"] = time.perf_counter() - start  # this call only: a resumed run counts its last part
     if rank_zero_only.rank == 0:  # DDP workers run this script too; one writes the summary
         write_json(output_dir / "metrics.json", summary)
         print_summary(summary)

@@ -1,139 +1,310 @@
-"""The Fashion-MNIST benchmark: every method, several seeds, one schedule; writes docs/benchmarks.md.
+"""The method table (issue #13): every loss preset, the schemes and the student alone, seeds, honest intervals.
 
-    python scripts/benchmark.py                                   # the table in docs/benchmarks.md
-    python scripts/benchmark.py --epochs 5 --teacher-epochs 10    # a longer schedule
-    python scripts/benchmark.py --mini --out-dir /tmp/bench       # 1 seed, a few batches: checks the command
+    python scripts/benchmark.py --plan                 # the grid, what is done, the estimated time; trains nothing
+    nice -n 10 python scripts/benchmark.py --first     # the first sitting (about 2 h), writes docs/benchmarks.md
+    nice -n 10 python scripts/benchmark.py             # the rest: trains only what outputs/benchmark lacks
+    python scripts/benchmark.py --methods kd dkd       # chosen rows (the table shows every row already run)
+    python scripts/benchmark.py --mini --out-dir /tmp/b    # 1 seed, 1 epoch of 3 batches: checks the command
+    python scripts/benchmark.py --cifar100 --plan      # the CRD setting, for a GPU box with CIFAR-100
 
-Each method is one Hydra multirun of distill-train over the seeds (conf/experiment/fmnist_benchmark.yaml);
-all share one cached teacher. distill-summarize then aggregates the runs (mean ± std over seeds).
+Each method is one Hydra multirun over the seeds in ``<out-dir>/<method>/`` with ``resume=auto``; a method
+whose seed folders all hold metrics.json is not started, an unfinished run resumes from its last.ckpt.
+``<out-dir>/records.json`` keeps the commit and command that trained each method, so the table says which
+commit made each row. The teacher is trained (and cached) first, by ``stage=teacher`` in ``<out-dir>/teacher``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import platform
+import re
+import shlex
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from distill.summarize import summarize_sweep  # noqa: E402
+from distill.benchmark_doc import MethodRuns, write_doc  # noqa: E402
+from distill.io import read_json, write_json  # noqa: E402
 
-KD = ["+loss.kd.weight=0.9", "+loss.kd.temperature=4.0"]
-# Method name -> overrides. FitNet, AT and SP are combined with KD as in their papers (CC's preset has it).
-METHODS: dict[str, list[str]] = {
-    "baseline": ["stage=student"],
-    "kd": ["loss=kd"],
-    "fitnet+kd": ["loss=fitnet", *KD],
-    "feature_distance": ["loss=feature_distance"],
-    "cc+kd": ["loss=cc"],
-    "sp+kd": ["loss=sp", *KD],
-    "at+kd": ["loss=at", *KD],
-    "rkd": ["loss=rkd"],
-    "pkt": ["loss=pkt"],
-    # DKD's warm-up is 20 of 240 epochs in the paper; scaled to this schedule's length.
-    "dkd": ["loss=dkd", "loss.dkd.warmup_epochs={warmup}"],
-}
+# The presets' epoch counts (init stages, warm-ups) come from the 240-epoch CIFAR schedule of RepDistiller and
+# mdistiller; a shorter schedule scales them by the same fraction (a non-zero count stays at least 1).
+REFERENCE_EPOCHS = 240
+EPOCH_KEYS = ("hint_only_epochs", "warmup_epochs", "lambda_epochs")
+NOT_ROWS = {"ce": "cross-entropy alone is the student-alone row",
+            "kd_per_teacher": "KD to each of two teachers; the ensemble row is the several-teacher scheme"}
 
-
-def run_method(name: str, overrides: list[str], args: argparse.Namespace, out_dir: Path) -> dict:
-    seeds = ",".join(str(s) for s in range(args.seeds))
-    warmup = max(1, round(args.epochs * 20 / 240))
-    command = [sys.executable, "-m", "distill.train", "-m", "experiment=fmnist_benchmark", f"seed={seeds}",
-               f"trainer.max_epochs={args.epochs}", f"teacher.train.max_epochs={args.teacher_epochs}",
-               f"paths.cache_dir={args.cache_dir}", f"hydra.sweep.dir={out_dir / name}",
-               *[o.format(warmup=warmup) for o in overrides], *args.extra]
-    start = time.perf_counter()
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    (out_dir / f"{name}.log").write_text(result.stdout + result.stderr)
-    print(f"{name:<18} {'ok' if result.returncode == 0 else 'FAILED'} in {elapsed:7.1f} s", flush=True)
-    return {"method": name, "command": " ".join(command[1:]), "seconds": elapsed, "returncode": result.returncode}
+# Seconds on 2 CPU cores with nothing else running, for the estimate of --plan (batch 128): a training step of
+# the width-8 student, a forward pass of the width-32 teacher, a training step of that teacher, a validation
+# pass (5,000 images), the fixed cost of one run (start-up, two test passes, export, report). Derived from the
+# timings of Benchmark I (width-16 student: 38 s a run for 430 steps; a live cifar_resnet20 teacher: 118 s)
+# scaled by MACs, and the ratio of a live-teacher run (AT) to the student alone measured here (2.3 : 1 in CPU
+# time over 2 epochs) on a machine too busy for absolute timings. Expect ± 50 %.
+COST = {"student_step": 0.035, "teacher_forward": 0.063, "teacher_step": 0.14, "validation": 1.0, "run": 20.0}
 
 
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError, StopIteration):
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    return {"cpu": cpu, "threads": torch.get_num_threads(), "python": platform.python_version(),
-            "torch": torch.__version__, "platform": platform.platform()}
+@dataclass
+class Method:
+    name: str
+    overrides: list[str]
+    # For the estimate: trainings per seed (a chain trains each link) and the cost of one step of all of them,
+    # in student steps and teacher forward passes (a scheme's smaller models in fractions of those).
+    runs_per_seed: int = 1
+    student_steps: float = 1.0
+    teacher_forwards: float = 1.0
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One benchmark setting: the experiment preset, its schedule and its scheme rows."""
+
+    data: str
+    experiment: str
+    epochs: int
+    teacher_epochs: int
+    schemes: dict[str, list[str]]
+    batches: int | None = None  # training batches per epoch (trainer.limit_train_batches); None: the whole set
+    published: tuple[tuple[str, float], ...] = ()  # (row, top-1 %) as printed in the papers, shown beside ours
+    extra: tuple[str, ...] = ()
+
+
+W = "{name:small_cnn,kwargs:{width:%d}}"
+FMNIST = Setting("Fashion-MNIST", "fmnist_benchmark", epochs=15, teacher_epochs=60, batches=100, schemes={
+    # A second teacher of another width (its own init); the first is the benchmark's teacher (preset small_cnn).
+    "ensemble (w32 + w24) kd": ["loss=kd", f"teachers=[small_cnn,{W % 24}]"],
+    "takd chain w32 > w16 > w8, kd": ["loss=kd", f"chain=[small_cnn,{W % 16},{W % 8}]"],
+    "born-again x2, kd": ["loss=kd", "generations=2"],
+    "dml x2": ["scheme=dml"],
+})
+# CRD (Tian et al. 2020) Table 1, resnet32x4 -> resnet8x4, as RepDistiller's README lists it; DKD: Zhao et al.
+# 2022, Table 1. Every method there is CE + the method alone (no KD term), as our presets are.
+CRD_TABLE = (("teacher", 79.42), ("student alone", 72.50), ("kd", 73.33), ("fitnet", 73.50), ("at", 73.44),
+             ("sp", 72.94), ("cc", 72.97), ("vid", 73.09), ("rkd", 71.90), ("pkt", 73.64), ("ab", 73.17),
+             ("ft", 72.86), ("fsp", 72.62), ("nst", 73.30), ("crd", 75.51), ("dkd", 76.32))
+CIFAR100 = Setting("CIFAR-100", "cifar100_crd", epochs=240, teacher_epochs=240, published=CRD_TABLE,
+                   extra=("trainer=gpu", "data.download=true", "logger=csv", "test_last=true"), schemes={
+    "ensemble (resnet32x4 + resnet56) kd": ["loss=kd", "teachers=[cifar_resnet32x4,cifar_resnet56]"],
+    "takd chain resnet32x4 > resnet20 > resnet8x4, kd": ["loss=kd", "scheme=takd"],
+    "born-again x2, kd": ["loss=kd", "generations=2"],
+    "dml x2": ["scheme=dml"],
+})
+# The whole Fashion-MNIST grid is about 4.5 hours on 2 cores (--plan): this first sitting (about 2 hours, the
+# teacher included) has the student alone, two logit methods, five feature methods of different kinds (hint,
+# attention, contrastive, relational, probabilistic) and three schemes; the same command without --first
+# then trains the rest (resume).
+FIRST_SITTING = ("student alone", "kd", "dkd", "fitnet", "at", "crd", "rkd", "pkt",
+                 "ensemble (w32 + w24) kd", "born-again x2, kd", "dml x2")
+# (runs per seed, student steps, teacher forwards) per step: w24 ≈ 0.56 of w32's MACs, w16 ≈ 0.25, w8 ≈ 0.07;
+# a width-16 student step ≈ 2 width-8 ones (fixed per-step overheads dominate at this size).
+SCHEME_COST = {"ensemble": (1, 1.0, 1.56), "takd": (2, 3.0, 1.25), "born-again": (2, 2.0, 1.07), "dml": (1, 2.0, 0)}
+
+
+def loss_methods(epochs: int) -> list[Method]:
+    """One row per loss preset, with its reference weights; only epoch counts are scaled to the schedule."""
+    methods = []
+    for path in sorted((ROOT / "conf" / "loss").glob("*.yaml")):
+        if path.stem in NOT_ROWS:
+            continue
+        terms = yaml.safe_load(path.read_text()) or {}
+        overrides, scaled = [f"loss={path.stem}"], []
+        for term, options in terms.items():
+            for key in EPOCH_KEYS:
+                if isinstance(options, dict) and key in options:
+                    value = max(1, round(options[key] * epochs / REFERENCE_EPOCHS)) if options[key] else 0
+                    if value == options[key]:
+                        continue
+                    overrides.append(f"loss.{term}.{key}={value}")
+                    scaled.append(f"{key} {options[key]} → {value}")
+        methods.append(Method(path.stem, overrides, note=f"scaled: {', '.join(scaled)}" if scaled else ""))
+    return methods
+
+
+def grid(setting: Setting) -> list[Method]:
+    methods = [Method("student alone", ["stage=student"], teacher_forwards=0)] + loss_methods(setting.epochs)
+    for name, overrides in setting.schemes.items():
+        runs, student_steps, teacher_forwards = next(v for k, v in SCHEME_COST.items() if name.startswith(k))
+        methods.append(Method(name, overrides, runs, student_steps, teacher_forwards))
+    return methods
+
+
+def folder_name(method: str) -> str:
+    """The method's run folder: "ensemble (w32 + w24) kd" -> ensemble_w32_w24_kd (student alone -> student_alone)."""
+    return re.sub(r"[^\w-]+", "_", method).strip("_")
+
+
+def finished_seeds(folder: Path, seeds: int) -> list[int]:
+    return [seed for seed in range(seeds) if (folder / str(seed) / "metrics.json").is_file()]
 
 
 def commit() -> str:
     result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return result.stdout.strip() or "unknown"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                           text=True).stdout.strip()
+    return (result.stdout.strip() or "unknown") + ("+dirty" if dirty else "")
 
 
-def write_doc(path: Path, summary: dict, runs: list[dict], args: argparse.Namespace, wall: float) -> None:
-    plot = summary["files"].get("macs_plot")
-    methods_plot = summary["files"].get("methods_plot")
-    lines = [
-        "# Benchmark: distillation methods on Fashion-MNIST",
-        "",
-        f"Teacher `cifar_resnet20` (trained here for {args.teacher_epochs} epochs, cached), student `small_cnn` "
-        f"(width 16), {args.epochs} training epoch(s) per student, {args.seeds} seed(s) per method, "
-        "SGD lr 0.05 with cosine decay, batch 128, no augmentation (teacher logits cached where a method reads "
-        "only logits). Test split: the 10,000 Fashion-MNIST test images; 5,000 training images held out for "
-        "validation (the best epoch is chosen on validation, never on test).",
-        "",
-        summary["table"],
-        f"![accuracy vs MACs]({plot.name})" if plot else "",
-        f"![accuracy per method]({methods_plot.name})" if methods_plot else "",
-        "",
-        "## How this table was made",
-        "",
-        f"- command: `{' '.join(['python', 'scripts/benchmark.py', *sys.argv[1:]])}`",
-        f"- commit: `{commit()}`; machine: {json.dumps(machine())}",
-        f"- wall time: {wall / 60:.1f} min for the whole grid (teacher training included)",
-        "- per method: " + ", ".join(f"{r['method']} {r['seconds'] / 60:.1f} min" for r in runs),
-        "- latency: batch-1 median on the CPU, measured while no other job ran on the machine",
-        "",
-    ]
-    path.write_text("\n".join(lines))
+def common_overrides(args: argparse.Namespace) -> list[str]:
+    batches = [f"trainer.limit_train_batches={args.batches}"] if args.batches else []
+    return [f"experiment={args.setting.experiment}", f"trainer.max_epochs={args.epochs}", *batches,
+            f"teacher.train.max_epochs={args.teacher_epochs}", f"paths.cache_dir={args.cache_dir}", "resume=auto",
+            *args.setting.extra, *args.extra]
+
+
+def train(command: list[str], log_file: Path) -> tuple[int, float]:
+    """Run one distill-train command; its output goes to ``log_file`` (a benchmark's progress is one line each)."""
+    start = time.perf_counter()
+    with log_file.open("a") as log:
+        returncode = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
+    return returncode, time.perf_counter() - start
+
+
+def train_teacher(args: argparse.Namespace) -> dict | None:
+    """The teacher first (cached by its config), so no student run's time includes it; read back when done."""
+    folder = args.out_dir / "teacher"
+    if not (folder / "metrics.json").is_file():
+        command = [sys.executable, "-m", "distill.train", "stage=teacher", f"hydra.run.dir={folder}",
+                   *common_overrides(args)]
+        print(f"training: teacher ({args.teacher_epochs} epochs)", flush=True)
+        code = commit()
+        returncode, seconds = train(command, args.out_dir / "teacher.log")
+        print(f"teacher {'ok' if returncode == 0 else 'FAILED'} in {seconds / 60:.1f} min", flush=True)
+        if returncode != 0:
+            return None
+        record(args.out_dir, "teacher", command, seconds, returncode, code)
+    return read_json(folder / "metrics.json")
+
+
+def record(out_dir: Path, name: str, command: list[str], seconds: float, returncode: int, code: str) -> None:
+    """The commit (``code``, taken when the training started) and command that trained ``name``, in records.json."""
+    path = out_dir / "records.json"
+    records = read_json(path) if path.is_file() else {}
+    records[name] = {"commit": code, "command": shlex.join(["python", *command[1:]]), "wall_seconds": seconds,
+                     "returncode": returncode, "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+    write_json(path, records)
+
+
+def run_method(method: Method, args: argparse.Namespace) -> bool:
+    """Train the seeds of ``method`` that have no metrics.json yet; False if it was already complete."""
+    folder = args.out_dir / folder_name(method.name)
+    if len(finished_seeds(folder, args.seeds)) == args.seeds:
+        return False
+    seeds = ",".join(str(s) for s in range(args.seeds))
+    command = [sys.executable, "-m", "distill.train", "-m", f"seed={seeds}", f"hydra.sweep.dir={folder}",
+               *common_overrides(args), *method.overrides]
+    print(f"training: {method.name}", flush=True)
+    code = commit()
+    returncode, seconds = train(command, args.out_dir / f"{folder.name}.log")
+    print(f"{method.name:<36} {'ok' if returncode == 0 else 'FAILED'} in {seconds / 60:6.1f} min", flush=True)
+    record(args.out_dir, method.name, command, seconds, returncode, code)
+    return True
+
+
+def estimate(method: Method, args: argparse.Namespace, missing: int) -> float:
+    step = method.student_steps * COST["student_step"] + method.teacher_forwards * COST["teacher_forward"]
+    epoch = args.batches * step + method.runs_per_seed * COST["validation"]
+    return missing * (method.runs_per_seed * COST["run"] + args.epochs * epoch)
+
+
+def plan(methods: list[Method], args: argparse.Namespace) -> float | None:
+    """Print the grid with what is done and what is left, and the estimated time of what is left."""
+    teacher_done = (args.out_dir / "teacher" / "metrics.json").is_file()
+    print(f"setting: experiment={args.setting.experiment}, {args.epochs} student epochs of "
+          f"{args.batches or 'all'} batches, {args.seeds} seeds, teacher {args.teacher_epochs} epochs "
+          f"({'done' if teacher_done else 'to train'}); out: {args.out_dir}")
+    total, teacher_seconds = None, 0.0
+    if args.batches:
+        teacher_seconds = COST["run"] + args.teacher_epochs * (args.batches * COST["teacher_step"] + COST["validation"])
+        total = 0.0 if teacher_done else teacher_seconds
+    print(f"{'method':<38} {'done':>5} {'est. min':>8}  overrides")
+    for method in methods:
+        done = len(finished_seeds(args.out_dir / folder_name(method.name), args.seeds))
+        seconds = estimate(method, args, args.seeds - done) if total is not None else None
+        if seconds and done == 0 and method.name.startswith("ensemble"):
+            seconds += 0.56 * teacher_seconds  # its second teacher (width 24) is trained once, in the first seed
+        total = total + seconds if total is not None else None
+        print(f"{method.name:<38} {done:>2}/{args.seeds:<2} {'n/a' if seconds is None else f'{seconds / 60:.1f}':>8}  "
+              + " ".join(method.overrides) + (f"  ({method.note})" if method.note else ""))
+    if total is None:
+        print("no time estimate: the costs in COST are for the CPU setting (2 cores); this one is for a GPU")
+    else:
+        print(f"estimated time for what is left: {total / 3600:.1f} h ({total / 60:.0f} min) on 2 CPU cores with "
+              "nothing else running (± 50 %)")
+    return total
+
+
+def collect(methods: list[Method], out_dir: Path) -> list[MethodRuns]:
+    records = read_json(out_dir / "records.json") if (out_dir / "records.json").is_file() else {}
+    rows = []
+    for method in methods:
+        folder = out_dir / folder_name(method.name)
+        summaries = [read_json(path) for path in sorted(folder.glob("*/metrics.json"))]
+        if summaries:
+            rows.append(MethodRuns.from_summaries(method.name, " ".join(method.overrides), summaries,
+                                                  records.get(method.name, {}), method.note))
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=1, help="student epochs (same for every method)")
-    parser.add_argument("--teacher-epochs", type=int, default=3)
+    parser.add_argument("--plan", action="store_true", help="print the grid and the estimated time; train nothing")
+    parser.add_argument("--cifar100", action="store_true", help="the CRD setting (GPU, CIFAR-100): docs/cifar100.md")
+    parser.add_argument("--epochs", type=int, default=None, help="student epochs (default: the setting's)")
+    parser.add_argument("--teacher-epochs", type=int, default=None)
+    parser.add_argument("--batches", type=int, default=None, help="training batches per epoch (default: setting's)")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--methods", nargs="*", default=list(METHODS))
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "outputs" / "benchmark")
+    parser.add_argument("--methods", nargs="*", default=None, help="train only these rows (the table shows all run)")
+    parser.add_argument("--first", action="store_true", help="the first sitting's rows only (FIRST_SITTING)")
+    parser.add_argument("--out-dir", type=Path, default=None)
     parser.add_argument("--cache-dir", type=Path, default=Path("~/.cache/distill").expanduser())
-    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
-    parser.add_argument("--mini", action="store_true", help="1 seed, a few batches per epoch: a smoke test")
+    parser.add_argument("--doc", type=Path, default=None, help="default: docs/benchmarks.md (--mini: the out-dir)")
+    parser.add_argument("--mini", action="store_true", help="1 seed, 1 epoch, a few batches: checks the command")
     parser.add_argument("extra", nargs="*", help="more Hydra overrides for every run")
     args = parser.parse_args()
+    args.setting = CIFAR100 if args.cifar100 else FMNIST
+    args.epochs = args.epochs or args.setting.epochs
+    args.teacher_epochs = args.teacher_epochs or args.setting.teacher_epochs
+    args.batches = args.batches or args.setting.batches
+    args.out_dir = args.out_dir or ROOT / "outputs" / ("benchmark_cifar100" if args.cifar100 else "benchmark")
     if args.mini:
-        args.seeds = 1
-        args.extra += ["trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
-                       "report.repeats=3", "report.warmup=1", "report.throughput_batch_size=16"]
+        args.seeds, args.epochs, args.teacher_epochs, args.batches = 1, 1, 1, 3
+        args.extra += ["trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
+                       "report.enabled=false"]
+    doc = args.doc or (args.out_dir / "benchmarks.md" if args.mini else
+                       ROOT / "docs" / ("cifar100_benchmark.md" if args.cifar100 else "benchmarks.md"))
+    methods = grid(args.setting)
+    if args.first:
+        args.methods = [*(args.methods or []), *FIRST_SITTING]
+    unknown = sorted(set(args.methods or []) - {m.name for m in methods})
+    if unknown:
+        sys.exit(f"error: unknown method(s) {unknown}; choose from: {', '.join(m.name for m in methods)}")
+    chosen = [m for m in methods if args.methods is None or m.name in args.methods]
+    if args.plan:
+        plan(chosen, args)
+        return
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    runs = [run_method(name, METHODS[name], args, args.out_dir) for name in args.methods]
-    wall = time.perf_counter() - start
-    summary = summarize_sweep(args.out_dir)
-    print(summary["table"])
-    if not args.mini:
-        args.doc.parent.mkdir(parents=True, exist_ok=True)
-        for key in ("macs_plot", "methods_plot"):
-            if key in summary["files"]:
-                target = args.doc.parent / f"benchmark_{summary['files'][key].name}"
-                target.write_bytes(summary["files"][key].read_bytes())
-                summary["files"][key] = target
-        write_doc(args.doc, summary, runs, args, wall)
-        print(f"wrote {args.doc}")
-    failed = [r["method"] for r in runs if r["returncode"] != 0]
-    if failed:
-        sys.exit(f"failed methods: {failed} (logs in {args.out_dir})")
+    teacher = train_teacher(args)
+    if teacher is None:
+        sys.exit(f"error: the teacher failed; see {args.out_dir / 'teacher.log'}")
+    trained = sum(run_method(method, args) for method in chosen)
+    print(f"trained: {trained} method(s); {len(chosen) - trained} read back from {args.out_dir}", flush=True)
+    rows = collect(methods, args.out_dir)
+    write_doc(doc, rows, teacher, args.out_dir, command=shlex.join(["python", "scripts/benchmark.py", *sys.argv[1:]]),
+              setting={"data": args.setting.data, "experiment": args.setting.experiment, "epochs": args.epochs,
+                       "seeds": args.seeds, "teacher_epochs": args.teacher_epochs,
+                       "published": dict(args.setting.published)})
+    print(f"wrote {doc}")
+    failed = [r.method for r in rows if r.failed]
+    missing = [m.name for m in chosen
+               if len(finished_seeds(args.out_dir / folder_name(m.name), args.seeds)) < args.seeds]
+    if missing:
+        sys.exit(f"unfinished methods: {missing} (logs in {args.out_dir}; run the same command again to resume)"
+                 + (f"; with failures: {failed}" if failed else ""))
 
 
 if __name__ == "__main__":

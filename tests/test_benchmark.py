@@ -1,22 +1,124 @@
-"""The benchmark command in miniature, so it cannot rot: every method, 1 seed, a few batches (slow)."""
+"""The benchmark (scripts/benchmark.py): its statistics against hand computations, and a resumable miniature."""
 
+import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from distill.benchmark_doc import MethodRuns, differences_text, kept_sections, learning_curve, method_table
+from distill.benchmark_stats import gap_closed, real_differences, separated_ranks, welch_interval
+
 ROOT = Path(__file__).resolve().parent.parent
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
-@pytest.mark.slow
-def test_benchmark_grid_in_miniature(tmp_path):
-    command = [sys.executable, "scripts/benchmark.py", "--mini", "--out-dir", str(tmp_path / "bench"),
-               "--cache-dir", str(tmp_path / "cache"), "--teacher-epochs", "1"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1800)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    table = (tmp_path / "bench" / "summary.md").read_text()
-    for method in ("baseline (student alone)", "| kd |", "fitnet+kd", "feature_distance", "kd+cc", "sp+kd",
-                   "at+kd", "| rkd |", "| pkt |", "| dkd |"):
-        assert method in table, method
-    assert "Failed runs" not in table
+def test_welch_interval_equal_variances_by_hand():
+    # diff −3; se² = 1/3 + 1/3; dof = (2/3)² / (2 · (1/3)² / 2) = 4; t(0.975, 4) = 2.7764 from a t table.
+    interval = welch_interval([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])
+    half = 2.7764 * math.sqrt(2 / 3)
+    assert interval.estimate == pytest.approx(-3.0)
+    assert interval.dof == pytest.approx(4.0)
+    assert interval.low == pytest.approx(-3.0 - half, abs=1e-3)
+    assert interval.high == pytest.approx(-3.0 + half, abs=1e-3)
+    assert interval.excludes_zero
+
+
+def test_welch_interval_unequal_variances_by_hand():
+    # s_a²/n_a = (5/3)/4, s_b²/n_b = 0.125/2; dof = se⁴ / ((s_a²/n_a)²/3 + (s_b²/n_b)²/1).
+    a, b = [1.0, 2.0, 3.0, 4.0], [2.0, 2.5]
+    var_a, var_b = (5 / 3) / 4, 0.125 / 2
+    interval = welch_interval(a, b)
+    assert interval.estimate == pytest.approx(0.25)
+    assert interval.dof == pytest.approx((var_a + var_b) ** 2 / (var_a**2 / 3 + var_b**2 / 1))
+    assert not interval.excludes_zero
+    assert welch_interval([1.0], b) is None  # one seed: no variance, no interval
+    constant = welch_interval([2.0, 2.0], [1.0, 1.0])
+    assert (constant.low, constant.high) == (1.0, 1.0)
+
+
+def test_gap_closed_by_hand():
+    assert gap_closed(80.0, 70.0, 90.0) == pytest.approx(0.5)
+    assert gap_closed(65.0, 70.0, 90.0) == pytest.approx(-0.25)
+    assert gap_closed(80.0, 70.0, 70.0) is None
+    assert gap_closed(None, 70.0, 90.0) is None
+
+
+def test_ranks_only_where_intervals_separate():
+    samples = {"a": [10.0, 10.1, 9.9], "b": [5.0, 5.1, 4.9], "noisy": [7.0, 12.0, 2.0]}
+    # a beats b clearly; noisy (mean 7, std 5) is separated from neither, so it shares rank 1 with a.
+    assert separated_ranks(samples) == {"a": 1, "b": 2, "noisy": 1}
+    pairs = real_differences(samples)
+    assert [(better, worse) for better, worse, _ in pairs] == [("a", "b")]
+    assert pairs[0][2].estimate == pytest.approx(5.0)
+
+
+def test_table_and_text_say_which_differences_are_real():
+    rows = [MethodRuns("student alone", "stage=student", best=[80.0, 80.2, 79.8], last=[79.0, 79.5, 79.2]),
+            MethodRuns("kd", "loss=kd", best=[82.0, 82.2, 81.8], last=[81.0, 81.1, 81.2], seconds=[60, 90, 120]),
+            MethodRuns("rkd", "loss=rkd", best=[75.0, 85.0, 80.0])]
+    table, ranks = method_table(rows, teacher_top1=90.0)
+    kd_line = next(line for line in table.splitlines() if "| kd |" in line)
+    assert "82.00 ± 0.20" in kd_line and "81.10 ± 0.10" in kd_line  # best and last epoch
+    assert "+2.00 [" in kd_line and "*" in kd_line and "| 0.20 |" in kd_line  # gain, separated; gap closed 2/10
+    assert "1.5 min" in kd_line  # median time per run
+    assert ranks == {"student alone": 2, "kd": 1, "rkd": 1}
+    published, _ = method_table(rows, teacher_top1=90.0, published={"kd": 73.33})
+    assert "published (%)" in published and next(line for line in published.splitlines() if "| kd |" in line
+                                                  ).endswith("| 73.33 |")
+    text = "\n".join(differences_text(rows))
+    assert "Better than the student alone** (interval above 0): kd" in text
+    assert "contains 0): rkd" in text
+
+
+def test_learning_curve_and_kept_sections(tmp_path):
+    for seed, values in enumerate([(0.5, 0.7), (0.6, 0.9)]):
+        (tmp_path / str(seed) / "csv").mkdir(parents=True)
+        rows = ["epoch,step,train/loss_step,val/acc_top1"]  # CSVLogger: train and val rows apart, blanks between
+        for epoch, value in enumerate(values):
+            rows += [f"{epoch},{epoch * 10 + 9},1.0,", f"{epoch},{epoch * 10 + 9},,{value}"]
+        (tmp_path / str(seed) / "csv" / "metrics.csv").write_text("\n".join(rows) + "\n")
+    curve = learning_curve([tmp_path / "0", tmp_path / "1"])
+    assert [(epoch, round(mean, 6)) for epoch, mean, _ in curve] == [(0, 55.0), (1, 80.0)]
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmark: old\n\ntable\n\n## Reading the table\n\nold text\n\n"
+                   "## Deep mutual learning on digits\n\nkept text\n")
+    assert kept_sections(doc) == "## Deep mutual learning on digits\n\nkept text\n"
+
+
+@pytest.mark.skipif(not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(), reason="no Fashion-MNIST here")
+def test_benchmark_miniature_resumes(tmp_path):
+    """2 methods, 1 seed, 1 epoch of 3 batches; the second call finds every run finished and trains nothing."""
+    out = tmp_path / "bench"
+    command = [sys.executable, "scripts/benchmark.py", "--mini", "--methods", "student alone", "kd",
+               "--out-dir", str(out), "--cache-dir", str(tmp_path / "cache")]
+    first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "trained: 2 method(s)" in first.stdout
+    summary = json.loads((out / "kd" / "0" / "metrics.json").read_text())
+    assert 0 <= summary["metrics"]["test_last/acc_top1"] <= 1 and summary["seconds"] > 0
+    records = json.loads((out / "records.json").read_text())
+    assert set(records) == {"teacher", "student alone", "kd"} and all(r["commit"] for r in records.values())
+    doc = (out / "benchmarks.md").read_text()
+    assert "top-1 best val epoch" in doc and "top-1 last epoch" in doc and "| kd |" in doc
+    folders = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_dir())
+
+    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "trained: 0 method(s)" in second.stdout and "training:" not in second.stdout
+    assert sorted(p.relative_to(out) for p in out.rglob("*") if p.is_dir()) == folders
+
+
+def test_plan_lists_every_preset_and_scheme_and_trains_nothing(tmp_path):
+    command = [sys.executable, "scripts/benchmark.py", "--plan", "--out-dir", str(tmp_path / "bench")]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {line.split("  ")[0].strip(): line for line in result.stdout.splitlines()[2:-1]}
+    presets = {p.stem for p in (ROOT / "conf" / "loss").glob("*.yaml")} - {"ce", "kd_per_teacher"}
+    assert presets | {"student alone", "dml x2", "born-again x2, kd"} <= set(rows)
+    assert "loss.dkd.warmup_epochs=1" in rows["dkd"]  # 20 of 240 epochs -> 1 of 15
+    assert "hint_only_epochs" not in rows["fitnet"]  # 0 (no init stage) stays 0
+    assert "estimated time for what is left:" in result.stdout
+    assert not (tmp_path / "bench").exists()

@@ -1,0 +1,185 @@
+"""The benchmark document (scripts/benchmark.py): the method table with intervals, the baseline's learning curve.
+
+The script owns the top of docs/benchmarks.md (up to its own headings); sections other work appended below
+(``## Deep mutual learning on digits``, ...) are kept as they are.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distill.benchmark_stats import gap_closed, mean_std, real_differences, separated_ranks, welch_interval
+from distill.io import atomic_write
+
+BASELINE = "student alone"
+OWNED_HEADINGS = ("# Benchmark", "## Which differences are real", "## The student alone: learning curve",
+                  "## How this table was made", "## Reading the table")
+
+
+@dataclass
+class MethodRuns:
+    """One row's runs: test top-1 (%) at the best validation epoch and at the last epoch, per seed."""
+
+    method: str
+    overrides: str
+    best: list[float] = field(default_factory=list)
+    last: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    record: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+    failed: bool = False
+
+    @classmethod
+    def from_summaries(cls, method: str, overrides: str, summaries: list[dict[str, Any]], record: dict[str, Any],
+                       note: str = "") -> MethodRuns:
+        row = cls(method, overrides, record=record, note=note, failed=record.get("returncode", 0) != 0)
+        for summary in summaries:
+            best = (summary.get("student") or {}).get("test_acc_top1")
+            last = (summary.get("metrics") or {}).get("test_last/acc_top1")
+            if best is not None:
+                row.best.append(100 * best)
+            if last is not None:
+                row.last.append(100 * last)
+            if summary.get("seconds") is not None:
+                row.seconds.append(summary["seconds"])
+        return row
+
+
+def _pm(values: list[float]) -> str:
+    mean, std = mean_std(values)
+    return "n/a" if mean is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def method_table(rows: list[MethodRuns], teacher_top1: float | None,
+                 published: dict[str, float] | None = None) -> tuple[str, dict[str, int]]:
+    """The markdown table, best-epoch mean first; ranks only where Welch intervals separate.
+
+    ``published``: the papers' numbers per row, shown in their own column (CIFAR-100's CRD setting).
+    """
+    baseline = next((r for r in rows if r.method == BASELINE), None)
+    ranks = separated_ranks({r.method: r.best for r in rows if r.best})
+    lines = ["| rank | method | seeds | top-1 best val epoch (%) | top-1 last epoch (%) | gain over student alone "
+             "(best, 95 % CI) | gap closed | time / run | commit |" + (" published (%) |" if published else ""),
+             "|---:|---|---:|---:|---:|---:|---:|---:|---|" + ("---:|" if published else "")]
+    for row in sorted(rows, key=lambda r: -(mean_std(r.best)[0] or 0)):
+        gain = welch_interval(row.best, baseline.best) if baseline and row is not baseline else None
+        gain_text = "—" if row is baseline else "n/a (< 2 seeds)"
+        if gain is not None:
+            gain_text = f"{gain.estimate:+.2f} [{gain.low:+.2f}, {gain.high:+.2f}]{' *' * gain.excludes_zero}"
+        closed = gap_closed(mean_std(row.best)[0], mean_std(baseline.best)[0] if baseline else None, teacher_top1)
+        time_text = f"{statistics.median(row.seconds) / 60:.1f} min" if row.seconds else "n/a"
+        lines.append(f"| {ranks.get(row.method, '—')} | {row.method} | {len(row.best)} | {_pm(row.best)} | "
+                     f"{_pm(row.last)} | {gain_text} | {'—' if closed is None else f'{closed:.2f}'} | {time_text} | "
+                     f"`{row.record.get('commit', 'unknown')}` |"
+                     + (f" {published[row.method]:.2f} |" if row.method in (published or {}) else
+                        " — |" if published else ""))
+    return "\n".join(lines) + "\n", ranks
+
+
+def differences_text(rows: list[MethodRuns]) -> list[str]:
+    """Which rows differ from the student alone, and from each other, by more than their 95 % interval."""
+    baseline = next((r for r in rows if r.method == BASELINE), None)
+    if baseline is None or len(baseline.best) < 2:
+        return ["The student alone has fewer than 2 finished seeds: no interval can be computed yet."]
+    above, below, unresolved = [], [], []
+    for row in rows:
+        gain = welch_interval(row.best, baseline.best) if row is not baseline else None
+        if gain is None:
+            continue
+        text = f"{row.method} ({gain.estimate:+.2f} [{gain.low:+.2f}, {gain.high:+.2f}])"
+        (above if gain.low > 0 else below if gain.high < 0 else unresolved).append(text)
+    pairs = real_differences({r.method: r.best for r in rows if r.method != BASELINE and len(r.best) > 1})
+    return [
+        f"- **Better than the student alone** (interval above 0): {', '.join(above) or 'none'}.",
+        f"- **Worse than the student alone** (interval below 0): {', '.join(below) or 'none'}.",
+        f"- **Not distinguishable from the student alone** (interval contains 0): {', '.join(unresolved) or 'none'}.",
+        f"- Between methods, {len(pairs)} ordered pair(s) are separated by their 95 % Welch interval"
+        + (": " + "; ".join(f"{a} > {b} ({i.estimate:+.2f} [{i.low:+.2f}, {i.high:+.2f}])" for a, b, i in pairs[:15])
+           + (" …" if len(pairs) > 15 else "") if pairs else "") + ".",
+        "- A rank is 1 + the number of methods whose mean is above by more than the interval; equal ranks are "
+        "ties the seeds cannot break. With this many rows and 95 % intervals, about one comparison in twenty "
+        "separates by chance: a single separation at the edge of its interval is weak evidence.",
+    ]
+
+
+def learning_curve(folders: list[Path], metric: str = "val/acc_top1") -> list[tuple[int, float, float]]:
+    """(epoch, mean, std) of ``metric`` over the runs' csv/metrics.csv (Lightning's CSVLogger), in %."""
+    by_epoch: dict[int, list[float]] = {}
+    for folder in folders:
+        path = folder / "csv" / "metrics.csv"
+        if not path.is_file():
+            continue
+        with path.open() as handle:
+            for line in csv.DictReader(handle):
+                if line.get(metric):
+                    by_epoch.setdefault(int(line["epoch"]), []).append(100 * float(line[metric]))
+    return [(epoch, *mean_std(values)) for epoch, values in sorted(by_epoch.items())]
+
+
+def kept_sections(path: Path) -> str:
+    """The sections of an existing document that this script does not write (appended by other work)."""
+    if not path.is_file():
+        return ""
+    sections, current = [], None
+    for line in path.read_text().splitlines(keepends=True):
+        if line.startswith("#"):
+            current = [line]
+            sections.append(current)
+        elif current is not None:
+            current.append(line)
+    return "".join("".join(s) for s in sections if not s[0].startswith(OWNED_HEADINGS))
+
+
+def write_doc(path: Path, rows: list[MethodRuns], teacher: dict[str, Any], out_dir: Path, command: str,
+              setting: dict[str, Any]) -> Path:
+    teacher_info = teacher.get("teacher") or {}
+    teacher_top1 = 100 * teacher_info["test_acc_top1"] if teacher_info.get("test_acc_top1") is not None else None
+    published = setting.get("published") or {}
+    table, _ = method_table(rows, teacher_top1, published)
+    baseline = next((r for r in rows if r.method == BASELINE), None)
+    curve = learning_curve(sorted((out_dir / "student_alone").glob("[0-9]*")))
+    commits = sorted({r.record.get("commit", "unknown") for r in rows})
+    lines = [
+        f"# Benchmark: distillation methods on {setting['data']}",
+        "",
+        f"`experiment={setting['experiment']}` (conf/experiment): teacher `{teacher_info.get('architecture')}` "
+        f"({teacher_info.get('params') or 0:,} parameters, {setting['teacher_epochs']} epochs, cached) at "
+        f"**{'n/a' if teacher_top1 is None else f'{teacher_top1:.2f}'} %** test top-1"
+        + (f" (published: {published['teacher']:.2f} %)" if "teacher" in published else "") + "; student alone "
+        f"**{_pm(baseline.best) if baseline else 'n/a'} %**. "
+        f"{setting['epochs']} student epochs, {setting['seeds']} seeds per row, the data's default augmentation. "
+        "Every preset with its reference weights (conf/loss); only epoch counts of init stages and warm-ups are "
+        "scaled from the 240-epoch reference schedule (the row's note). Test split: the 10,000 test images; "
+        "5,000 training images are held out for validation, which picks the best epoch (never the test split).",
+        "",
+        "Columns: test top-1 of the weights at the best validation epoch and of the last epoch's weights (mean ± "
+        "std over seeds); the gain over the student alone (best-epoch numbers) with its 95 % Welch t interval, "
+        "`*` where the interval excludes 0; the fraction of the teacher–student gap closed, "
+        "(method − student alone) / (teacher − student alone); the median wall time of one run.",
+        "",
+        table,
+        "## Which differences are real",
+        "",
+        *differences_text(rows),
+        "",
+        "## The student alone: learning curve",
+        "",
+        "Validation top-1 per epoch, mean ± std over seeds (from each run's csv/metrics.csv):",
+        "",
+        "| epoch | val top-1 (%) |",
+        "|---:|---:|",
+        *[f"| {epoch + 1} | {mean:.2f} ± {std:.2f} |" for epoch, mean, std in curve],
+        "",
+        "## How this table was made",
+        "",
+        f"- command: `{command}` (resumable: the same command trains only the runs that are missing)",
+        f"- commits: {', '.join(f'`{c}`' for c in commits)} (per row in the table; records.json in the run folder)",
+        *[f"- {r.method}: `{r.overrides}`" + (f" ({r.note})" if r.note else "") for r in rows],
+        "",
+    ]
+    text = "\n".join(lines) + kept_sections(path)
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
