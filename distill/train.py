@@ -167,7 +167,8 @@ def efficiency_report(cfg: DictConfig, plan: Plan, output_dir: Path, loggers: li
 
 
 def compress_student(cfg: DictConfig, plan: Plan, output_dir: Path) -> dict[str, Any] | None:
-    """The deployable variants ``compress`` asks for (distill/compress), each a row of the report.
+    """The deployable variants ``compress`` asks for (distill/compress), each a row of the report; in
+    ``stage=teacher`` the teacher's checked ONNX export.
 
     Imported only when asked for: onnxruntime, Torch-Pruning and torchao cost seconds to import.
     """
@@ -278,6 +279,7 @@ def run_single(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]
         summary["teacher"]["metrics"] = fit["metrics"] if fit else None
         summary["wandb_sync"] = fit["wandb_sync"] if fit else []
         summary["report"] = efficiency_report(cfg, plan, output_dir, [])
+        summary["compress"] = compress_student(cfg, plan, output_dir)  # teacher.onnx, checked (distill/compress)
         monitored = teacher_info.get("test_acc_top1")
     else:
         teacher_info = None

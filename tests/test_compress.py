@@ -1,5 +1,6 @@
-"""Compression (distill/compress): ONNX export checked in onnxruntime, int8 calibrated on training images only,
-pruning to a MACs target, pruned models reloaded without pickling, variant rows, and bad input."""
+"""Compression (distill/compress): ONNX export of the student and the teacher checked in onnxruntime, pruning
+to a MACs target, pruned models reloaded without pickling, variant rows, and bad input (int8 and QAT:
+test_compress_quantize.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ from distill.compress import ort_runtime
 from distill.compress.cli import compress_run
 from distill.compress.onnx_io import export_checked, export_onnx
 from distill.compress.prune import prune_to_macs
-from distill.compress.quantize import TrainingImagesReader, quantize_int8, training_images
 from distill.compress.settings import check_settings
 from distill.compress.structure import layer_sizes
 from distill.compress.variants import pareto_front
@@ -31,30 +31,14 @@ from distill.measure import count_flops, measure_energy
 from distill.models import create_model
 from distill.report import energy_text
 from distill.train import prepare
+from tests.compress_helpers import FAST_RUNTIME, compress_settings, default_student, digits_data
 
 REPO = Path(__file__).resolve().parent.parent
-FAST_RUNTIME = ["compress.runtime.warmup=1", "compress.runtime.repeats=3", "compress.runtime.throughput_batch_size=16"]
-
-
-def compress_settings(option: str, *overrides: str):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("compress_run", overrides=[f"compress={option}", *FAST_RUNTIME, *overrides]).compress
 
 
 @pytest.fixture(scope="module")
 def digits():
-    """The digits data exactly as conf/data/digits.yaml builds it (normalised)."""
-    from hydra.utils import instantiate
-
-    datamodule = instantiate(OmegaConf.load(CONF_DIR / "data" / "digits.yaml"))
-    datamodule.setup()
-    return datamodule
-
-
-def default_student() -> nn.Module:
-    student_cfg = OmegaConf.load(CONF_DIR / "student" / "small_cnn.yaml")
-    torch.manual_seed(0)
-    return create_model(student_cfg.name, 10, 1, student_cfg.kwargs).eval()
+    return digits_data()
 
 
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
@@ -96,27 +80,6 @@ def test_a_model_the_exporter_cannot_trace_is_a_config_error(tmp_path):
                                           r"compress.onnx.exporter=dynamo"):
         export_onnx(Untraceable(), (1, 8, 8), tmp_path / "u.onnx", "torchscript", 17, "Untraceable")
     assert not (tmp_path / "u.onnx").exists()
-
-
-def test_int8_calibration_reads_training_images_only(digits, tmp_path):
-    student = default_student()
-    settings = compress_settings("int8", "compress.int8.calibration_images=96")
-    export_onnx(student, digits.input_shape, tmp_path / "student.onnx")
-    reader = TrainingImagesReader(training_images(digits, 96), batch_size=32)
-    info = quantize_int8(tmp_path / "student.onnx", tmp_path / "student.int8.onnx", reader, settings.int8)
-
-    seen = np.concatenate(reader.yielded)  # every image onnxruntime's calibrator was handed
-    assert seen.shape == (96, 1, 8, 8) and info["calibration_images"] == 96 and info["calibration_split"] == "train"
-    rows = {split: {image.tobytes() for image in digits.splits[split].images.numpy()} for split in digits.splits}
-    seen_rows = {image.tobytes() for image in seen}
-    assert len(seen_rows) == 96 and seen_rows <= rows["train"]
-    # Digits has a few duplicate images across splits; none of them may come from val or test by choice.
-    assert not seen_rows & (rows["test"] - rows["train"]) and not seen_rows & (rows["val"] - rows["train"])
-
-    session = ort_runtime.session(tmp_path / "student.int8.onnx")
-    op_types = {node.op_type for node in __import__("onnx").load(str(tmp_path / "student.int8.onnx")).graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= op_types
-    assert ort_runtime.accuracy(session, digits.test_dataloader(), 10)["samples"] == 360
 
 
 @pytest.mark.parametrize(("architecture", "kwargs", "ratio"),
@@ -208,6 +171,35 @@ def test_distill_compress_on_a_run_folder_adds_the_int8_variants_to_its_report(t
     assert (run_dir / "accuracy_vs_latency.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_distill_compress_exports_the_teacher_of_a_distill_run_checked_in_onnxruntime(tmp_path):
+    run_dir = fake_run(tmp_path / "run", default_student())
+    torch.manual_seed(1)
+    teacher = create_model("cifar_resnet20", 10, 1).eval()
+    export_model(teacher, "cifar_resnet20", {"num_classes": 10, "in_chans": 1}, run_dir, stem="teacher")
+    result = compress_run(run_dir, compress_settings("int8"))
+    variants = {row["variant"]: row for row in result["variants"]}
+    assert list(variants) == ["PyTorch fp32", "ONNX fp32", "teacher ONNX fp32", "ONNX int8"]
+    row = variants["teacher ONNX fp32"]
+    check = row["details"]["export_check"]
+    assert row["file"] == "teacher.onnx" and (run_dir / "teacher.onnx").is_file()
+    assert check["images"] == 360 and check["max_abs_logit_diff"] < 1e-4 and check["top1_agreement"] == 1.0
+    assert row["params"] == sum(p.numel() for p in teacher.parameters()) and row["accuracy"]["samples"] == 360
+    assert "| teacher ONNX fp32 | onnxruntime |" in (run_dir / "report.md").read_text()
+
+
+def test_a_teacher_run_with_compress_exports_only_the_checked_teacher_onnx(make_cfg, digits, tmp_path, caplog):
+    from distill.compress.pipeline import compress
+
+    cfg = make_cfg("stage=teacher", "compress=int8", *FAST_RUNTIME)
+    teacher = create_model("cifar_resnet8", 10, 1).eval()
+    result = compress(cfg, teacher, None, digits, tmp_path, "cifar_resnet8", {})
+    (row,) = result["variants"]
+    assert row["variant"] == "teacher ONNX fp32" and row["details"]["export_check"]["top1_agreement"] == 1.0
+    assert sorted(p.name for p in tmp_path.glob("*.onnx")) == ["teacher.onnx"]
+    assert "['int8'] apply to students" in caplog.text
+    assert compress(make_cfg("stage=teacher", run="none"), teacher, None, digits, tmp_path, "cifar_resnet8", {}) is None
+
+
 def test_distill_compress_without_an_exported_student_fails_with_exit_code_2(tmp_path):
     run_dir = fake_run(tmp_path / "run", None)
     with pytest.raises(ConfigError, match=r"has no exported student \(student.json\)"):
@@ -249,27 +241,13 @@ def test_distill_train_with_prune_int8_reports_every_variant(make_cfg):
     run_dir = Path(cfg.paths.output_dir)
     summary = json.loads((run_dir / "metrics.json").read_text())["compress"]
     assert [v["variant"] for v in summary["variants"]] == [
-        "PyTorch fp32", "ONNX fp32", "ONNX int8", "pruned PyTorch fp32", "pruned ONNX fp32", "pruned ONNX int8"]
+        "PyTorch fp32", "ONNX fp32", "teacher ONNX fp32", "ONNX int8", "pruned PyTorch fp32", "pruned ONNX fp32",
+        "pruned ONNX int8"]
     reloaded, description = load_exported(run_dir / "pruned.json")
     assert abs(description["pruning"]["macs_ratio_reached"] - 0.5) <= 0.025
-    for name in ("student.onnx", "student.int8.onnx", "pruned.onnx", "pruned.int8.onnx", "accuracy_vs_latency.png"):
+    for name in ("student.onnx", "teacher.onnx", "student.int8.onnx", "pruned.onnx", "pruned.int8.onnx",
+                 "accuracy_vs_latency.png"):
         assert (run_dir / name).is_file()
-
-
-@pytest.mark.slow
-def test_quantisation_aware_training_saves_an_int8_onnx_measured_in_onnxruntime(make_cfg):
-    from distill.train import run
-
-    cfg = make_cfg("compress=qat", "compress.qat.epochs=1", *FAST_RUNTIME)
-    run(cfg)
-    run_dir = Path(cfg.paths.output_dir)
-    compress = json.loads((run_dir / "compress.json").read_text())
-    assert not compress["failures"], compress["failures"]
-    qat_row = next(row for row in compress["variants"] if row["variant"] == "QAT ONNX int8")
-    assert qat_row["runtime"] == "onnxruntime" and qat_row["accuracy"]["samples"] == 360
-    import onnx
-
-    assert "DequantizeLinear" in {node.op_type for node in onnx.load(str(run_dir / "qat.int8.onnx")).graph.node}
 
 
 def test_distill_summarize_carries_the_variants_into_the_sweep_table(tmp_path):
@@ -307,15 +285,3 @@ def test_a_later_distill_compress_keeps_the_rows_it_did_not_redo(tmp_path):
     merged = merge_rows(earlier, new, tmp_path)
     assert [(r["variant"], r["accuracy"]["top1"]) for r in merged] == [
         ("ONNX fp32", 0.95), ("ONNX int8", 0.94), ("pruned ONNX fp32", 0.8)]
-
-
-@pytest.mark.slow  # 13 s, most of it importing torchao and torch.export's tracing
-def test_qat_prepares_a_resnet_whose_relu_module_is_used_twice():
-    from distill.compress.qat import calibrate, prepare_qat
-
-    model = create_model("cifar_resnet8", 10, 1).eval()  # BasicBlock calls self.relu twice
-    prepared = prepare_qat(model, (1, 8, 8))
-    calibrate(prepared, torch.randn(8, 1, 8, 8), batch_size=4)
-    prepared.eval()
-    assert prepared(torch.randn(3, 1, 8, 8)).shape == (3, 10)
-    assert any("FakeQuantize" in type(m).__name__ for m in prepared.modules())

@@ -41,22 +41,26 @@ def run_folder(run: Any) -> Path:
 
 
 def compress_run(run: Any, settings: DictConfig) -> dict[str, Any] | None:
-    """Rebuild the run's data, student (and teacher when a step needs it); run the compression steps."""
+    """Rebuild the run's data, student and teacher (exported to ONNX beside the student); run the steps."""
     folder = run_folder(run)
     run_cfg = OmegaConf.load(folder / ".hydra" / "config.yaml")
     cfg = OmegaConf.merge(run_cfg, {"compress": settings})
-    needs_teacher = "prune" in check_settings(settings) and settings.prune.teacher == "teacher"
-    if needs_teacher and run_cfg.stage != "distill":
+    steps = check_settings(settings)
+    if "prune" in steps and settings.prune.teacher == "teacher" and run_cfg.stage != "distill":
         raise ConfigError(f"compress.prune.teacher=teacher but run={folder} has no teacher (stage={run_cfg.stage}); "
                           "use compress.prune.teacher=unpruned")
     datamodule = instantiate(run_cfg.data)
     datamodule.check()
     student, description = load_exported(folder / "student.json")
     teacher = None
-    if needs_teacher:
+    if steps and run_cfg.stage == "distill":  # the teacher is exported to ONNX (and may teach the pruned net)
         from distill.evaluate import run_entries
 
-        teacher = next(entry.model for entry in run_entries(folder, run_cfg, datamodule) if entry.role == "teacher")
+        teacher = next((entry.model for entry in run_entries(folder, run_cfg, datamodule) if entry.role == "teacher"),
+                       None)
+        if teacher is None and settings.prune.teacher == "teacher" and "prune" in steps:
+            raise ConfigError(f"run={folder} names no teacher weights that still exist (metrics.json's teacher "
+                              "entry); use compress.prune.teacher=unpruned")
     from distill.compress.pipeline import compress
 
     return compress(cfg, student, teacher, datamodule, folder, description["architecture"],

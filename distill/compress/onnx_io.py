@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import torch
 from torch import nn
 
@@ -62,9 +63,47 @@ def compact_names(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def drop_unused_opsets(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Keep only the operator-set imports some node uses (the default domain always).
+
+    ``quant_pre_process`` saves through onnxruntime's optimiser, which imports all eight domains it knows
+    (training, preview, nchwc, ...); on the small int8 student those declarations alone were 187 bytes.
+    """
+    used = {node.domain for node in model.graph.node} | {""}
+    kept = [opset for opset in model.opset_import if opset.domain in used or opset.domain == "ai.onnx"]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+    return model
+
+
+def dedupe_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Store each distinct constant once: the quantiser writes one zero point per tensor even when many
+    are the same scalar 0, and the same per-channel vector per use. Graph inputs are left alone (a
+    caller may feed them)."""
+    graph = model.graph
+    inputs = {value.name for value in graph.input}
+    first: dict[tuple[int, tuple[int, ...], bytes], str] = {}
+    rename: dict[str, str] = {}
+    kept = []
+    for initializer in graph.initializer:
+        key = (initializer.data_type, tuple(initializer.dims), onnx.numpy_helper.to_array(initializer).tobytes())
+        if initializer.name not in inputs and key in first:
+            rename[initializer.name] = first[key]
+            continue
+        first.setdefault(key, initializer.name)
+        kept.append(initializer)
+    if rename:
+        for node in graph.node:
+            node.input[:] = [rename.get(name, name) for name in node.input]
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+    return model
+
+
 def save_onnx(model: onnx.ModelProto, path: str | Path) -> Path:
-    """Write ``model`` without metadata or long names, atomically, in one file (our models are far below 2 GiB)."""
-    stripped = compact_names(strip_metadata(model))
+    """Write ``model`` without metadata, long names, unused opset imports or repeated constants, atomically,
+    in one file (our models are far below 2 GiB): the file size then measures the model."""
+    stripped = compact_names(dedupe_initializers(drop_unused_opsets(strip_metadata(model))))
     return atomic_write(path, lambda tmp: tmp.write_bytes(stripped.SerializeToString()))
 
 

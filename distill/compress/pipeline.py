@@ -119,6 +119,8 @@ class Compressor:
         student_file = self.run_dir / "student.safetensors"
         self._add(Variant("PyTorch fp32", student_file, self.student, "fp32"))
         fp32 = self.onnx(self.student, "student", "")
+        if self.teacher is not None:  # every model a run exports ships as ONNX too, checked the same way
+            self.onnx(self.teacher.cpu().eval(), "teacher", "teacher")
         if "int8" in steps:
             self.int8(fp32, "student", "")
         if "prune" in steps:
@@ -137,7 +139,13 @@ class Compressor:
 
 def compress(cfg: DictConfig, student: nn.Module, teacher: nn.Module | None, datamodule: Any, run_dir: str | Path,
              architecture: str, model_kwargs: dict[str, Any]) -> dict[str, Any] | None:
-    """Run the steps ``cfg.compress`` asks for and add the variants to the run's report; None when there are none."""
+    """Run the steps ``cfg.compress`` asks for and add the variants to the run's report; None when there are none.
+
+    In a ``stage=teacher`` run the trained teacher comes as ``student`` (it is the run's model); only its
+    checked ONNX export applies there, the other steps compress students.
+    """
+    if cfg.get("stage") == "teacher":
+        return compress_teacher_run(cfg, student, datamodule, Path(run_dir))
     steps = check_settings(cfg.get("compress"), teacher is not None)
     if not steps:
         return None
@@ -147,8 +155,26 @@ def compress(cfg: DictConfig, student: nn.Module, teacher: nn.Module | None, dat
     return write_variants(Path(run_dir), rows, compressor.failures, steps, cfg.compress, datamodule)
 
 
-VARIANT_ORDER = ("PyTorch fp32", "ONNX fp32", "ONNX int8", "pruned PyTorch fp32", "pruned ONNX fp32",
-                 "pruned ONNX int8", "QAT ONNX int8")
+def compress_teacher_run(cfg: DictConfig, teacher: nn.Module, datamodule: Any, run_dir: Path) -> dict[str, Any] | None:
+    """``teacher.onnx`` of a ``stage=teacher`` run, checked and measured like the student's export."""
+    steps = check_settings(cfg.get("compress"), has_teacher=False, only=("onnx",))
+    if not steps:
+        return None
+    skipped = [step for step in steps if step != "onnx"]
+    if skipped:
+        log.warning("compress steps %s apply to students; a stage=teacher run exports only teacher.onnx", skipped)
+    settings = cfg.compress
+    datamodule.setup("test")
+    check = onnx_io.export_checked(teacher, tuple(datamodule.input_shape), run_dir / "teacher.onnx",
+                                   test_images(datamodule, settings.onnx.check_images), settings.onnx, "teacher",
+                                   settings.runtime.threads)
+    variant = Variant("teacher ONNX fp32", Path(check["file"]), teacher.cpu().eval(), "fp32", {"export_check": check})
+    return write_variants(run_dir, [measure_variant(variant, datamodule, settings.runtime)], [], ["onnx"], settings,
+                          datamodule)
+
+
+VARIANT_ORDER = ("PyTorch fp32", "ONNX fp32", "teacher ONNX fp32", "ONNX int8", "pruned PyTorch fp32",
+                 "pruned ONNX fp32", "pruned ONNX int8", "QAT ONNX int8")
 
 
 def merge_rows(earlier: list[dict[str, Any]], new: list[dict[str, Any]], run_dir: Path) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""int8 post-training static quantisation with onnxruntime: QDQ format, per-channel weights.
+"""int8 post-training static quantisation with onnxruntime: QDQ (or QOperator) format, per-channel weights.
 
 Activation ranges are calibrated on training images only: calibrating on test images would tune the
 quantiser to the very data the int8 accuracy is then measured on.
@@ -24,6 +24,11 @@ from distill.compress.onnx_io import INPUT_NAME, save_onnx
 
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
            "percentile": CalibrationMethod.Percentile}
+# qdq: QuantizeLinear/DequantizeLinear around float ops, standard ONNX that any runtime or execution provider
+# reads (onnxruntime fuses the patterns into integer kernels when it loads the file). qoperator: the integer
+# ops themselves (QLinearConv, and onnxruntime's own com.microsoft QGemm, QLinearGlobalAveragePool), a
+# smaller file (no weight/bias DequantizeLinear nodes, no bias scales) that only onnxruntime runs.
+FORMATS = {"qdq": (QuantFormat.QDQ, "QDQ"), "qoperator": (QuantFormat.QOperator, "QOperator")}
 
 
 def training_images(datamodule: Any, count: int, seed: int = 0) -> torch.Tensor:
@@ -73,14 +78,14 @@ class TrainingImagesReader(CalibrationDataReader):
 
 def quantize_int8(fp32_path: str | Path, int8_path: str | Path, reader: TrainingImagesReader,
                   settings: Any) -> dict[str, Any]:
-    """Write the int8 QDQ model of ``fp32_path`` (uint8 activations, int8 per-channel weights)."""
+    """Write the int8 model of ``fp32_path`` (uint8 activations, int8 weights) in ``settings.format``."""
     fp32_path, int8_path = Path(fp32_path), Path(int8_path)
     prepared = int8_path.with_name(f".{int8_path.stem}.prepared.onnx")
     raw = int8_path.with_name(f".{int8_path.name}.raw")
     try:
         # Shape inference and graph fusions first, as onnxruntime recommends before quantising.
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-        quantize_static(str(prepared), str(raw), reader, quant_format=QuantFormat.QDQ,
+        quantize_static(str(prepared), str(raw), reader, quant_format=FORMATS[settings.format][0],
                         per_channel=settings.per_channel, reduce_range=settings.reduce_range,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=METHODS[settings.calibrate_method])
@@ -93,4 +98,4 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, reader: Training
     return {"file": str(int8_path), "calibration_images": int(sum(len(b) for b in reader.yielded)),
             "calibration_split": "train", "calibrate_method": settings.calibrate_method,
             "per_channel": bool(settings.per_channel), "reduce_range": bool(settings.reduce_range),
-            "format": "QDQ (uint8 activations, int8 weights)"}
+            "format": f"{FORMATS[settings.format][1]} (uint8 activations, int8 weights)"}

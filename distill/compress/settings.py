@@ -15,6 +15,7 @@ from distill.errors import ConfigError
 STEPS = ("onnx", "int8", "prune", "qat")
 EXPORTERS = ("torchscript", "dynamo")
 CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
+INT8_FORMATS = ("qdq", "qoperator")
 IMPORTANCES = ("l1", "l2")
 PRUNE_TEACHERS = ("unpruned", "teacher")
 
@@ -50,15 +51,18 @@ def steps(settings: Any) -> list[str]:
     return [step for step in STEPS if step in asked]
 
 
-def check_settings(settings: Any, has_teacher: bool = True) -> list[str]:
-    """Validate every value the requested steps read; return the steps in running order."""
-    wanted = steps(settings)
+def check_settings(settings: Any, has_teacher: bool = True, only: tuple[str, ...] = STEPS) -> list[str]:
+    """Validate every value the requested steps read (of those in ``only``: a teacher run exports ONNX and
+    nothing else); return all the requested steps in running order."""
+    requested = steps(settings)
+    wanted = [step for step in requested if step in only]
     if not wanted:
-        return wanted
+        return requested
     _choice(settings.onnx.exporter, EXPORTERS, "onnx.exporter")
     _positive(settings.onnx.check_images, "onnx.check_images")
     if "int8" in wanted:
         _choice(settings.int8.calibrate_method, CALIBRATE_METHODS, "int8.calibrate_method")
+        _choice(settings.int8.format, INT8_FORMATS, "int8.format")
         _positive(settings.int8.calibration_images, "int8.calibration_images")
         _positive(settings.int8.calibration_batch_size, "int8.calibration_batch_size")
     if "prune" in wanted:
@@ -82,4 +86,4 @@ def check_settings(settings: Any, has_teacher: bool = True) -> list[str]:
         if settings.qat.loss is not None:
             loss_preset_path(settings.qat.loss, "qat.loss")
     _positive(settings.runtime.threads, "runtime.threads")
-    return wanted
+    return requested
