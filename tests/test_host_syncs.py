@@ -16,7 +16,7 @@ def test_fifty_steps_with_the_default_callbacks_and_logger_sync_once_per_logging
     # the epoch, so steps 1..50 are all inside it. kd reads cached teacher logits, fitnet runs the teacher live.
     cfg = make_cfg(f"loss={loss}", "teacher=small_cnn", "teacher.train.max_epochs=1", "student=small_cnn",
                    "trainer.max_epochs=1", "data.batch_size=16", "trainer.limit_val_batches=1",
-                   "trainer.limit_test_batches=1", "report.enabled=false", fast=False)
+                   "trainer.limit_test_batches=1", "report.enabled=false", fast=False, shared_cache=True)
     counter = SyncCounter(first=1, last=50)
     instantiate_group = distill.fit.instantiate_group
 
