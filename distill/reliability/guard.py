@@ -22,13 +22,13 @@ class NonFiniteWatch:
     def __init__(self) -> None:
         self.first_step: torch.Tensor | None = None  # -1 until a bad step
         self.values: torch.Tensor | None = None
-        self.names: Sequence[str] = ()
+        self.names: list[str] = []
         self.epoch = 0
 
     def update(self, values: torch.Tensor, names: Sequence[str], step: int, epoch: int) -> None:
         """``values[i]`` is the loss value called ``names[i]`` at ``step``; no host sync."""
         values = values.detach()
-        if self.first_step is None or self.values.shape != values.shape:
+        if self.first_step is None or list(names) != self.names:
             # A new set of terms starts only with an epoch, after the previous epoch's check.
             self.first_step = torch.full((), -1, dtype=torch.long, device=values.device)
             self.values = torch.zeros_like(values)
