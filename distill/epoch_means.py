@@ -7,8 +7,9 @@ whole vector of values (the total loss, every term, the accuracy); the module lo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+import lightning as L
 import torch
 from torchmetrics import Metric
 
@@ -44,3 +45,16 @@ class EpochMeans(Metric):
     def compute(self) -> dict[str, torch.Tensor]:
         means = self.sums / self.weights
         return {name: means[i] for i, name in enumerate(self.names)}
+
+
+def log_epoch_means(module: L.LightningModule, means: EpochMeans, terms: Mapping[str, str]) -> None:
+    """Log the epoch's training means, then reset them: ``train/<logged>`` for each ``terms`` entry
+    (logged name -> name in ``means``), the total and the accuracy under the names Lightning gives a value
+    logged per step and per epoch (``train/loss_epoch``, and ``train/loss`` for monitors only)."""
+    values = means.compute()
+    module.log("train/loss_epoch", values["total"], prog_bar=True)
+    module.log("train/loss", values["total"], logger=False)
+    for logged, name in terms.items():
+        module.log(f"train/{logged}", values[name])
+    module.log("train/acc_top1", values["acc_top1"], prog_bar=True)
+    means.reset()

@@ -17,7 +17,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from distill.epoch_means import EpochMeans
+from distill.epoch_means import EpochMeans, log_epoch_means
 from distill.errors import ConfigError
 from distill.features import FeatureTaps
 from distill.losses import DistillBatch, LossTerm
@@ -244,13 +244,7 @@ class DistillationModule(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         # Epoch means from the device-side sums (one sync per epoch); the names Lightning gave them before.
         self.divergence.check()
-        means = self.train_means.compute()
-        self.log("train/loss_epoch", means["total"], prog_bar=True)
-        self.log("train/loss", means["total"], logger=False)  # the un-forked name, for monitors
-        for name in self.active_terms():
-            self.log(f"train/loss/{name}", means[name])
-        self.log("train/acc_top1", means["acc_top1"], prog_bar=True)
-        self.train_means.reset()
+        log_epoch_means(self, self.train_means, {f"loss/{name}": name for name in self.active_terms()})
 
     def _non_finite(self, values: dict[str, torch.Tensor], total: torch.Tensor) -> None:
         """Stop the run (``on_non_finite='error'``) or skip this batch: returning None skips the optimizer step."""

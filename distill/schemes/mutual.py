@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from distill.epoch_means import EpochMeans
+from distill.epoch_means import EpochMeans, log_epoch_means
 from distill.export import export_model
 from distill.fit import fit_module, seed_everything
 from distill.losses.logits import kd_loss
@@ -80,13 +80,7 @@ class MutualModule(L.LightningModule):
         return total
 
     def on_train_epoch_end(self) -> None:
-        means = self.train_means.compute()
-        self.log("train/loss_epoch", means["total"], prog_bar=True)
-        self.log("train/loss", means["total"], logger=False)  # the un-forked name, for monitors
-        for name in self.train_means.names[1:-1]:
-            self.log(f"train/{name}", means[name])
-        self.log("train/acc_top1", means["acc_top1"], prog_bar=True)
-        self.train_means.reset()
+        log_epoch_means(self, self.train_means, {name: name for name in self.train_means.names[1:-1]})
 
     def _eval_step(self, batch: tuple[torch.Tensor, ...], split: str) -> None:
         parts = unpack(batch)
