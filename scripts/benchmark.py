@@ -57,6 +57,7 @@ class Method:
     runs_per_seed: int = 1
     student_steps: float = 1.0
     teacher_forwards: float = 1.0
+    extra_step_seconds: float = 0.0  # a loss whose own work dwarfs both (CRD's memory-bank gathers)
     note: str = ""
 
 
@@ -98,11 +99,27 @@ CIFAR100 = Setting("CIFAR-100", "cifar100_crd", epochs=240, teacher_epochs=240, 
 # teacher included) has the student alone, two logit methods, five feature methods of different kinds (hint,
 # attention, contrastive, relational, probabilistic) and three schemes; the same command without --first
 # then trains the rest (resume).
-FIRST_SITTING = ("student alone", "kd", "dkd", "fitnet", "at", "crd", "rkd", "pkt",
+# CRD is not in it: with the reference 16,384 negatives per sample, one epoch took 14 min here when each
+# step gathered two 128 x 16,385 x 128 blocks from the memory banks (1 GB each). distill/losses/crd.py now
+# scores every bank row instead (0.46 s instead of 13 s forward + backward per bank, 1 loaded core), which
+# still leaves CRD the costliest row (EXTRA_STEP_SECONDS), for a later sitting.
+FIRST_SITTING = ("student alone", "kd", "dkd", "fitnet", "at", "rkd", "pkt",
                  "ensemble (w32 + w24) kd", "born-again x2, kd", "dml x2")
+# Seconds a step beyond the estimate's student and teacher costs (2 shared CPU cores): CRD's two banks.
+EXTRA_STEP_SECONDS = {"crd": 0.6}
 # (runs per seed, student steps, teacher forwards) per step: w24 ≈ 0.56 of w32's MACs, w16 ≈ 0.25, w8 ≈ 0.07;
 # a width-16 student step ≈ 2 width-8 ones (fixed per-step overheads dominate at this size).
 SCHEME_COST = {"ensemble": (1, 1.0, 1.56), "takd": (2, 3.0, 1.25), "born-again": (2, 2.0, 1.07), "dml": (1, 2.0, 0)}
+
+
+def reference_weights(terms: dict) -> str:
+    """The preset's weights and temperatures as the table used them: "ce 0.1, kd 0.9 (T 4.0)"."""
+    parts = []
+    for term, options in terms.items():
+        options = options if isinstance(options, dict) else {}
+        temperature = f" (T {options['temperature']})" if "temperature" in options else ""
+        parts.append(f"{term} {options.get('weight', 1.0)}{temperature}")
+    return ", ".join(parts)
 
 
 def loss_methods(epochs: int) -> list[Method]:
@@ -121,7 +138,9 @@ def loss_methods(epochs: int) -> list[Method]:
                         continue
                     overrides.append(f"loss.{term}.{key}={value}")
                     scaled.append(f"{key} {options[key]} → {value}")
-        methods.append(Method(path.stem, overrides, note=f"scaled: {', '.join(scaled)}" if scaled else ""))
+        note = f"{reference_weights(terms)}" + (f"; scaled: {', '.join(scaled)}" if scaled else "")
+        methods.append(Method(path.stem, overrides, extra_step_seconds=EXTRA_STEP_SECONDS.get(path.stem, 0.0),
+                              note=note))
     return methods
 
 
@@ -142,10 +161,15 @@ def finished_seeds(folder: Path, seeds: int) -> list[int]:
     return [seed for seed in range(seeds) if (folder / str(seed) / "metrics.json").is_file()]
 
 
+# What a run executes or reads: an uncommitted change here marks the row "+dirty" (a change to docs or to
+# another script, made while a long grid runs, does not change what the grid trains).
+RUN_PATHS = ("distill", "conf", "students", "teachers", "scripts/benchmark.py", "pyproject.toml")
+
+
 def commit() -> str:
     result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                           text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *RUN_PATHS], cwd=ROOT,
+                           capture_output=True, text=True).stdout.strip()
     return (result.stdout.strip() or "unknown") + ("+dirty" if dirty else "")
 
 
@@ -206,7 +230,8 @@ def run_method(method: Method, args: argparse.Namespace) -> bool:
 
 
 def estimate(method: Method, args: argparse.Namespace, missing: int) -> float:
-    step = method.student_steps * COST["student_step"] + method.teacher_forwards * COST["teacher_forward"]
+    step = (method.student_steps * COST["student_step"] + method.teacher_forwards * COST["teacher_forward"]
+            + method.extra_step_seconds)
     epoch = args.batches * step + method.runs_per_seed * COST["validation"]
     return missing * (method.runs_per_seed * COST["run"] + args.epochs * epoch)
 

@@ -29,13 +29,25 @@ def test_nce_loss_is_eq_18_by_loops():
     assert_close(nce_loss(scores, num_data), scalar(-total / 3))
 
 
-def test_contrast_scores_and_momentum_update_by_loops():
-    memory = F.normalize(randn(6, 3, seed=1), dim=1)
-    anchors = F.normalize(randn(2, 3, seed=2), dim=1)
+@pytest.mark.parametrize("rows", [6, 12])  # 6 <= (K+1) d = 9: every row scored, then picked; 12: rows gathered
+def test_contrast_scores_by_loops_on_both_paths(rows):
+    memory = F.normalize(randn(rows, 3, seed=1), dim=1)
+    anchors = F.normalize(randn(2, 3, seed=2), dim=1).requires_grad_()
     contrast = torch.tensor([[4, 0, 1], [2, 5, 5]])
     expected = [[math.exp(sum(a * m for a, m in zip(anchors[i].tolist(), memory[j].tolist())) / 0.07)
                  for j in row] for i, row in enumerate(contrast.tolist())]
-    assert_close(contrast_scores(anchors, memory, contrast, 0.07), torch.tensor(expected, dtype=DOUBLE))
+    scores = contrast_scores(anchors, memory, contrast, 0.07)
+    assert_close(scores, torch.tensor(expected, dtype=DOUBLE))
+    # d/dv_i sum_j exp(m_j . v_i / T) = sum_j exp(...) m_j / T; a repeated index (5, 5) counts twice.
+    scores.sum().backward()
+    for i, row in enumerate(contrast.tolist()):
+        grad = sum(expected[i][k] * memory[j] / 0.07 for k, j in enumerate(row))
+        assert_close(anchors.grad[i], grad)
+
+
+def test_momentum_update_by_loops():
+    memory = F.normalize(randn(6, 3, seed=1), dim=1)
+    anchors = F.normalize(randn(2, 3, seed=2), dim=1)
 
     before = memory.clone()
     momentum_update(memory, torch.tensor([4, 2]), anchors, momentum=0.5)

@@ -41,7 +41,10 @@ def test_default_run_trains_the_teacher_once_then_reuses_it(make_cfg, caplog):
 
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="distill"):
-        second = make_cfg(*quiet, run="second", fast=False)
+        # The student's epochs and the report's repeats are not part of the teacher's key
+        # (test_cache_key_follows_the_teacher_recipe): the second run is short, the reuse is what is tested.
+        second = make_cfg(*quiet, "trainer.max_epochs=1", "report.repeats=3", "report.warmup=1", run="second",
+                          fast=False)
         run(second)
     again = read_metrics(second)
     assert again["teacher"]["trained_now"] is False
