@@ -54,6 +54,11 @@ def _pm(values: list[float]) -> str:
     return "n/a" if mean is None else f"{mean:.2f} ± {std:.2f}"
 
 
+def seeds_text(rows: list[MethodRuns]) -> str:
+    counts = sorted({len(r.best) for r in rows if r.best}) or [0]
+    return f"{counts[0]} seeds" if len(counts) == 1 else f"{counts[0]}–{counts[-1]} seeds"
+
+
 def method_table(rows: list[MethodRuns], teacher_top1: float | None,
                  published: dict[str, float] | None = None) -> tuple[str, dict[str, int]]:
     """The markdown table, best-epoch mean first; ranks only where Welch intervals separate.
@@ -151,7 +156,8 @@ def write_doc(path: Path, rows: list[MethodRuns], teacher: dict[str, Any], out_d
         f"**{'n/a' if teacher_top1 is None else f'{teacher_top1:.2f}'} %** test top-1"
         + (f" (published: {published['teacher']:.2f} %)" if "teacher" in published else "") + "; student alone "
         f"**{_pm(baseline.best) if baseline else 'n/a'} %**. "
-        f"{setting['epochs']} student epochs, {setting['seeds']} seeds per row, the data's default augmentation. "
+        f"{setting['epochs']} student epochs, {seeds_text(rows)} per row (column *seeds*), the data's default "
+        "augmentation. "
         "Every preset with its reference weights (conf/loss); only epoch counts of init stages and warm-ups are "
         "scaled from the 240-epoch reference schedule (the row's note). Test split: the 10,000 test images; "
         "5,000 training images are held out for validation, which picks the best epoch (never the test split).",
