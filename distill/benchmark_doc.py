@@ -187,5 +187,6 @@ def write_doc(path: Path, rows: list[MethodRuns], teacher: dict[str, Any], out_d
         *[f"- {r.method}: `{r.overrides}`" + (f" ({r.note})" if r.note else "") for r in rows],
         "",
     ]
-    text = "\n".join(lines) + kept_sections(path)
+    kept = kept_sections(path)
+    text = "\n".join(lines) + ("\n" + kept if kept else "")
     return atomic_write(path, lambda tmp: tmp.write_text(text))

@@ -275,6 +275,25 @@ def collect(methods: list[Method], out_dir: Path) -> list[MethodRuns]:
     return rows
 
 
+def setting_record(args: argparse.Namespace) -> dict:
+    """What makes the runs of an out-dir comparable: a finished run is read back only under the same record."""
+    return {"experiment": args.setting.experiment, "epochs": args.epochs, "batches": args.batches,
+            "teacher_epochs": args.teacher_epochs, "extra": list(args.setting.extra) + list(args.extra)}
+
+
+def check_setting(args: argparse.Namespace) -> None:
+    """Refuse to mix schedules in one folder: resuming reads back every finished run it finds there."""
+    path = args.out_dir / "setting.json"
+    if not path.is_file():
+        return
+    recorded, wanted = read_json(path), setting_record(args)
+    changed = {key: (recorded.get(key), value) for key, value in wanted.items() if recorded.get(key) != value}
+    if changed:
+        details = ", ".join(f"{key} {old!r} there, {new!r} asked" for key, (old, new) in changed.items())
+        sys.exit(f"error: {args.out_dir} holds runs of another setting ({details}); give a new --out-dir "
+                 "(or the same options as before)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plan", action="store_true", help="print the grid and the estimated time; train nothing")
@@ -309,10 +328,12 @@ def main() -> None:
     if unknown:
         sys.exit(f"error: unknown method(s) {unknown}; choose from: {', '.join(m.name for m in methods)}")
     chosen = [m for m in methods if args.methods is None or m.name in args.methods]
+    check_setting(args)
     if args.plan:
         plan(chosen, args)
         return
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(args.out_dir / "setting.json", setting_record(args))
     teacher = train_teacher(args)
     if teacher is None:
         sys.exit(f"error: the teacher failed; see {args.out_dir / 'teacher.log'}")

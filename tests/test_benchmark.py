@@ -122,3 +122,16 @@ def test_plan_lists_every_preset_and_scheme_and_trains_nothing(tmp_path):
     assert "hint_only_epochs" not in rows["fitnet"]  # 0 (no init stage) stays 0
     assert "estimated time for what is left:" in result.stdout
     assert not (tmp_path / "bench").exists()
+
+
+def test_an_out_dir_of_another_schedule_is_refused_before_anything_runs(tmp_path):
+    out = tmp_path / "bench"
+    out.mkdir()
+    (out / "setting.json").write_text(json.dumps({"experiment": "fmnist_benchmark", "epochs": 15, "batches": 100,
+                                                  "teacher_epochs": 60, "extra": []}))
+    command = [sys.executable, "scripts/benchmark.py", "--plan", "--out-dir", str(out)]
+    same = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert same.returncode == 0, same.stderr[-2000:]
+    longer = subprocess.run([*command, "--epochs", "30"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert longer.returncode == 1
+    assert "holds runs of another setting (epochs 15 there, 30 asked)" in longer.stderr
