@@ -163,14 +163,10 @@ def compress_teacher_run(cfg: DictConfig, teacher: nn.Module, datamodule: Any, r
     skipped = [step for step in steps if step != "onnx"]
     if skipped:
         log.warning("compress steps %s apply to students; a stage=teacher run exports only teacher.onnx", skipped)
-    settings = cfg.compress
-    datamodule.setup("test")
-    check = onnx_io.export_checked(teacher, tuple(datamodule.input_shape), run_dir / "teacher.onnx",
-                                   test_images(datamodule, settings.onnx.check_images), settings.onnx, "teacher",
-                                   settings.runtime.threads)
-    variant = Variant("teacher ONNX fp32", Path(check["file"]), teacher.cpu().eval(), "fp32", {"export_check": check})
-    return write_variants(run_dir, [measure_variant(variant, datamodule, settings.runtime)], [], ["onnx"], settings,
-                          datamodule)
+    compressor = Compressor(cfg, teacher, None, datamodule, run_dir, cfg.teacher.name, {})
+    variant = compressor.onnx(compressor.student, "teacher", "teacher")
+    return write_variants(run_dir, [measure_variant(variant, datamodule, cfg.compress.runtime)], [], ["onnx"],
+                          cfg.compress, datamodule)
 
 
 VARIANT_ORDER = ("PyTorch fp32", "ONNX fp32", "teacher ONNX fp32", "ONNX int8", "pruned PyTorch fp32",
