@@ -25,20 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_speed  # noqa: E402
 
-from distill.data import DigitsDataModule, FashionMNISTDataModule  # noqa: E402
 from distill.models import create_model  # noqa: E402
-from distill.teacher_outputs import load_or_compute, teacher_outputs_key  # noqa: E402
 
 KD = {"ce": {"weight": 0.1}, "kd": {"weight": 0.9, "temperature": 4.0}}
 
 
 def repeats(dataset: str, args: argparse.Namespace, cache_dir: str) -> dict:
-    if dataset == "digits":
-        data = DigitsDataModule(batch_size=128)
-    else:
-        data = FashionMNISTDataModule(root=args.fashion_root, batch_size=128, mean=[0.2860], std=[0.3530])
-    data.setup()
-    bench_speed.subsample(data, args.samples if dataset != "digits" else None)
+    data = bench_speed.bench_data(dataset, 128, args.fashion_root, args.samples)
     train = data.splits["train"]
     options = argparse.Namespace(channels_last=False, compile=False, epochs=args.epochs, precision="32-true")
 
@@ -48,9 +41,7 @@ def repeats(dataset: str, args: argparse.Namespace, cache_dir: str) -> dict:
 
     torch.manual_seed(0)
     teacher = create_model("cifar_resnet20", data.num_classes, data.in_chans).eval()
-    key = teacher_outputs_key(teacher, {"dataset": dataset, "samples": len(train.labels)}, None, None)
-    outputs = load_or_compute(cache_dir, key, teacher, {"train": train.images}, data.num_classes, None, None,
-                              memory_mapped=False)
+    outputs = bench_speed.cached_outputs(cache_dir, teacher, dataset, data)
     rows = []
     for repeat in range(args.repeats):
         a = bench_speed.plain_loop(student(), train.images, train.labels, 128, args.epochs, 0.05, torch.device("cpu"))

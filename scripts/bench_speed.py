@@ -29,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -148,14 +149,27 @@ def subsample(data: InMemoryDataModule, samples: int | None) -> None:
         data.splits["train"] = type(train)(train.images[keep].contiguous(), train.labels[keep])
 
 
-def bench(dataset: str, args: argparse.Namespace, device: torch.device) -> dict:
+def bench_data(dataset: str, batch_size: int, fashion_root: str, samples: int | None) -> InMemoryDataModule:
+    """Digits (all 1,293 training images) or ``samples`` Fashion-MNIST training images, set up."""
     if dataset == "digits":
-        data = DigitsDataModule(batch_size=args.batch_size)
+        data = DigitsDataModule(batch_size=batch_size)
     else:
-        data = FashionMNISTDataModule(root=args.fashion_root, batch_size=args.batch_size, mean=[0.2860],
-                                      std=[0.3530])
+        data = FashionMNISTDataModule(root=fashion_root, batch_size=batch_size, mean=[0.2860], std=[0.3530])
     data.setup()
-    subsample(data, args.samples if dataset != "digits" else None)
+    subsample(data, samples if dataset != "digits" else None)
+    return data
+
+
+def cached_outputs(cache: str, teacher: torch.nn.Module, dataset: str, data: InMemoryDataModule) -> Any:
+    """The teacher's logits on the (unaugmented) training images, computed once into ``cache``."""
+    train = data.splits["train"]
+    key = teacher_outputs_key(teacher, {"dataset": dataset, "samples": len(train.labels)}, None, None)
+    return load_or_compute(cache, key, teacher, {"train": train.images}, data.num_classes, None, None,
+                           memory_mapped=False)
+
+
+def bench(dataset: str, args: argparse.Namespace, device: torch.device) -> dict:
+    data = bench_data(dataset, args.batch_size, args.fashion_root, args.samples)
     train = data.splits["train"]
     accelerator = "gpu" if device.type == "cuda" else "cpu"
 
@@ -175,9 +189,7 @@ def bench(dataset: str, args: argparse.Namespace, device: torch.device) -> dict:
     with tempfile.TemporaryDirectory() as cache:
         teacher.to(device)  # the module built for C moved it to the (CPU) student; build the cache on the device
         start = time.perf_counter()
-        key = teacher_outputs_key(teacher, {"dataset": dataset, "samples": len(train.labels)}, None, None)
-        outputs = load_or_compute(cache, key, teacher, {"train": train.images}, data.num_classes, None, None,
-                                  memory_mapped=False)
+        outputs = cached_outputs(cache, teacher, dataset, data)
         build_s = time.perf_counter() - start
         results["D_kd_cached_teacher"] = lightning_fit(student(), teacher, kd, data, args, accelerator,
                                                        teacher_outputs=outputs)
