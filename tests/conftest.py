@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -14,6 +15,13 @@ from distill.config import CONF_DIR
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# Under pytest-xdist (the default: -n 2 in pyproject) each worker shares the cores with the others, so it gets
+# one thread: two workers of two OpenMP threads each on two cores spin against each other and run many times
+# slower. The variable also reaches the distill-train subprocesses that tests start.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+    torch.set_num_threads(1)  # torch is already imported (by distill.config); the variables are for subprocesses
 
 # A fast pair on digits: a wide small CNN teacher and a narrow one as student, two epochs each.
 FAST = [
