@@ -197,6 +197,10 @@ def load_or_compute(root: str | Path, key: str, teacher: nn.Module, splits: dict
         if cached is not None:
             log.info("teacher outputs read from the cache %s", folder)
             return cached
+        # Holding the lock, any staging folder of this key is left from a build that was killed (SIGKILL or a
+        # lost node skip the ``finally`` below); a large variant cache would otherwise stay on disk each time.
+        for stale in root.glob(f".{key}.*"):
+            shutil.rmtree(stale, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
         home = next(teacher.parameters()).device
         build_device = torch.device("cuda") if torch.cuda.is_available() else home

@@ -69,6 +69,20 @@ def test_cached_and_live_teacher_give_the_same_loss(digits, tmp_path):
     assert torch.equal(in_memory.lookup("train", indices), outputs.lookup("train", indices))
 
 
+def test_a_build_removes_what_a_killed_build_of_the_same_key_left(digits, tmp_path):
+    cfg, data = digits
+    teacher = trained_like_teacher()
+    key = teacher_outputs_key(teacher, dict(cfg.data), None, None)
+    root = tmp_path / "teacher_outputs"
+    (root / f".{key}.abc123").mkdir(parents=True)  # what tempfile.mkdtemp made before the kill
+    (root / f".{key}.abc123" / "train_logits.npy").write_bytes(b"partial")
+    (root / ".0123456789abcdef.xyz").mkdir()  # another key's build, maybe running: not touched
+    outputs = load_or_compute(tmp_path, key, teacher, {"train": data.splits["train"].images[:64]}, 10, None, None,
+                              memory_mapped=False)
+    assert outputs.lookup("train", torch.tensor([0, 63])).shape == (2, 10)
+    assert sorted(p.name for p in root.iterdir()) == [".0123456789abcdef.xyz", key, f"{key}.lock"]
+
+
 def test_top_k_keeps_the_largest_probabilities_and_spreads_the_rest():
     logits = torch.tensor([[4.0, 1.0, 0.0, -1.0, 2.0]])
     temperature = 2.0
