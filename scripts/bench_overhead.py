@@ -48,7 +48,8 @@ def repeats(dataset: str, args: argparse.Namespace, cache_dir: str) -> dict:
         b = bench_speed.lightning_fit(student(), None, {"ce": {"weight": 1.0}}, data, options, "cpu")
         d = bench_speed.lightning_fit(student(), teacher, KD, data, options, "cpu", teacher_outputs=outputs)
         row = {"A_epoch_s": a["epoch_s"], "B_epoch_s": b["epoch_s"], "D_epoch_s": d["epoch_s"],
-               "A_step_ms": a["step_ms"], "B_step_ms": b["step_ms"], "D_step_ms": d["step_ms"]}
+               "A_step_ms": a["step_ms"], "B_step_ms": b["step_ms"], "D_step_ms": d["step_ms"],
+               "B_gap_ms": b["gap_ms"], "D_gap_ms": d["gap_ms"]}
         row.update({"B/A": row["B_epoch_s"] / row["A_epoch_s"], "D/A": row["D_epoch_s"] / row["A_epoch_s"]})
         rows.append(row)
         print(f"{dataset} repeat {repeat}: A {a['epoch_s']:.3f} s  B {b['epoch_s']:.3f} s  D {d['epoch_s']:.3f} s  "
@@ -60,6 +61,12 @@ def repeats(dataset: str, args: argparse.Namespace, cache_dir: str) -> dict:
                           "goal": bench_speed.GOALS[dataset][ratio]}
         print(f"{dataset} {ratio} median {summary[ratio]['median']:.3f} (min {min(values):.3f}, "
               f"max {max(values):.3f}; goal <= {summary[ratio]['goal']})", flush=True)
+    # Where B's epoch goes beyond A's: its steps (the step ratio) and the time between them (Lightning's loop).
+    for arm in ("B", "D"):
+        summary[f"{arm}/A step"] = statistics.median(row[f"{arm}_step_ms"] / row["A_step_ms"] for row in rows)
+        summary[f"{arm} gap ms"] = statistics.median(row[f"{arm}_gap_ms"] for row in rows)
+    print(f"{dataset} step ratios (medians): B/A {summary['B/A step']:.3f}, D/A {summary['D/A step']:.3f}; "
+          f"between steps: B {summary['B gap ms']:.2f} ms, D {summary['D gap ms']:.2f} ms", flush=True)
     return {"repeats": rows, "summary": summary}
 
 

@@ -46,23 +46,41 @@ from distill.teacher_outputs import Variants, load_or_compute, teacher_outputs_k
 
 
 class EpochTimer(L.Callback):
+    """Epoch times from one epoch's start to the next (the last: to the end of training), so an epoch includes
+    the LightningModule's own ``on_train_epoch_end`` (its logging), which Lightning runs after the callbacks'
+    hook; step times from batch start to batch end; gaps from a step's end to the next step's start (fetching
+    the batch, moving it, Lightning's bookkeeping between steps)."""
+
     def __init__(self) -> None:
         self.epochs: list[float] = []
         self.steps: list[float] = []
+        self.gaps: list[float] = []
+        self._epoch: float | None = None
+        self._step_end: float | None = None
+
+    def _epoch_done(self, module) -> float:
+        _sync(module.device)
+        now = time.perf_counter()
+        if self._epoch is not None:
+            self.epochs.append(now - self._epoch)
+        return now
 
     def on_train_epoch_start(self, trainer, module) -> None:
-        self._epoch = time.perf_counter()
+        self._epoch = self._epoch_done(module)
+        self._step_end = None
+
+    def on_train_end(self, trainer, module) -> None:
+        self._epoch_done(module)
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
         self._step = time.perf_counter()
+        if self._step_end is not None:
+            self.gaps.append(self._step - self._step_end)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         _sync(module.device)
-        self.steps.append(time.perf_counter() - self._step)
-
-    def on_train_epoch_end(self, trainer, module) -> None:
-        _sync(module.device)
-        self.epochs.append(time.perf_counter() - self._epoch)
+        self._step_end = time.perf_counter()
+        self.steps.append(self._step_end - self._step)
 
 
 def _sync(device: torch.device) -> None:
@@ -123,8 +141,9 @@ def lightning_fit(student, teacher, loss, data, args, accelerator, teacher_outpu
                         limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer])
     trainer.fit(module, datamodule=data)
     steps_per_epoch = len(timer.steps) // epochs
-    return {"epoch_s": median_after_warmup(timer.epochs), "step_ms": 1e3 * median_after_warmup(timer.steps,
-                                                                                              steps_per_epoch)}
+    return {"epoch_s": median_after_warmup(timer.epochs),
+            "step_ms": 1e3 * median_after_warmup(timer.steps, steps_per_epoch),
+            "gap_ms": 1e3 * median_after_warmup(timer.gaps, steps_per_epoch - 1)}
 
 
 def teacher_inference(teacher, images, batch_size, epochs, device) -> dict:
