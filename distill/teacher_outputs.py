@@ -165,7 +165,13 @@ def _write_split(staging: Path, split: str, teacher: nn.Module, images: torch.Te
             np.save(staging / f"{split}.{name}.npy", array)
         return list(arrays)
     files: dict[str, np.memmap] = {}
+    start, reported = time.perf_counter(), time.perf_counter()
     for variant in range(variants.count):
+        if time.perf_counter() - reported > 60:  # a large variant build takes many minutes: say where it is
+            reported = time.perf_counter()
+            per_variant = (reported - start) / variant
+            log.info("teacher outputs of '%s': variant %d of %d, about %.0f s left", split, variant, variants.count,
+                     per_variant * (variants.count - variant))
         logits = teacher_logits(teacher, images, transform=lambda batch, v=variant: variants.augment(batch, v))
         for name, array in _arrays(logits, top_k, temperature).items():
             if name not in files:
