@@ -37,7 +37,14 @@ from distill.models import check_input_fits, count_parameters, create_model
 from distill.module import DistillationModule
 from distill.obtain import model_kwargs, obtain_teacher  # noqa: F401  (obtain_teacher: imported from here)
 from distill.reliability import RunInterrupted, RunStopped
-from distill.reliability.resume import auto_resume_checkpoint, check_checkpoint, finished_run, resume_command
+from distill.reliability.resume import (
+    auto_resume_checkpoint,
+    check_checkpoint,
+    check_same_config,
+    finished_run,
+    record_run_config,
+    resume_command,
+)
 from distill.reliability.schema import (
     check_monitor,
     check_presets,
@@ -244,14 +251,18 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     if cfg.get("resume") in (True, "auto"):
         finished = finished_run(output_dir)
+        last = None if finished is not None else auto_resume_checkpoint(output_dir)
+        if (finished is not None or last) and not cfg.get("ckpt_path"):
+            check_same_config(cfg, output_dir)
         if finished is not None:
             log.info("resume=auto: %s finished before (metrics.json); not run again", output_dir)
             return finished.get("monitored")
-        last = auto_resume_checkpoint(output_dir)
         if last and not cfg.get("ckpt_path"):
             log.info("resume=auto: continuing the unfinished run from %s", last)
             cfg.ckpt_path = last
         (output_dir / "error.json").unlink(missing_ok=True)
+    if rank_zero_only.rank == 0:
+        record_run_config(cfg, output_dir)
     # A chain or born-again generations call run_single once per model (distill/schemes).
     start = time.perf_counter()
     summary = run_scheme(cfg, overrides, run_single)

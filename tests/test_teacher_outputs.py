@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from distill.losses import build_loss_terms
 from distill.models import create_model
 from distill.module import DistillationModule
-from distill.teacher_outputs import load_or_compute, teacher_outputs_key, top_k_pseudo_logits
+from distill.teacher_outputs import load_or_compute, teacher_logits, teacher_outputs_key, top_k_pseudo_logits
 from distill.train import cached_teacher_outputs
 from tests.conftest import FAST
 
@@ -81,6 +81,12 @@ def test_a_build_removes_what_a_killed_build_of_the_same_key_left(digits, tmp_pa
                               memory_mapped=False)
     assert outputs.lookup("train", torch.tensor([0, 63])).shape == (2, 10)
     assert sorted(p.name for p in root.iterdir()) == [".0123456789abcdef.xyz", key, f"{key}.lock"]
+
+
+def test_a_build_keeps_no_autograd_graph():
+    """50 variants x 55,000 images: outputs that held their graphs would cost memory and time for nothing."""
+    logits = teacher_logits(trained_like_teacher(), torch.randn(600, 1, 8, 8), batch_size=256)
+    assert logits.shape == (600, 10) and not logits.requires_grad and logits.grad_fn is None
 
 
 def test_top_k_keeps_the_largest_probabilities_and_spreads_the_rest():

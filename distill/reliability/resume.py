@@ -2,6 +2,9 @@
 
 A sweep started again with the same ``hydra.sweep.dir`` gives every job its old folder: a job whose
 ``metrics.json`` exists finished and is not run again; one with ``checkpoints/last.ckpt`` continues from it.
+Either only if the folder's run had the config asked for now: each run records its resolved config in
+``run_config.json`` when it starts (Hydra rewrites ``.hydra/config.yaml`` on every call, so that file cannot
+say what an earlier call trained).
 """
 
 from __future__ import annotations
@@ -12,13 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from distill.errors import ConfigError
-from distill.io import read_json
+from distill.io import read_json, write_json
 
 log = logging.getLogger("distill")
 
 CHECKPOINT_KEYS = ("state_dict", "epoch", "global_step", "loops")
+RUN_CONFIG = "run_config.json"
+# Keys that say where a run is kept, how it is shown or how fast data arrives, not what it trains: a resumed
+# run may change them (a new cache folder, another logger, more loader workers).
+UNCHECKED = ("resume", "ckpt_path", "paths.", "logger", "callbacks.progress_bar", "trainer.enable_progress_bar",
+             "data.num_workers", "data.pin_memory", "data.root", "data.download")
 
 
 def check_checkpoint(path: str | Path, option: str = "ckpt_path") -> None:
@@ -65,3 +74,44 @@ def resume_command(overrides: list[str], checkpoint: str | None, sweep_dir: str 
         return f"the same distill-train -m command with: hydra.sweep.dir={sweep_dir} resume=auto"
     kept = [o for o in overrides if not o.lstrip("+~").startswith(("ckpt_path=", "resume="))]
     return " ".join(["distill-train", *kept, f"ckpt_path={checkpoint}" if checkpoint else "resume=auto"])
+
+
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a.b.c": value}`` for every leaf of a nested config container."""
+    if isinstance(node, dict):
+        leaves: dict[str, Any] = {}
+        for key, value in node.items():
+            leaves.update(_leaves(value, f"{prefix}{key}."))
+        return leaves
+    return {prefix[:-1]: node}
+
+
+def _checked(config: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in _leaves(config).items() if not key.startswith(UNCHECKED)}
+
+
+def record_run_config(cfg: DictConfig, output_dir: Path) -> None:
+    """Write the resolved config of the run starting (or continuing) in ``output_dir``."""
+    write_json(output_dir / RUN_CONFIG, OmegaConf.to_container(cfg, resolve=True))
+
+
+def check_same_config(cfg: DictConfig, output_dir: Path) -> None:
+    """Fail if the run found in ``output_dir`` was made with another config than ``cfg``.
+
+    Keys present on one side only are not compared (a later version may add a setting with the old behaviour
+    as its default); a key in both with another value is an error, listed with both values.
+    """
+    path = output_dir / RUN_CONFIG
+    if not path.is_file():
+        log.warning("resume=auto: %s has no %s (a run from before configs were recorded); its config cannot be "
+                    "compared with this one", output_dir, RUN_CONFIG)
+        return
+    before, now = _checked(read_json(path)), _checked(OmegaConf.to_container(cfg, resolve=True))
+    changed = [f"{key}: {before[key]!r} there, {now[key]!r} now" for key in sorted(before.keys() & now.keys())
+               if before[key] != now[key]]
+    if changed:
+        shown = "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
+        raise ConfigError(f"resume=auto: {output_dir} holds a run of another config ({shown}); give this config "
+                          "its own folder (hydra.run.dir=... or hydra.sweep.dir=...), or resume=false to train "
+                          "it here from scratch, or ckpt_path=<its last.ckpt> to continue it with the new "
+                          "settings on purpose")
