@@ -45,9 +45,10 @@ def run_arm(name: str, switches: list[str], args: argparse.Namespace) -> dict:
         raise SystemExit(f"{name}: distill-train failed (see {args.out_dir / folder.name}.log)")
     paths = sorted(folder.glob("*/metrics.json"))
     # A config change that turned the cache on or off would make the two arms the same experiment.
-    wrong = [path.parent.name for path in paths if used_the_cache(path.parent) != ("cache" in name)]
+    wants_cache = "teacher_cache.enabled=true" in switches
+    wrong = [path.parent.name for path in paths if used_the_cache(path.parent) != wants_cache]
     if wrong:
-        raise SystemExit(f"{name}: run(s) {wrong} {'did not use' if 'cache' in name else 'used'} the teacher-output "
+        raise SystemExit(f"{name}: run(s) {wrong} {'did not use' if wants_cache else 'used'} the teacher-output "
                          f"cache (see their train.log); this comparison needs the other")
     runs = [json.loads(path.read_text()) for path in paths]
     accuracies = [run["student"]["test_acc_top1"] for run in runs]
