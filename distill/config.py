@@ -14,6 +14,10 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
 
+# Data settings that say where files live and how fast batches arrive, never which images a model sees: a
+# cache key leaves them out and a resumed run may change them. Each user adds what else it may ignore.
+DATA_LOADING_KEYS = ("num_workers", "pin_memory", "root", "download")
+
 
 def to_dict(node: Any) -> dict[str, Any]:
     """A config node (or None) as a plain, resolved dict."""

@@ -23,6 +23,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from distill.config import DATA_LOADING_KEYS
 from distill.errors import ConfigError
 from distill.export import export_model
 from distill.io import read_json, write_json
@@ -31,8 +32,9 @@ from distill.models import load_weights
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
-# Data settings that change speed or where files live, not what the teacher learns.
-DATA_KEYS_IGNORED = ("num_workers", "pin_memory", "eval_batch_size", "root", "download")
+# Data settings that change speed or where files live, not what the teacher learns (it is evaluated in eval
+# mode, so the evaluation batch size cannot change it either).
+DATA_KEYS_IGNORED = (*DATA_LOADING_KEYS, "eval_batch_size")
 # Trainer settings that change what the teacher learns (a fast_dev_run teacher must not pass for a real one).
 TRAINER_KEYS_KEPT = ("fast_dev_run", "limit_train_batches", "precision", "accumulate_grad_batches",
                      "gradient_clip_val", "gradient_clip_algorithm")

@@ -33,7 +33,7 @@ from filelock import FileLock
 from omegaconf import DictConfig
 from torch import nn
 
-from distill.config import to_dict
+from distill.config import DATA_LOADING_KEYS, to_dict
 from distill.data import InMemoryDataModule
 from distill.errors import ConfigError
 from distill.io import read_json, write_json
@@ -55,7 +55,7 @@ def weights_fingerprint(model: nn.Module) -> str:
 
 def teacher_outputs_key(teacher: nn.Module, data_config: dict[str, Any], top_k: int | None,
                         temperature: float | None, variants: int = 1) -> str:
-    ignored = ("num_workers", "pin_memory", "batch_size", "eval_batch_size", "root", "download")
+    ignored = (*DATA_LOADING_KEYS, "batch_size", "eval_batch_size")  # outputs are stored per image
     data = {k: v for k, v in data_config.items() if k not in ignored}
     recipe = {"format": FORMAT, "teacher": weights_fingerprint(teacher), "data": data, "top_k": top_k,
               "temperature": temperature if top_k else None}

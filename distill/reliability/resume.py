@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from distill.config import DATA_LOADING_KEYS
 from distill.errors import ConfigError
 from distill.io import read_json, write_json
 
@@ -27,7 +28,7 @@ RUN_CONFIG = "run_config.json"
 # Keys that say where a run is kept, how it is shown or how fast data arrives, not what it trains: a resumed
 # run may change them (a new cache folder, another logger, more loader workers).
 UNCHECKED = ("resume", "ckpt_path", "paths.", "logger", "callbacks.progress_bar", "trainer.enable_progress_bar",
-             "data.num_workers", "data.pin_memory", "data.root", "data.download")
+             *(f"data.{key}" for key in DATA_LOADING_KEYS))
 
 
 def check_checkpoint(path: str | Path, option: str = "ckpt_path") -> None:
