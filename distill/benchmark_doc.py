@@ -16,8 +16,8 @@ from distill.benchmark_stats import gap_closed, mean_std, real_differences, sepa
 from distill.io import atomic_write
 
 BASELINE = "student alone"
-OWNED_HEADINGS = ("# Benchmark", "## Which differences are real", "## The student alone: learning curve",
-                  "## How this table was made", "## Reading the table")
+OWNED_HEADINGS = ("# Benchmark", "## Which differences are real", "## Rows this setting cannot run",
+                  "## The student alone: learning curve", "## How this table was made", "## Reading the table")
 
 
 @dataclass
@@ -32,6 +32,9 @@ class MethodRuns:
     record: dict[str, Any] = field(default_factory=dict)
     note: str = ""
     failed: bool = False
+    # Why no seed could start on this setting (the config error every seed stopped with), e.g. a loss that needs
+    # equal channel counts under a student narrower than its teacher: shown as a row, never as a number.
+    not_applicable: str = ""
 
     @classmethod
     def from_summaries(cls, method: str, overrides: str, summaries: list[dict[str, Any]], record: dict[str, Any],
@@ -71,6 +74,10 @@ def method_table(rows: list[MethodRuns], teacher_top1: float | None,
              "(best, 95 % CI) | gap closed | time / run | commit |" + (" published (%) |" if published else ""),
              "|---:|---|---:|---:|---:|---:|---:|---:|---|" + ("---:|" if published else "")]
     for row in sorted(rows, key=lambda r: -(mean_std(r.best)[0] or 0)):
+        if row.not_applicable:
+            lines.append(f"| — | {row.method} | 0 | — | — | cannot run here (below) | — | — | "
+                         f"`{row.record.get('commit', 'unknown')}` |" + (" — |" if published else ""))
+            continue
         gain = welch_interval(row.best, baseline.best) if baseline and row is not baseline else None
         gain_text = "—" if row is baseline else "n/a (< 2 seeds)"
         if gain is not None:
@@ -111,6 +118,11 @@ def differences_text(rows: list[MethodRuns]) -> list[str]:
     ]
 
 
+def not_applicable_text(rows: list[MethodRuns]) -> list[str]:
+    """One bullet per row that stopped before training on every seed, with the error it stopped with."""
+    return [f"- **{r.method}**: {r.not_applicable}" for r in rows if r.not_applicable]
+
+
 def learning_curve(folders: list[Path], metric: str = "val/acc_top1") -> list[tuple[int, float, float]]:
     """(epoch, mean, std) of ``metric`` over the runs' csv/metrics.csv (Lightning's CSVLogger), in %."""
     by_epoch: dict[int, list[float]] = {}
@@ -148,6 +160,7 @@ def write_doc(path: Path, rows: list[MethodRuns], teacher: dict[str, Any], out_d
     baseline = next((r for r in rows if r.method == BASELINE), None)
     curve = learning_curve(sorted((out_dir / "student_alone").glob("[0-9]*")))
     commits = sorted({r.record.get("commit", "unknown") for r in rows})
+    not_applicable = not_applicable_text(rows)
     lines = [
         f"# Benchmark: distillation methods on {setting['data']}",
         "",
@@ -172,6 +185,10 @@ def write_doc(path: Path, rows: list[MethodRuns], teacher: dict[str, Any], out_d
         "",
         *differences_text(rows),
         "",
+        *(["## Rows this setting cannot run", "",
+           "Every seed of these rows stopped before training with the configuration error quoted (the preset's "
+           "reference layers or a condition of the method do not fit this teacher–student pair); nothing was "
+           "changed to make them run, so they have no numbers:", "", *not_applicable, ""] if not_applicable else []),
         "## The student alone: learning curve",
         "",
         "Validation top-1 per epoch, mean ± std over seeds (from each run's csv/metrics.csv):",

@@ -21,7 +21,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -250,6 +250,8 @@ def plan(methods: list[Method], args: argparse.Namespace) -> float | None:
     for method in methods:
         done = len(finished_seeds(args.out_dir / folder_name(method.name), args.seeds))
         seconds = estimate(method, args, args.seeds - done) if total is not None else None
+        if reason := config_error(args.out_dir / folder_name(method.name)):
+            seconds, method = 0.0, replace(method, note=f"cannot run here: {reason}")  # tried again: a few seconds
         if seconds and done == 0 and method.name.startswith("ensemble"):
             seconds += 0.56 * teacher_seconds  # its second teacher (width 24) is trained once, in the first seed
         total = total + seconds if total is not None else None
@@ -263,15 +265,30 @@ def plan(methods: list[Method], args: argparse.Namespace) -> float | None:
     return total
 
 
+def config_error(folder: Path) -> str:
+    """The configuration error with which every seed in ``folder`` stopped before training, or "" (some seed
+    trained, or another error: a crash is a failure to look into, not a method that cannot fit the setting)."""
+    seeds = sorted(folder.glob("[0-9]*"))
+    if not seeds or any((seed / "metrics.json").is_file() or not (seed / "error.json").is_file() for seed in seeds):
+        return ""
+    messages = {read_json(seed / "error.json").get("error", "") for seed in seeds}
+    message = messages.pop() if len(messages) == 1 else ""
+    return message.removeprefix("ConfigError: ") if message.startswith("ConfigError: ") else ""
+
+
 def collect(methods: list[Method], out_dir: Path) -> list[MethodRuns]:
     records = read_json(out_dir / "records.json") if (out_dir / "records.json").is_file() else {}
     rows = []
     for method in methods:
         folder = out_dir / folder_name(method.name)
         summaries = [read_json(path) for path in sorted(folder.glob("*/metrics.json"))]
+        record = records.get(method.name, {})
         if summaries:
-            rows.append(MethodRuns.from_summaries(method.name, " ".join(method.overrides), summaries,
-                                                  records.get(method.name, {}), method.note))
+            rows.append(MethodRuns.from_summaries(method.name, " ".join(method.overrides), summaries, record,
+                                                  method.note))
+        elif reason := config_error(folder):
+            rows.append(MethodRuns(method.name, " ".join(method.overrides), record=record, note=method.note,
+                                   not_applicable=reason))
     return rows
 
 
@@ -345,9 +362,12 @@ def main() -> None:
                        "seeds": args.seeds, "teacher_epochs": args.teacher_epochs,
                        "published": dict(args.setting.published)})
     print(f"wrote {doc}")
-    failed = [r.method for r in rows if r.failed]
-    missing = [m.name for m in chosen
-               if len(finished_seeds(args.out_dir / folder_name(m.name), args.seeds)) < args.seeds]
+    failed = [r.method for r in rows if r.failed and not r.not_applicable]
+    cannot_run = {r.method for r in rows if r.not_applicable}
+    if cannot_run & {m.name for m in chosen}:
+        print(f"cannot run on this setting (config errors, in {doc}): {sorted(cannot_run)}")
+    missing = [m.name for m in chosen if m.name not in cannot_run
+               and len(finished_seeds(args.out_dir / folder_name(m.name), args.seeds)) < args.seeds]
     if missing:
         sys.exit(f"unfinished methods: {missing} (logs in {args.out_dir}; run the same command again to resume)"
                  + (f"; with failures: {failed}" if failed else ""))

@@ -88,6 +88,35 @@ def test_learning_curve_and_kept_sections(tmp_path):
     assert kept_sections(doc) == "## Deep mutual learning on digits\n\nkept text\n"
 
 
+def test_a_row_every_seed_of_which_stopped_on_a_config_error_is_shown_as_cannot_run(tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import benchmark
+
+    def seed_folder(method: str, seed: int, error: str | None = None, finished: bool = False) -> None:
+        folder = tmp_path / method / str(seed)
+        folder.mkdir(parents=True)
+        if error:
+            (folder / "error.json").write_text(json.dumps({"error": error}))
+        if finished:
+            (folder / "metrics.json").write_text(json.dumps({"student": {"test_acc_top1": 0.8}, "seconds": 60}))
+
+    narrow = "ConfigError: loss.fsp needs equal channel counts in each pair of layers"
+    for seed in range(3):
+        seed_folder("fsp", seed, narrow)
+        seed_folder("crd", seed, "RuntimeError: out of memory" if seed == 0 else narrow)  # a crash: not "cannot run"
+        seed_folder("kdsvd", seed, narrow if seed < 2 else None)  # seed 2 not tried yet
+        seed_folder("kd", seed, finished=True)
+    assert benchmark.config_error(tmp_path / "fsp") == "loss.fsp needs equal channel counts in each pair of layers"
+    assert [benchmark.config_error(tmp_path / m) for m in ("crd", "kdsvd", "kd", "nst")] == ["", "", "", ""]
+
+    methods = [benchmark.Method(name, [f"loss={name}"]) for name in ("kd", "fsp", "crd", "kdsvd")]
+    rows = {row.method: row for row in benchmark.collect(methods, tmp_path)}
+    assert set(rows) == {"kd", "fsp"} and rows["fsp"].not_applicable and not rows["kd"].not_applicable
+    table, ranks = method_table(list(rows.values()), teacher_top1=90.0)
+    assert "| — | fsp | 0 | — | — | cannot run here (below) |" in table and "fsp" not in ranks
+    assert table.index("| kd |") < table.index("| fsp |")  # rows with numbers first
+
+
 @pytest.mark.skipif(not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(), reason="no Fashion-MNIST here")
 def test_benchmark_miniature_resumes(tmp_path):
     """2 methods, 1 seed, 1 epoch of 3 batches; the second call finds every run finished and trains nothing."""
