@@ -362,7 +362,7 @@ def main() -> None:
                        "seeds": args.seeds, "teacher_epochs": args.teacher_epochs,
                        "published": dict(args.setting.published)})
     print(f"wrote {doc}")
-    failed = [r.method for r in rows if r.failed and not r.not_applicable]
+    failed = [r.method for r in rows if r.failed]
     cannot_run = {r.method for r in rows if r.not_applicable}
     if cannot_run & {m.name for m in chosen}:
         print(f"cannot run on this setting (config errors, in {doc}): {sorted(cannot_run)}")
