@@ -6,6 +6,8 @@
     python scripts/benchmark.py --methods kd dkd       # chosen rows (the table shows every row already run)
     python scripts/benchmark.py --mini --out-dir /tmp/b    # 1 seed, 1 epoch of 3 batches: checks the command
     python scripts/benchmark.py --cifar100 --plan      # the CRD setting, for a GPU box with CIFAR-100
+    python scripts/benchmark.py --epochs 60 --out-dir outputs/benchmark_e60 teacher_cache.augmentations=true \
+        --methods "student alone" kd                   # another schedule: its table in the out-dir, not docs/
 
 Each method is one Hydra multirun over the seeds in ``<out-dir>/<method>/`` with ``resume=auto``; a method
 whose seed folders all hold metrics.json is not started, an unfinished run resumes from its last.ckpt.
@@ -311,6 +313,20 @@ def check_setting(args: argparse.Namespace) -> None:
                  "(or the same options as before)")
 
 
+def default_out_dir(cifar100: bool) -> Path:
+    return ROOT / "outputs" / ("benchmark_cifar100" if cifar100 else "benchmark")
+
+
+def doc_path(args: argparse.Namespace) -> Path:
+    """Where the table goes: docs/ for the default folder's grid only. Runs into another --out-dir (a longer
+    schedule, a miniature) write their table beside the runs, so they never replace the published one."""
+    if args.doc:
+        return args.doc
+    if args.mini or args.out_dir.resolve() != default_out_dir(args.cifar100).resolve():
+        return args.out_dir / "benchmarks.md"
+    return ROOT / "docs" / ("cifar100_benchmark.md" if args.cifar100 else "benchmarks.md")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plan", action="store_true", help="print the grid and the estimated time; train nothing")
@@ -323,7 +339,8 @@ def main() -> None:
     parser.add_argument("--first", action="store_true", help="the first sitting's rows only (FIRST_SITTING)")
     parser.add_argument("--out-dir", type=Path, default=None)
     parser.add_argument("--cache-dir", type=Path, default=Path("~/.cache/distill").expanduser())
-    parser.add_argument("--doc", type=Path, default=None, help="default: docs/benchmarks.md (--mini: the out-dir)")
+    parser.add_argument("--doc", type=Path, default=None,
+                        help="default: docs/benchmarks.md for the default --out-dir, else <out-dir>/benchmarks.md")
     parser.add_argument("--mini", action="store_true", help="1 seed, 1 epoch, a few batches: checks the command")
     parser.add_argument("extra", nargs="*", help="more Hydra overrides for every run")
     args = parser.parse_args()
@@ -331,13 +348,12 @@ def main() -> None:
     args.epochs = args.epochs or args.setting.epochs
     args.teacher_epochs = args.teacher_epochs or args.setting.teacher_epochs
     args.batches = args.batches or args.setting.batches
-    args.out_dir = args.out_dir or ROOT / "outputs" / ("benchmark_cifar100" if args.cifar100 else "benchmark")
+    args.out_dir = args.out_dir or default_out_dir(args.cifar100)
     if args.mini:
         args.seeds, args.epochs, args.teacher_epochs, args.batches = 1, 1, 1, 3
         args.extra += ["trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
                        "report.enabled=false"]
-    doc = args.doc or (args.out_dir / "benchmarks.md" if args.mini else
-                       ROOT / "docs" / ("cifar100_benchmark.md" if args.cifar100 else "benchmarks.md"))
+    doc = doc_path(args)
     methods = grid(args.setting)
     if args.first:
         args.methods = [*(args.methods or []), *FIRST_SITTING]

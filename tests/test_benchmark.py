@@ -88,6 +88,25 @@ def test_learning_curve_and_kept_sections(tmp_path):
     assert kept_sections(doc) == "## Deep mutual learning on digits\n\nkept text\n"
 
 
+def test_only_the_default_folder_replaces_the_published_table(tmp_path):
+    """A grid of another schedule (its own --out-dir) writes its table beside its runs, not over docs/."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import argparse
+
+    import benchmark
+
+    args = argparse.Namespace(doc=None, mini=False, cifar100=False, out_dir=ROOT / "outputs" / "benchmark")
+    assert benchmark.doc_path(args) == ROOT / "docs" / "benchmarks.md"
+    args.cifar100, args.out_dir = True, ROOT / "outputs" / "benchmark_cifar100"
+    assert benchmark.doc_path(args) == ROOT / "docs" / "cifar100_benchmark.md"
+    args.cifar100, args.out_dir = False, tmp_path / "benchmark_e60"
+    assert benchmark.doc_path(args) == tmp_path / "benchmark_e60" / "benchmarks.md"
+    args.out_dir, args.mini = ROOT / "outputs" / "benchmark", True  # a miniature never writes docs/ either
+    assert benchmark.doc_path(args) == ROOT / "outputs" / "benchmark" / "benchmarks.md"
+    args.doc = tmp_path / "chosen.md"
+    assert benchmark.doc_path(args) == tmp_path / "chosen.md"
+
+
 def test_a_row_every_seed_of_which_stopped_on_a_config_error_is_shown_as_cannot_run(tmp_path):
     sys.path.insert(0, str(ROOT / "scripts"))
     import benchmark
