@@ -1,5 +1,6 @@
 """The benchmark (scripts/benchmark.py): its statistics against hand computations, and a resumable miniature."""
 
+import argparse
 import json
 import math
 import subprocess
@@ -13,6 +14,9 @@ from distill.benchmark_stats import gap_closed, real_differences, separated_rank
 
 ROOT = Path(__file__).resolve().parent.parent
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import benchmark  # noqa: E402  (scripts/benchmark.py: the script's own functions, tested without a subprocess)
 
 
 def test_welch_interval_equal_variances_by_hand():
@@ -90,11 +94,6 @@ def test_learning_curve_and_kept_sections(tmp_path):
 
 def test_only_the_default_folder_replaces_the_published_table(tmp_path):
     """A grid of another schedule (its own --out-dir) writes its table beside its runs, not over docs/."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import argparse
-
-    import benchmark
-
     args = argparse.Namespace(doc=None, mini=False, cifar100=False, out_dir=ROOT / "outputs" / "benchmark")
     assert benchmark.doc_path(args) == ROOT / "docs" / "benchmarks.md"
     args.cifar100, args.out_dir = True, ROOT / "outputs" / "benchmark_cifar100"
@@ -108,9 +107,6 @@ def test_only_the_default_folder_replaces_the_published_table(tmp_path):
 
 
 def test_a_row_every_seed_of_which_stopped_on_a_config_error_is_shown_as_cannot_run(tmp_path):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import benchmark
-
     def seed_folder(method: str, seed: int, error: str | None = None, finished: bool = False) -> None:
         folder = tmp_path / method / str(seed)
         folder.mkdir(parents=True)
