@@ -146,8 +146,9 @@ def loss_methods(epochs: int) -> list[Method]:
     return methods
 
 
-def grid(setting: Setting) -> list[Method]:
-    methods = [Method("student alone", ["stage=student"], teacher_forwards=0)] + loss_methods(setting.epochs)
+def grid(setting: Setting, epochs: int) -> list[Method]:
+    """Every row for ``epochs`` student epochs (the presets' init stages and warm-ups scaled to them)."""
+    methods = [Method("student alone", ["stage=student"], teacher_forwards=0)] + loss_methods(epochs)
     for name, overrides in setting.schemes.items():
         runs, student_steps, teacher_forwards = next(v for k, v in SCHEME_COST.items() if name.startswith(k))
         methods.append(Method(name, overrides, runs, student_steps, teacher_forwards))
@@ -327,7 +328,7 @@ def doc_path(args: argparse.Namespace) -> Path:
     return ROOT / "docs" / ("cifar100_benchmark.md" if args.cifar100 else "benchmarks.md")
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plan", action="store_true", help="print the grid and the estimated time; train nothing")
     parser.add_argument("--cifar100", action="store_true", help="the CRD setting (GPU, CIFAR-100): docs/cifar100.md")
@@ -343,7 +344,12 @@ def main() -> None:
                         help="default: docs/benchmarks.md for the default --out-dir, else <out-dir>/benchmarks.md")
     parser.add_argument("--mini", action="store_true", help="1 seed, 1 epoch, a few batches: checks the command")
     parser.add_argument("extra", nargs="*", help="more Hydra overrides for every run")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    # --methods takes every word after it, so overrides written after it land there; a method name never
+    # holds "=" (a Hydra override always does), so those words go back to the overrides, in their order.
+    if args.methods:
+        args.extra += [word for word in args.methods if "=" in word]
+        args.methods = [word for word in args.methods if "=" not in word]
     args.setting = CIFAR100 if args.cifar100 else FMNIST
     args.epochs = args.epochs or args.setting.epochs
     args.teacher_epochs = args.teacher_epochs or args.setting.teacher_epochs
@@ -353,8 +359,13 @@ def main() -> None:
         args.seeds, args.epochs, args.teacher_epochs, args.batches = 1, 1, 1, 3
         args.extra += ["trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
                        "report.enabled=false"]
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     doc = doc_path(args)
-    methods = grid(args.setting)
+    methods = grid(args.setting, args.epochs)
     if args.first:
         args.methods = [*(args.methods or []), *FIRST_SITTING]
     unknown = sorted(set(args.methods or []) - {m.name for m in methods})

@@ -106,6 +106,25 @@ def test_only_the_default_folder_replaces_the_published_table(tmp_path):
     assert benchmark.doc_path(args) == tmp_path / "chosen.md"
 
 
+def test_warm_ups_are_scaled_to_the_schedule_asked_for_not_the_settings_default():
+    """--epochs 60 on the 15-epoch setting: DKD's 20 warm-up epochs of 240 become 5, CTKD's 10 become 2."""
+    def overrides(epochs: int) -> dict[str, list[str]]:
+        return {m.name: m.overrides for m in benchmark.grid(benchmark.FMNIST, epochs)}
+
+    assert "loss.dkd.warmup_epochs=1" in overrides(15)["dkd"]  # 20 · 15 / 240 = 1.25
+    assert "loss.dkd.warmup_epochs=5" in overrides(60)["dkd"]  # 20 · 60 / 240
+    assert "loss.ctkd.lambda_epochs=2" in overrides(60)["ctkd"]  # 10 · 60 / 240 = 2.5, rounded half to even
+    assert overrides(240)["dkd"] == ["loss=dkd"]  # the reference schedule keeps the preset's own count
+
+
+def test_overrides_written_after_methods_are_overrides_not_method_names():
+    args = benchmark.parse_args(["a=1", "--epochs", "60", "--methods", "student alone", "kd",
+                                 "teacher_cache.augmentations=true", "+x.y=2"])
+    assert args.methods == ["student alone", "kd"]
+    assert args.extra == ["a=1", "teacher_cache.augmentations=true", "+x.y=2"]
+    assert args.epochs == 60
+
+
 def test_a_row_every_seed_of_which_stopped_on_a_config_error_is_shown_as_cannot_run(tmp_path):
     def seed_folder(method: str, seed: int, error: str | None = None, finished: bool = False) -> None:
         folder = tmp_path / method / str(seed)
