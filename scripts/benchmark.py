@@ -344,7 +344,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="default: docs/benchmarks.md for the default --out-dir, else <out-dir>/benchmarks.md")
     parser.add_argument("--mini", action="store_true", help="1 seed, 1 epoch, a few batches: checks the command")
     parser.add_argument("extra", nargs="*", help="more Hydra overrides for every run")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may stand before, between and after the options
     # --methods takes every word after it, so overrides written after it land there; a method name never
     # holds "=" (a Hydra override always does), so those words go back to the overrides, in their order.
     if args.methods:

@@ -123,6 +123,9 @@ def test_overrides_written_after_methods_are_overrides_not_method_names():
     assert args.methods == ["student alone", "kd"]
     assert args.extra == ["a=1", "teacher_cache.augmentations=true", "+x.y=2"]
     assert args.epochs == 60
+    between = benchmark.parse_args(["a=1", "--epochs", "60", "loss.kd.temperature=2", "--out-dir", "x",
+                                    "--methods", "kd"])
+    assert between.extra == ["a=1", "loss.kd.temperature=2"] and between.methods == ["kd"]
 
 
 def test_a_row_every_seed_of_which_stopped_on_a_config_error_is_shown_as_cannot_run(tmp_path):
