@@ -253,30 +253,38 @@ def _read_entry(folder: Path, splits: dict[str, torch.Tensor], memory_mapped: bo
         return None
 
 
+def live_teacher_reason(settings: DictConfig, loss_terms: nn.ModuleDict,
+                        datamodule: Any) -> tuple[str | None, Variants | None]:
+    """Why the teacher must run live (None when the cache applies), and the augmentation variants to cache.
+    Needs only the datamodule's settings, not its data, so a planner can ask before anything is loaded."""
+    if not settings.enabled:
+        return "teacher_cache.enabled=false", None
+    feature_terms = [name for name, term in loss_terms.items() if term.teacher_layers]
+    if not isinstance(datamodule, InMemoryDataModule):
+        return (f"{type(datamodule).__name__} has no discrete augmentation variants to cache (its random "
+                "resized crops take continuous coordinates)"), None
+    if feature_terms:
+        return f"loss term(s) {feature_terms} read teacher features", None
+    if not datamodule.augments:
+        return None, None
+    count = datamodule.augmentation_variants
+    augmentation = (f"random_crop_padding={datamodule.random_crop_padding}, "
+                    f"horizontal_flip={datamodule.horizontal_flip}")
+    if not settings.augmentations:
+        return f"train-time augmentation ({augmentation}) is on and teacher_cache.augmentations=false", None
+    if count > settings.max_variants:
+        return (f"train-time augmentation ({augmentation}) makes {count} variants of each image, more than "
+                f"teacher_cache.max_variants={settings.max_variants}"), None
+    return None, Variants(count, datamodule.augment_variant)
+
+
 def cached_teacher_outputs(cfg: DictConfig, teacher: nn.Module, datamodule: Any) -> CachedTeacherOutputs | None:
     """Teacher logits from the output cache when they cannot go stale; None (with the reason logged) otherwise."""
     settings = cfg.teacher_cache
     if not settings.enabled:
         return None
     loss_terms = build_loss_terms(to_dict(cfg.loss))
-    feature_terms = [name for name, term in loss_terms.items() if term.teacher_layers]
-    reason, variants = None, None
-    if not isinstance(datamodule, InMemoryDataModule):
-        reason = (f"{type(datamodule).__name__} has no discrete augmentation variants to cache (its random "
-                  "resized crops take continuous coordinates)")
-    elif feature_terms:
-        reason = f"loss term(s) {feature_terms} read teacher features"
-    elif datamodule.augments:
-        count = datamodule.augmentation_variants
-        augmentation = (f"random_crop_padding={datamodule.random_crop_padding}, "
-                        f"horizontal_flip={datamodule.horizontal_flip}")
-        if not settings.augmentations:
-            reason = f"train-time augmentation ({augmentation}) is on and teacher_cache.augmentations=false"
-        elif count > settings.max_variants:
-            reason = (f"train-time augmentation ({augmentation}) makes {count} variants of each image, more than "
-                      f"teacher_cache.max_variants={settings.max_variants}")
-        else:
-            variants = Variants(count, datamodule.augment_variant)
+    reason, variants = live_teacher_reason(settings, loss_terms, datamodule)
     if reason:
         log.info("teacher_cache: %s, so the teacher runs live", reason)
         return None

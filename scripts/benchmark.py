@@ -18,28 +18,23 @@ commit made each row. The teacher is trained (and cached) first, by ``stage=teac
 from __future__ import annotations
 
 import argparse
-import re
 import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-import yaml
+from benchmark_grid import CIFAR100, FIRST_SITTING, FMNIST, ROOT, Method, folder_name, grid
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from distill.benchmark_doc import MethodRuns, write_doc  # noqa: E402
 from distill.io import read_json, write_json  # noqa: E402
-
-# The presets' epoch counts (init stages, warm-ups) come from the 240-epoch CIFAR schedule of RepDistiller and
-# mdistiller; a shorter schedule scales them by the same fraction (a non-zero count stays at least 1).
-REFERENCE_EPOCHS = 240
-EPOCH_KEYS = ("hint_only_epochs", "warmup_epochs", "lambda_epochs")
-NOT_ROWS = {"ce": "cross-entropy alone is the student-alone row",
-            "kd_per_teacher": "KD to each of two teachers; the ensemble row is the several-teacher scheme"}
+from distill.losses import build_loss_terms  # noqa: E402
+from distill.teacher_outputs import live_teacher_reason  # noqa: E402
 
 # Seconds on 2 CPU cores with nothing else running, for the estimate of --plan (batch 128): a training step of
 # the width-8 student, a forward pass of the width-32 teacher, a training step of that teacher, a validation
@@ -50,123 +45,14 @@ NOT_ROWS = {"ce": "cross-entropy alone is the student-alone row",
 COST = {"student_step": 0.035, "teacher_forward": 0.063, "teacher_step": 0.14, "validation": 1.0, "run": 20.0}
 
 
-@dataclass
-class Method:
-    name: str
-    overrides: list[str]
-    # For the estimate: trainings per seed (a chain trains each link) and the cost of one step of all of them,
-    # in student steps and teacher forward passes (a scheme's smaller models in fractions of those).
-    runs_per_seed: int = 1
-    student_steps: float = 1.0
-    teacher_forwards: float = 1.0
-    extra_step_seconds: float = 0.0  # a loss whose own work dwarfs both (CRD's memory-bank gathers)
-    note: str = ""
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One benchmark setting: the experiment preset, its schedule and its scheme rows."""
-
-    data: str
-    experiment: str
-    epochs: int
-    teacher_epochs: int
-    schemes: dict[str, list[str]]
-    batches: int | None = None  # training batches per epoch (trainer.limit_train_batches); None: the whole set
-    published: tuple[tuple[str, float], ...] = ()  # (row, top-1 %) as printed in the papers, shown beside ours
-    extra: tuple[str, ...] = ()
-
-
-W = "{name:small_cnn,kwargs:{width:%d}}"
-FMNIST = Setting("Fashion-MNIST", "fmnist_benchmark", epochs=15, teacher_epochs=60, batches=100, schemes={
-    # A second teacher of another width (its own init); the first is the benchmark's teacher (preset small_cnn).
-    "ensemble (w32 + w24) kd": ["loss=kd", f"teachers=[small_cnn,{W % 24}]"],
-    "takd chain w32 > w16 > w8, kd": ["loss=kd", f"chain=[small_cnn,{W % 16},{W % 8}]"],
-    "born-again x2, kd": ["loss=kd", "generations=2"],
-    "dml x2": ["scheme=dml"],
-})
-# CRD (Tian et al. 2020) Table 1, resnet32x4 -> resnet8x4, as RepDistiller's README lists it; DKD: Zhao et al.
-# 2022, Table 1. Every method there is CE + the method alone (no KD term), as our presets are.
-CRD_TABLE = (("teacher", 79.42), ("student alone", 72.50), ("kd", 73.33), ("fitnet", 73.50), ("at", 73.44),
-             ("sp", 72.94), ("cc", 72.97), ("vid", 73.09), ("rkd", 71.90), ("pkt", 73.64), ("ab", 73.17),
-             ("ft", 72.86), ("fsp", 72.62), ("nst", 73.30), ("crd", 75.51), ("dkd", 76.32))
-CIFAR100 = Setting("CIFAR-100", "cifar100_crd", epochs=240, teacher_epochs=240, published=CRD_TABLE,
-                   extra=("trainer=gpu", "data.download=true", "logger=csv", "test_last=true"), schemes={
-    "ensemble (resnet32x4 + resnet56) kd": ["loss=kd", "teachers=[cifar_resnet32x4,cifar_resnet56]"],
-    "takd chain resnet32x4 > resnet20 > resnet8x4, kd": ["loss=kd", "scheme=takd"],
-    "born-again x2, kd": ["loss=kd", "generations=2"],
-    "dml x2": ["scheme=dml"],
-})
-# The whole Fashion-MNIST grid is about 4.5 hours on 2 cores (--plan): this first sitting (about 2 hours, the
-# teacher included) has the student alone, two logit methods, five feature methods of different kinds (hint,
-# attention, contrastive, relational, probabilistic) and three schemes; the same command without --first
-# then trains the rest (resume).
-# CRD is not in it: with the reference 16,384 negatives per sample, one epoch took 14 min here when each
-# step gathered two 128 x 16,385 x 128 blocks from the memory banks (1 GB each). distill/losses/crd.py now
-# scores every bank row instead (0.46 s instead of 13 s forward + backward per bank, 1 loaded core), which
-# still leaves CRD the costliest row (EXTRA_STEP_SECONDS), for a later sitting.
-FIRST_SITTING = ("student alone", "kd", "dkd", "fitnet", "at", "rkd", "pkt",
-                 "ensemble (w32 + w24) kd", "born-again x2, kd", "dml x2")
-# Seconds a step beyond the estimate's student and teacher costs (2 shared CPU cores): CRD's two banks.
-EXTRA_STEP_SECONDS = {"crd": 0.6}
-# (runs per seed, student steps, teacher forwards) per step: w24 ≈ 0.56 of w32's MACs, w16 ≈ 0.25, w8 ≈ 0.07;
-# a width-16 student step ≈ 2 width-8 ones (fixed per-step overheads dominate at this size).
-SCHEME_COST = {"ensemble": (1, 1.0, 1.56), "takd": (2, 3.0, 1.25), "born-again": (2, 2.0, 1.07), "dml": (1, 2.0, 0)}
-
-
-def reference_weights(terms: dict) -> str:
-    """The preset's weights and temperatures as the table used them: "ce 0.1, kd 0.9 (T 4.0)"."""
-    parts = []
-    for term, options in terms.items():
-        options = options if isinstance(options, dict) else {}
-        temperature = f" (T {options['temperature']})" if "temperature" in options else ""
-        parts.append(f"{term} {options.get('weight', 1.0)}{temperature}")
-    return ", ".join(parts)
-
-
-def loss_methods(epochs: int) -> list[Method]:
-    """One row per loss preset, with its reference weights; only epoch counts are scaled to the schedule."""
-    methods = []
-    for path in sorted((ROOT / "conf" / "loss").glob("*.yaml")):
-        if path.stem in NOT_ROWS:
-            continue
-        terms = yaml.safe_load(path.read_text()) or {}
-        overrides, scaled = [f"loss={path.stem}"], []
-        for term, options in terms.items():
-            for key in EPOCH_KEYS:
-                if isinstance(options, dict) and key in options:
-                    value = max(1, round(options[key] * epochs / REFERENCE_EPOCHS)) if options[key] else 0
-                    if value == options[key]:
-                        continue
-                    overrides.append(f"loss.{term}.{key}={value}")
-                    scaled.append(f"{key} {options[key]} → {value}")
-        note = f"{reference_weights(terms)}" + (f"; scaled: {', '.join(scaled)}" if scaled else "")
-        methods.append(Method(path.stem, overrides, extra_step_seconds=EXTRA_STEP_SECONDS.get(path.stem, 0.0),
-                              note=note))
-    return methods
-
-
-def grid(setting: Setting, epochs: int) -> list[Method]:
-    """Every row for ``epochs`` student epochs (the presets' init stages and warm-ups scaled to them)."""
-    methods = [Method("student alone", ["stage=student"], teacher_forwards=0)] + loss_methods(epochs)
-    for name, overrides in setting.schemes.items():
-        runs, student_steps, teacher_forwards = next(v for k, v in SCHEME_COST.items() if name.startswith(k))
-        methods.append(Method(name, overrides, runs, student_steps, teacher_forwards))
-    return methods
-
-
-def folder_name(method: str) -> str:
-    """The method's run folder: "ensemble (w32 + w24) kd" -> ensemble_w32_w24_kd (student alone -> student_alone)."""
-    return re.sub(r"[^\w-]+", "_", method).strip("_")
-
-
 def finished_seeds(folder: Path, seeds: int) -> list[int]:
     return [seed for seed in range(seeds) if (folder / str(seed) / "metrics.json").is_file()]
 
 
 # What a run executes or reads: an uncommitted change here marks the row "+dirty" (a change to docs or to
 # another script, made while a long grid runs, does not change what the grid trains).
-RUN_PATHS = ("distill", "conf", "students", "teachers", "scripts/benchmark.py", "pyproject.toml")
+RUN_PATHS = ("distill", "conf", "students", "teachers", "scripts/benchmark.py", "scripts/benchmark_grid.py",
+             "pyproject.toml")
 
 
 def commit() -> str:
@@ -239,6 +125,22 @@ def estimate(method: Method, args: argparse.Namespace, missing: int) -> float:
     return missing * (method.runs_per_seed * COST["run"] + args.epochs * epoch)
 
 
+def cached_loss_rows(methods: list[Method], args: argparse.Namespace) -> tuple[set[str], int]:
+    """The loss rows whose teacher logits come from the teacher-output cache in this setting, asked of the same
+    rule the runs follow (distill.teacher_outputs), and the augmentation variants the cache holds per image."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={args.setting.experiment}", *args.setting.extra, *args.extra])
+    datamodule = instantiate(cfg.data)  # its settings only: no data is read before setup()
+    cached, count = set(), 1
+    for method in methods:
+        if method.preset is not None:
+            reason, variants = live_teacher_reason(cfg.teacher_cache, build_loss_terms(method.preset), datamodule)
+            if reason is None:
+                cached.add(method.name)
+                count = variants.count if variants else 1
+    return cached, count
+
+
 def plan(methods: list[Method], args: argparse.Namespace) -> float | None:
     """Print the grid with what is done and what is left, and the estimated time of what is left."""
     teacher_done = (args.out_dir / "teacher" / "metrics.json").is_file()
@@ -249,9 +151,15 @@ def plan(methods: list[Method], args: argparse.Namespace) -> float | None:
     if args.batches:
         teacher_seconds = COST["run"] + args.teacher_epochs * (args.batches * COST["teacher_step"] + COST["validation"])
         total = 0.0 if teacher_done else teacher_seconds
+    cached, variants = cached_loss_rows(methods, args) if args.batches else (set(), 1)
+    cache_built = any(finished_seeds(args.out_dir / folder_name(name), args.seeds) for name in cached)
+    if cached and not cache_built:  # the first cached run builds it: every variant of every training image once
+        total += COST["teacher_forward"] * variants * (args.setting.train_images or 0) / 128
     print(f"{'method':<38} {'done':>5} {'est. min':>8}  overrides")
     for method in methods:
         done = len(finished_seeds(args.out_dir / folder_name(method.name), args.seeds))
+        if method.name in cached:
+            method = replace(method, teacher_forwards=0.0, note=f"{method.note}; cached teacher outputs")
         seconds = estimate(method, args, args.seeds - done) if total is not None else None
         if reason := config_error(args.out_dir / folder_name(method.name)):
             seconds, method = 0.0, replace(method, note=f"cannot run here: {reason}")  # tried again: a few seconds
@@ -265,6 +173,10 @@ def plan(methods: list[Method], args: argparse.Namespace) -> float | None:
     else:
         print(f"estimated time for what is left: {total / 3600:.1f} h ({total / 60:.0f} min) on 2 CPU cores with "
               "nothing else running (± 50 %)")
+    if cached:
+        print(f"{len(cached)} row(s) read the teacher-output cache ({variants} variant(s) an image): "
+              + ("built in an earlier sitting (a cached row has finished runs here)" if cache_built else
+                 "its build is counted once, in the total"))
     return total
 
 

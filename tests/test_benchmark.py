@@ -190,6 +190,27 @@ def test_plan_lists_every_preset_and_scheme_and_trains_nothing(tmp_path):
     assert not (tmp_path / "bench").exists()
 
 
+def test_plan_counts_no_teacher_pass_for_rows_the_output_cache_serves_but_counts_its_build(tmp_path, capsys):
+    """KD reads cached logits once teacher_cache.augmentations=true (50 crop/flip variants an image); FitNet reads
+    teacher features, so its teacher runs live either way."""
+    def plan(*overrides: str) -> tuple[float, dict[str, float], str]:
+        args = benchmark.parse_args([*overrides, "--epochs", "60", "--out-dir", str(tmp_path), "--plan"])
+        total = benchmark.plan([m for m in benchmark.grid(args.setting, 60) if m.name in ("kd", "fitnet")], args)
+        out = capsys.readouterr().out
+        rows = {line.split()[0]: float(line.split()[2]) for line in out.splitlines()
+                if line.startswith(("kd ", "fitnet "))}
+        return total, rows, out
+
+    live_total, live, live_out = plan()
+    cached_total, cached, cached_out = plan("teacher_cache.augmentations=true")
+    assert live["kd"] == live["fitnet"] == cached["fitnet"] and cached["kd"] < live["kd"]
+    assert "read the teacher-output cache" not in live_out
+    assert "1 row(s) read the teacher-output cache (50 variant(s) an image)" in cached_out
+    # 3 seeds x 60 epochs x 100 batches of teacher passes saved; one build of 50 x 55,000 images (batches of 128)
+    build, saved = 0.063 * 50 * 55_000 / 128, 3 * 60 * 100 * 0.063
+    assert cached_total - live_total == pytest.approx(build - saved)
+
+
 def test_an_out_dir_of_another_schedule_is_refused_before_anything_runs(tmp_path):
     out = tmp_path / "bench"
     out.mkdir()

@@ -1,0 +1,133 @@
+"""The benchmark's rows and settings: every loss preset (its warm-ups scaled to the schedule), the schemes,
+the student alone; the Fashion-MNIST setting of this machine and the CIFAR-100 CRD setting (scripts/benchmark.py
+trains them)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# The presets' epoch counts (init stages, warm-ups) come from the 240-epoch CIFAR schedule of RepDistiller and
+# mdistiller; a shorter schedule scales them by the same fraction (a non-zero count stays at least 1).
+REFERENCE_EPOCHS = 240
+EPOCH_KEYS = ("hint_only_epochs", "warmup_epochs", "lambda_epochs")
+NOT_ROWS = {"ce": "cross-entropy alone is the student-alone row",
+            "kd_per_teacher": "KD to each of two teachers; the ensemble row is the several-teacher scheme"}
+
+
+@dataclass
+class Method:
+    name: str
+    overrides: list[str]
+    # For the estimate: trainings per seed (a chain trains each link) and the cost of one step of all of them,
+    # in student steps and teacher forward passes (a scheme's smaller models in fractions of those).
+    runs_per_seed: int = 1
+    student_steps: float = 1.0
+    teacher_forwards: float = 1.0
+    extra_step_seconds: float = 0.0  # a loss whose own work dwarfs both (CRD's memory-bank gathers)
+    note: str = ""
+    preset: dict | None = None  # a loss row's terms (conf/loss): the planner asks whether the output cache applies
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One benchmark setting: the experiment preset, its schedule and its scheme rows."""
+
+    data: str
+    experiment: str
+    epochs: int
+    teacher_epochs: int
+    schemes: dict[str, list[str]]
+    batches: int | None = None  # training batches per epoch (trainer.limit_train_batches); None: the whole set
+    published: tuple[tuple[str, float], ...] = ()  # (row, top-1 %) as printed in the papers, shown beside ours
+    extra: tuple[str, ...] = ()
+    train_images: int | None = None  # training images after the validation hold-out (cache-build estimate)
+
+
+W = "{name:small_cnn,kwargs:{width:%d}}"
+FMNIST = Setting("Fashion-MNIST", "fmnist_benchmark", epochs=15, teacher_epochs=60, batches=100,
+                 train_images=55_000, schemes={
+    # A second teacher of another width (its own init); the first is the benchmark's teacher (preset small_cnn).
+    "ensemble (w32 + w24) kd": ["loss=kd", f"teachers=[small_cnn,{W % 24}]"],
+    "takd chain w32 > w16 > w8, kd": ["loss=kd", f"chain=[small_cnn,{W % 16},{W % 8}]"],
+    "born-again x2, kd": ["loss=kd", "generations=2"],
+    "dml x2": ["scheme=dml"],
+})
+# CRD (Tian et al. 2020) Table 1, resnet32x4 -> resnet8x4, as RepDistiller's README lists it; DKD: Zhao et al.
+# 2022, Table 1. Every method there is CE + the method alone (no KD term), as our presets are.
+CRD_TABLE = (("teacher", 79.42), ("student alone", 72.50), ("kd", 73.33), ("fitnet", 73.50), ("at", 73.44),
+             ("sp", 72.94), ("cc", 72.97), ("vid", 73.09), ("rkd", 71.90), ("pkt", 73.64), ("ab", 73.17),
+             ("ft", 72.86), ("fsp", 72.62), ("nst", 73.30), ("crd", 75.51), ("dkd", 76.32))
+CIFAR100 = Setting("CIFAR-100", "cifar100_crd", epochs=240, teacher_epochs=240, published=CRD_TABLE,
+                   extra=("trainer=gpu", "data.download=true", "logger=csv", "test_last=true"), schemes={
+    "ensemble (resnet32x4 + resnet56) kd": ["loss=kd", "teachers=[cifar_resnet32x4,cifar_resnet56]"],
+    "takd chain resnet32x4 > resnet20 > resnet8x4, kd": ["loss=kd", "scheme=takd"],
+    "born-again x2, kd": ["loss=kd", "generations=2"],
+    "dml x2": ["scheme=dml"],
+})
+# The whole Fashion-MNIST grid is about 4.5 hours on 2 cores (--plan): this first sitting (about 2 hours, the
+# teacher included) has the student alone, two logit methods, five feature methods of different kinds (hint,
+# attention, contrastive, relational, probabilistic) and three schemes; the same command without --first
+# then trains the rest (resume).
+# CRD is not in it: with the reference 16,384 negatives per sample, one epoch took 14 min here when each
+# step gathered two 128 x 16,385 x 128 blocks from the memory banks (1 GB each). distill/losses/crd.py now
+# scores every bank row instead (0.46 s instead of 13 s forward + backward per bank, 1 loaded core), which
+# still leaves CRD the costliest row (EXTRA_STEP_SECONDS), for a later sitting.
+FIRST_SITTING = ("student alone", "kd", "dkd", "fitnet", "at", "rkd", "pkt",
+                 "ensemble (w32 + w24) kd", "born-again x2, kd", "dml x2")
+# Seconds a step beyond the estimate's student and teacher costs (2 shared CPU cores): CRD's two banks.
+EXTRA_STEP_SECONDS = {"crd": 0.6}
+# (runs per seed, student steps, teacher forwards) per step: w24 ≈ 0.56 of w32's MACs, w16 ≈ 0.25, w8 ≈ 0.07;
+# a width-16 student step ≈ 2 width-8 ones (fixed per-step overheads dominate at this size).
+SCHEME_COST = {"ensemble": (1, 1.0, 1.56), "takd": (2, 3.0, 1.25), "born-again": (2, 2.0, 1.07), "dml": (1, 2.0, 0)}
+
+
+def reference_weights(terms: dict) -> str:
+    """The preset's weights and temperatures as the table used them: "ce 0.1, kd 0.9 (T 4.0)"."""
+    parts = []
+    for term, options in terms.items():
+        options = options if isinstance(options, dict) else {}
+        temperature = f" (T {options['temperature']})" if "temperature" in options else ""
+        parts.append(f"{term} {options.get('weight', 1.0)}{temperature}")
+    return ", ".join(parts)
+
+
+def loss_methods(epochs: int) -> list[Method]:
+    """One row per loss preset, with its reference weights; only epoch counts are scaled to the schedule."""
+    methods = []
+    for path in sorted((ROOT / "conf" / "loss").glob("*.yaml")):
+        if path.stem in NOT_ROWS:
+            continue
+        terms = yaml.safe_load(path.read_text()) or {}
+        overrides, scaled = [f"loss={path.stem}"], []
+        for term, options in terms.items():
+            for key in EPOCH_KEYS:
+                if isinstance(options, dict) and key in options:
+                    value = max(1, round(options[key] * epochs / REFERENCE_EPOCHS)) if options[key] else 0
+                    if value == options[key]:
+                        continue
+                    overrides.append(f"loss.{term}.{key}={value}")
+                    scaled.append(f"{key} {options[key]} → {value}")
+        note = f"{reference_weights(terms)}" + (f"; scaled: {', '.join(scaled)}" if scaled else "")
+        methods.append(Method(path.stem, overrides, extra_step_seconds=EXTRA_STEP_SECONDS.get(path.stem, 0.0),
+                              note=note, preset=terms))
+    return methods
+
+
+def grid(setting: Setting, epochs: int) -> list[Method]:
+    """Every row for ``epochs`` student epochs (the presets' init stages and warm-ups scaled to them)."""
+    methods = [Method("student alone", ["stage=student"], teacher_forwards=0)] + loss_methods(epochs)
+    for name, overrides in setting.schemes.items():
+        runs, student_steps, teacher_forwards = next(v for k, v in SCHEME_COST.items() if name.startswith(k))
+        methods.append(Method(name, overrides, runs, student_steps, teacher_forwards))
+    return methods
+
+
+def folder_name(method: str) -> str:
+    """The method's run folder: "ensemble (w32 + w24) kd" -> ensemble_w32_w24_kd (student alone -> student_alone)."""
+    return re.sub(r"[^\w-]+", "_", method).strip("_")
