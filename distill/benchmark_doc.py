@@ -17,7 +17,8 @@ from distill.io import atomic_write
 
 BASELINE = "student alone"
 OWNED_HEADINGS = ("# Benchmark", "## Which differences are real", "## Rows this setting cannot run",
-                  "## The student alone: learning curve", "## How this table was made", "## Reading the table")
+                  "## The student alone: learning curve", "## Every row during training", "## How this table was made",
+                  "## Reading the table")
 
 
 @dataclass
@@ -35,6 +36,7 @@ class MethodRuns:
     # Why no seed could start on this setting (the config error every seed stopped with), e.g. a loss that needs
     # equal channel counts under a student narrower than its teacher: shown as a row, never as a number.
     not_applicable: str = ""
+    run_dirs: list[Path] = field(default_factory=list)  # the seeds' run folders (their csv/metrics.csv)
 
     @classmethod
     def from_summaries(cls, method: str, overrides: str, summaries: list[dict[str, Any]], record: dict[str, Any],
@@ -137,6 +139,19 @@ def learning_curve(folders: list[Path], metric: str = "val/acc_top1") -> list[tu
     return [(epoch, *mean_std(values)) for epoch, values in sorted(by_epoch.items())]
 
 
+def curves_table(rows: list[MethodRuns], epochs: int) -> list[str]:
+    """Each row's mean validation top-1 at a quarter, half, three quarters and the end of the schedule: whether a
+    lead is kept to the end or only reached sooner (then the student alone catches up as the rate anneals)."""
+    marks = sorted({max(1, round(epochs * q)) for q in (0.25, 0.5, 0.75, 1.0)})
+    lines = ["| method | " + " | ".join(f"epoch {m}" for m in marks) + " |", "|---|" + "---:|" * len(marks)]
+    for row in sorted(rows, key=lambda r: -(mean_std(r.best)[0] or 0)):
+        by_epoch = {epoch + 1: mean for epoch, mean, _ in learning_curve(row.run_dirs)}
+        if by_epoch:
+            lines.append(f"| {row.method} | "
+                         + " | ".join(f"{by_epoch[m]:.2f}" if m in by_epoch else "—" for m in marks) + " |")
+    return lines
+
+
 def kept_sections(path: Path) -> str:
     """The sections of an existing document that this script does not write (appended by other work)."""
     if not path.is_file():
@@ -196,6 +211,15 @@ def write_doc(path: Path, rows: list[MethodRuns], teacher: dict[str, Any], out_d
         "| epoch | val top-1 (%) |",
         "|---:|---:|",
         *[f"| {epoch + 1} | {mean:.2f} ± {std:.2f} |" for epoch, mean, std in curve],
+        "",
+        "## Every row during training",
+        "",
+        "Validation top-1 (%), mean over seeds, at four points of the schedule (the rows in the table's order): a "
+        "method whose lead at the first points is gone at the end reached the student alone's accuracy sooner, "
+        "it did not raise it. Schemes that train in links (born-again, TAKD) keep each link's curve in its own folder "
+        "and have no line here.",
+        "",
+        *curves_table(rows, setting["epochs"]),
         "",
         "## How this table was made",
         "",

@@ -196,11 +196,13 @@ def collect(methods: list[Method], out_dir: Path) -> list[MethodRuns]:
     rows = []
     for method in methods:
         folder = out_dir / folder_name(method.name)
-        summaries = [read_json(path) for path in sorted(folder.glob("*/metrics.json"))]
+        paths = sorted(folder.glob("*/metrics.json"))
+        summaries = [read_json(path) for path in paths]
         record = records.get(method.name, {})
         if summaries:
-            rows.append(MethodRuns.from_summaries(method.name, " ".join(method.overrides), summaries, record,
-                                                  method.note))
+            row = MethodRuns.from_summaries(method.name, " ".join(method.overrides), summaries, record, method.note)
+            row.run_dirs = [path.parent for path in paths]
+            rows.append(row)
         elif reason := config_error(folder):
             rows.append(MethodRuns(method.name, " ".join(method.overrides), record=record, note=method.note,
                                    not_applicable=reason))

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from distill.benchmark_doc import MethodRuns, differences_text, kept_sections, learning_curve, method_table
+from distill.benchmark_doc import (
+    MethodRuns,
+    curves_table,
+    differences_text,
+    kept_sections,
+    learning_curve,
+    method_table,
+)
 from distill.benchmark_stats import gap_closed, real_differences, separated_ranks, welch_interval
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,6 +99,29 @@ def test_learning_curve_and_kept_sections(tmp_path):
     assert kept_sections(doc) == "## Deep mutual learning on digits\n\nkept text\n"
 
 
+def write_val_curve(folder: Path, values: list[float]) -> Path:
+    """A CSVLogger metrics.csv with one validation top-1 (a fraction) per epoch."""
+    (folder / "csv").mkdir(parents=True)
+    rows = ["epoch,step,val/acc_top1"] + [f"{epoch},{epoch * 10 + 9},{value}" for epoch, value in enumerate(values)]
+    (folder / "csv" / "metrics.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_every_rows_curve_at_quarters_of_the_schedule(tmp_path):
+    # 8 epochs: marks at epochs 2, 4, 6, 8. KD leads early and ends level with the student alone.
+    alone = [write_val_curve(tmp_path / "alone" / str(s), [0.5, 0.6, 0.6, 0.7, 0.7, 0.8, 0.8, 0.85 + s / 100])
+             for s in range(2)]
+    kd = [write_val_curve(tmp_path / "kd" / str(s), [0.7, 0.8, 0.8, 0.8, 0.8, 0.84, 0.84, 0.86]) for s in range(2)]
+    rows = [MethodRuns("student alone", "", best=[85.0, 86.0], run_dirs=alone),
+            MethodRuns("kd", "", best=[86.0, 86.0], run_dirs=kd),
+            MethodRuns("born-again", "", best=[80.0], run_dirs=[tmp_path / "no_csv"])]  # no curve: no line
+    lines = curves_table(rows, epochs=8)
+    assert lines[0] == "| method | epoch 2 | epoch 4 | epoch 6 | epoch 8 |"
+    assert lines[2:] == ["| kd | 80.00 | 80.00 | 84.00 | 86.00 |",
+                         "| student alone | 60.00 | 70.00 | 80.00 | 85.50 |"]
+    assert curves_table(rows, epochs=15)[0] == "| method | epoch 4 | epoch 8 | epoch 11 | epoch 15 |"
+
+
 def test_only_the_default_folder_replaces_the_published_table(tmp_path):
     """A grid of another schedule (its own --out-dir) writes its table beside its runs, not over docs/."""
     args = argparse.Namespace(doc=None, mini=False, cifar100=False, out_dir=ROOT / "outputs" / "benchmark")
@@ -169,6 +199,7 @@ def test_benchmark_miniature_resumes(tmp_path):
     assert set(records) == {"teacher", "student alone", "kd"} and all(r["commit"] for r in records.values())
     doc = (out / "benchmarks.md").read_text()
     assert "top-1 best val epoch" in doc and "top-1 last epoch" in doc and "| kd |" in doc
+    assert "## Every row during training" in doc and "| method | epoch 1 |" in doc
     folders = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_dir())
 
     second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
