@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -278,6 +279,27 @@ def live_teacher_reason(settings: DictConfig, loss_terms: nn.ModuleDict,
     return None, Variants(count, datamodule.augment_variant)
 
 
+def live_teacher_passes(trainer: DictConfig, train_images: int, batch_size: int) -> int:
+    """The images a live teacher would see in one run: epochs x batches (after limit_train_batches) x batch."""
+    batches = math.ceil(train_images / batch_size)
+    limit = trainer.get("limit_train_batches")
+    if isinstance(limit, int) and not isinstance(limit, bool):
+        batches = min(batches, limit)
+    elif isinstance(limit, float):
+        batches = int(batches * limit)
+    return max(1, trainer.get("max_epochs") or 1) * batches * batch_size
+
+
+def build_cost_text(build_passes: int, live_passes: int) -> str:
+    """Whether building every variant pays: it does once enough runs share the entry (its key has no seed)."""
+    ratio = build_passes / live_passes
+    return (f"building every augmentation variant takes {build_passes:,} teacher passes, {ratio:.1f}x the "
+            f"{live_passes:,} of this run's live teacher"
+            + ("; it pays here" if ratio <= 1 else
+               f"; it pays once {math.ceil(ratio)} or more runs share it (seeds and logit presets of a sweep do), "
+               "while a single run is faster with teacher_cache.augmentations=false"))
+
+
 def cached_teacher_outputs(cfg: DictConfig, teacher: nn.Module, datamodule: Any) -> CachedTeacherOutputs | None:
     """Teacher logits from the output cache when they cannot go stale; None (with the reason logged) otherwise."""
     settings = cfg.teacher_cache
@@ -295,6 +317,10 @@ def cached_teacher_outputs(cfg: DictConfig, teacher: nn.Module, datamodule: Any)
     key = teacher_outputs_key(teacher, to_dict(cfg.data), settings.top_k, temperature,
                               variants.count if variants else 1)
     splits = {name: split.images for name, split in datamodule.splits.items()}
+    if variants and not (Path(cfg.paths.cache_dir).expanduser() / "teacher_outputs" / key / "meta.json").is_file():
+        log.info("teacher_cache: %s", build_cost_text(variants.count * len(splits["train"]),
+                                                      live_teacher_passes(cfg.trainer, len(splits["train"]),
+                                                                          datamodule.batch_size)))
     outputs = load_or_compute(cfg.paths.cache_dir, key, teacher, splits, datamodule.num_classes, settings.top_k,
                               temperature, settings.memory_mapped, train_variants=variants)
     per_image = outputs.split_nbytes("train") / len(splits["train"])

@@ -7,9 +7,10 @@ import logging
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
 from distill.data.base import augment_batch
-from distill.teacher_outputs import cached_teacher_outputs
+from distill.teacher_outputs import build_cost_text, cached_teacher_outputs, live_teacher_passes
 from distill.train import run
 from tests.test_teacher_outputs import trained_like_teacher
 
@@ -65,3 +66,21 @@ def test_a_sweep_over_seeds_builds_the_augmented_cache_once(make_cfg, caplog):
     assert caplog.text.count("teacher outputs computed once") == 1
     assert caplog.text.count("teacher outputs read from the cache") == 2
     assert "teacher runs live" not in caplog.text
+    # Said once, before the build: its teacher passes against one run's (1 epoch x 3 batches).
+    data = instantiate(make_cfg(*overrides).data)
+    data.setup()
+    build, live = 18 * len(data.splits["train"].labels), 3 * data.batch_size
+    assert caplog.text.count("building every augmentation variant takes") == 1
+    assert f"takes {build:,} teacher passes, {build / live:.1f}x the {live:,} of this run's live teacher" in caplog.text
+
+
+def test_live_teacher_passes_and_when_a_variant_build_pays():
+    def trainer(**options: float) -> DictConfig:
+        return OmegaConf.create(options)
+
+    assert live_teacher_passes(trainer(max_epochs=60, limit_train_batches=100), 54_996, 128) == 60 * 100 * 128
+    assert live_teacher_passes(trainer(max_epochs=2, limit_train_batches=0.5), 1000, 100) == 2 * 5 * 100
+    assert live_teacher_passes(trainer(max_epochs=3), 1001, 100) == 3 * 11 * 100  # last batch partial
+    assert "2.5x the 20,000" in build_cost_text(50_000, 20_000)
+    assert "it pays once 3 or more runs share it" in build_cost_text(50_000, 20_000)
+    assert build_cost_text(10_000, 20_000).endswith("0.5x the 20,000 of this run's live teacher; it pays here")
