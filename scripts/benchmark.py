@@ -13,6 +13,7 @@ Each method is one Hydra multirun over the seeds in ``<out-dir>/<method>/`` with
 whose seed folders all hold metrics.json is not started, an unfinished run resumes from its last.ckpt.
 ``<out-dir>/records.json`` keeps the commit and command that trained each method, so the table says which
 commit made each row. The teacher is trained (and cached) first, by ``stage=teacher`` in ``<out-dir>/teacher``.
+The rows (every loss preset, the schemes) and the two settings are defined in scripts/benchmark_grid.py.
 """
 
 from __future__ import annotations
