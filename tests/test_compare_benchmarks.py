@@ -1,0 +1,47 @@
+"""scripts/compare_benchmarks.py: one row under several settings, the choice made on validation."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def out_dir(path: Path, extra: list[str], rows: dict[str, list[tuple[float, float]]]) -> Path:
+    """A benchmark out-dir: setting.json and, per row, one metrics.json per seed with (val best, test) in %."""
+    path.mkdir()
+    (path / "setting.json").write_text(json.dumps({"experiment": "fmnist_benchmark", "extra": extra}))
+    for row, seeds in rows.items():
+        for seed, (val, test) in enumerate(seeds):
+            (path / row / str(seed)).mkdir(parents=True)
+            (path / row / str(seed) / "metrics.json").write_text(json.dumps({
+                "monitored": val / 100, "student": {"test_acc_top1": test / 100},
+                "metrics": {"test_last/acc_top1": (test - 1) / 100}}))
+    return path
+
+
+def test_the_setting_validation_picks_and_its_gain_by_hand(tmp_path):
+    first = out_dir(tmp_path / "e60", ["teacher_cache.augmentations=true"],
+                    {"student_alone": [(81, 80), (83, 82)], "kd": [(82, 81), (84, 83)]})
+    t2 = out_dir(tmp_path / "e60_T2", ["teacher_cache.augmentations=true", "loss.kd.temperature=2"],
+                 {"kd": [(85, 84), (87, 86)]})
+    command = [sys.executable, "scripts/compare_benchmarks.py", "--row", "kd", str(first), str(t2),
+               "--out", str(tmp_path / "kd.json")]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    # T 2 against the student alone: diff 4, se² = 2/2 + 2/2 = 2, dof = 2² / (1²/1 + 1²/1) = 2,
+    # t(0.975, 2) = 4.3027 from a t table: half-width 4.3027 · √2 = 6.085.
+    assert ("| loss.kd.temperature=2 (picked by validation) | 2 | 86.00 ± 1.41 | 85.00 ± 1.41 | 84.00 ± 1.41 | "
+            "+4.00 [-2.08, +10.08] |") in result.stdout
+    assert "| the kd preset | 2 | 83.00 ± 1.41 | 82.00 ± 1.41 | 81.00 ± 1.41 | +1.00 [" in result.stdout
+    assert "| student alone | 2 | 82.00 ± 1.41 | 81.00 ± 1.41 | 80.00 ± 1.41 | — |" in result.stdout
+    saved = json.loads((tmp_path / "kd.json").read_text())
+    assert saved["picked_by_validation"] == "loss.kd.temperature=2" and len(saved["entries"]) == 2
+
+
+def test_a_folder_that_is_not_a_benchmark_out_dir_is_refused_by_name(tmp_path):
+    command = [sys.executable, "scripts/compare_benchmarks.py", "--row", "kd", str(tmp_path)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "no setting.json" in result.stderr and str(tmp_path) in result.stderr
+    assert "Traceback" not in result.stderr
