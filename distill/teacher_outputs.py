@@ -292,7 +292,7 @@ def live_teacher_passes(trainer: DictConfig, train_images: int, batch_size: int)
 
 def build_cost_text(build_passes: int, live_passes: int) -> str:
     """Whether building every variant pays: it does once enough runs share the entry (its key has no seed)."""
-    ratio = build_passes / live_passes
+    ratio = build_passes / max(1, live_passes)  # limit_train_batches=0 trains nothing: no live passes
     return (f"building every augmentation variant takes {build_passes:,} teacher passes, {ratio:.1f}x the "
             f"{live_passes:,} of this run's live teacher"
             + ("; it pays here" if ratio <= 1 else

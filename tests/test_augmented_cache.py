@@ -84,3 +84,4 @@ def test_live_teacher_passes_and_when_a_variant_build_pays():
     assert "2.5x the 20,000" in build_cost_text(50_000, 20_000)
     assert "it pays once 3 or more runs share it" in build_cost_text(50_000, 20_000)
     assert build_cost_text(10_000, 20_000).endswith("0.5x the 20,000 of this run's live teacher; it pays here")
+    assert "10000.0x the 0 of this run's live teacher" in build_cost_text(10_000, 0)  # no training: no division by 0
