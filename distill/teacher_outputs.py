@@ -185,13 +185,36 @@ def _write_split(staging: Path, split: str, teacher: nn.Module, images: torch.Te
     return list(files)
 
 
+def live_teacher_passes(trainer: DictConfig, train_images: int, batch_size: int) -> int:
+    """The images a live teacher would see in one run: epochs x batches (after limit_train_batches) x batch."""
+    batches = math.ceil(train_images / batch_size)
+    limit = trainer.get("limit_train_batches")
+    if isinstance(limit, int) and not isinstance(limit, bool):
+        batches = min(batches, limit)
+    elif isinstance(limit, float):
+        batches = int(batches * limit)
+    return max(1, trainer.get("max_epochs") or 1) * batches * batch_size
+
+
+def build_cost_text(build_passes: int, live_passes: int) -> str:
+    """Whether building every variant pays: it does once enough runs share the entry (its key has no seed)."""
+    ratio = build_passes / max(1, live_passes)  # limit_train_batches=0 trains nothing: no live passes
+    return (f"building every augmentation variant takes {build_passes:,} teacher passes, {ratio:.1f}x the "
+            f"{live_passes:,} of this run's live teacher"
+            + ("; it pays here" if ratio <= 1 else
+               f"; it pays once {math.ceil(ratio)} or more runs share it (seeds and logit presets of a sweep do), "
+               "while a single run is faster with teacher_cache.augmentations=false"))
+
+
 def load_or_compute(root: str | Path, key: str, teacher: nn.Module, splits: dict[str, torch.Tensor],
                     num_classes: int, top_k: int | None, temperature: float | None,
-                    memory_mapped: bool, train_variants: Variants | None = None) -> CachedTeacherOutputs:
+                    memory_mapped: bool, train_variants: Variants | None = None,
+                    live_passes: int | None = None) -> CachedTeacherOutputs:
     """The cached outputs for ``key``, computing and publishing them (atomically, under a lock) if missing.
 
     ``train_variants``: store the training split's outputs for every augmentation variant. The build runs
-    on a GPU when there is one, whatever device the teacher is on now.
+    on a GPU when there is one, whatever device the teacher is on now. ``live_passes``: the images the caller's
+    live teacher would see instead; a variant build logs its cost against them before it starts.
     """
     if top_k is not None and not (0 < top_k < num_classes):
         raise ConfigError(f"teacher_cache.top_k={top_k} must be between 1 and {num_classes - 1} (or null for all)")
@@ -208,6 +231,8 @@ def load_or_compute(root: str | Path, key: str, teacher: nn.Module, splits: dict
         # lost node skip the ``finally`` below); a large variant cache would otherwise stay on disk each time.
         for stale in root.glob(f".{key}.*"):
             shutil.rmtree(stale, ignore_errors=True)
+        if variants and live_passes is not None:
+            log.info("teacher_cache: %s", build_cost_text(variants["train"] * len(splits["train"]), live_passes))
         staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
         home = next(teacher.parameters()).device
         build_device = torch.device("cuda") if torch.cuda.is_available() else home
@@ -279,27 +304,6 @@ def live_teacher_reason(settings: DictConfig, loss_terms: nn.ModuleDict,
     return None, Variants(count, datamodule.augment_variant)
 
 
-def live_teacher_passes(trainer: DictConfig, train_images: int, batch_size: int) -> int:
-    """The images a live teacher would see in one run: epochs x batches (after limit_train_batches) x batch."""
-    batches = math.ceil(train_images / batch_size)
-    limit = trainer.get("limit_train_batches")
-    if isinstance(limit, int) and not isinstance(limit, bool):
-        batches = min(batches, limit)
-    elif isinstance(limit, float):
-        batches = int(batches * limit)
-    return max(1, trainer.get("max_epochs") or 1) * batches * batch_size
-
-
-def build_cost_text(build_passes: int, live_passes: int) -> str:
-    """Whether building every variant pays: it does once enough runs share the entry (its key has no seed)."""
-    ratio = build_passes / max(1, live_passes)  # limit_train_batches=0 trains nothing: no live passes
-    return (f"building every augmentation variant takes {build_passes:,} teacher passes, {ratio:.1f}x the "
-            f"{live_passes:,} of this run's live teacher"
-            + ("; it pays here" if ratio <= 1 else
-               f"; it pays once {math.ceil(ratio)} or more runs share it (seeds and logit presets of a sweep do), "
-               "while a single run is faster with teacher_cache.augmentations=false"))
-
-
 def cached_teacher_outputs(cfg: DictConfig, teacher: nn.Module, datamodule: Any) -> CachedTeacherOutputs | None:
     """Teacher logits from the output cache when they cannot go stale; None (with the reason logged) otherwise."""
     settings = cfg.teacher_cache
@@ -317,12 +321,9 @@ def cached_teacher_outputs(cfg: DictConfig, teacher: nn.Module, datamodule: Any)
     key = teacher_outputs_key(teacher, to_dict(cfg.data), settings.top_k, temperature,
                               variants.count if variants else 1)
     splits = {name: split.images for name, split in datamodule.splits.items()}
-    if variants and not (Path(cfg.paths.cache_dir).expanduser() / "teacher_outputs" / key / "meta.json").is_file():
-        log.info("teacher_cache: %s", build_cost_text(variants.count * len(splits["train"]),
-                                                      live_teacher_passes(cfg.trainer, len(splits["train"]),
-                                                                          datamodule.batch_size)))
+    live_passes = live_teacher_passes(cfg.trainer, len(splits["train"]), datamodule.batch_size)
     outputs = load_or_compute(cfg.paths.cache_dir, key, teacher, splits, datamodule.num_classes, settings.top_k,
-                              temperature, settings.memory_mapped, train_variants=variants)
+                              temperature, settings.memory_mapped, train_variants=variants, live_passes=live_passes)
     per_image = outputs.split_nbytes("train") / len(splits["train"])
     log.info("teacher_cache: %.1f MiB of teacher outputs (%s); %.0f bytes per training image (%d augmentation "
              "variant(s))", outputs.nbytes / 2**20, "memory-mapped" if settings.memory_mapped else "in memory",
