@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distill.benchmark_stats import gap_closed, mean_std, real_differences, separated_ranks, welch_interval
+from distill.benchmark_stats import (
+    Interval,
+    gap_closed,
+    mean_std,
+    real_differences,
+    separated_ranks,
+    welch_interval,
+)
 from distill.io import atomic_write
 
 BASELINE = "student alone"
@@ -29,6 +36,7 @@ class MethodRuns:
     overrides: str
     best: list[float] = field(default_factory=list)
     last: list[float] = field(default_factory=list)
+    val_best: list[float] = field(default_factory=list)  # best validation top-1 per seed (chooses, never tests)
     seconds: list[float] = field(default_factory=list)
     record: dict[str, Any] = field(default_factory=dict)
     note: str = ""
@@ -49,14 +57,22 @@ class MethodRuns:
                 row.best.append(100 * best)
             if last is not None:
                 row.last.append(100 * last)
+            if summary.get("monitored") is not None:
+                row.val_best.append(100 * summary["monitored"])
             if summary.get("seconds") is not None:
                 row.seconds.append(summary["seconds"])
         return row
 
 
-def _pm(values: list[float]) -> str:
+def plus_minus(values: list[float]) -> str:
+    """"84.89 ± 0.08": mean and sample std over seeds, or n/a."""
     mean, std = mean_std(values)
     return "n/a" if mean is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def interval_text(interval: Interval) -> str:
+    """"+1.83 [+1.65, +2.01] *": the estimate, its 95 % interval, a star where the interval excludes 0."""
+    return f"{interval.estimate:+.2f} [{interval.low:+.2f}, {interval.high:+.2f}]{' *' * interval.excludes_zero}"
 
 
 def seeds_text(rows: list[MethodRuns]) -> str:
@@ -83,11 +99,12 @@ def method_table(rows: list[MethodRuns], teacher_top1: float | None,
         gain = welch_interval(row.best, baseline.best) if baseline and row is not baseline else None
         gain_text = "—" if row is baseline else "n/a (< 2 seeds)"
         if gain is not None:
-            gain_text = f"{gain.estimate:+.2f} [{gain.low:+.2f}, {gain.high:+.2f}]{' *' * gain.excludes_zero}"
+            gain_text = interval_text(gain)
         closed = gap_closed(mean_std(row.best)[0], mean_std(baseline.best)[0] if baseline else None, teacher_top1)
         time_text = f"{statistics.median(row.seconds) / 60:.1f} min" if row.seconds else "n/a"
-        lines.append(f"| {ranks.get(row.method, '—')} | {row.method} | {len(row.best)} | {_pm(row.best)} | "
-                     f"{_pm(row.last)} | {gain_text} | {'—' if closed is None else f'{closed:.2f}'} | {time_text} | "
+        closed_text = "—" if closed is None else f"{closed:.2f}"
+        lines.append(f"| {ranks.get(row.method, '—')} | {row.method} | {len(row.best)} | {plus_minus(row.best)} | "
+                     f"{plus_minus(row.last)} | {gain_text} | {closed_text} | {time_text} | "
                      f"`{row.record.get('commit', 'unknown')}` |"
                      + (f" {published[row.method]:.2f} |" if row.method in (published or {}) else
                         " — |" if published else ""))
@@ -183,7 +200,7 @@ def write_doc(path: Path, rows: list[MethodRuns], teacher: dict[str, Any], out_d
         f"({teacher_info.get('params') or 0:,} parameters, {setting['teacher_epochs']} epochs, cached) at "
         f"**{'n/a' if teacher_top1 is None else f'{teacher_top1:.2f}'} %** test top-1"
         + (f" (published: {published['teacher']:.2f} %)" if "teacher" in published else "") + "; student alone "
-        f"**{_pm(baseline.best) if baseline else 'n/a'} %**. "
+        f"**{plus_minus(baseline.best) if baseline else 'n/a'} %**. "
         f"{setting['epochs']} student epochs, {seeds_text(rows)} per row (column *seeds*), the data's default "
         "augmentation. "
         "Every preset with its reference weights (conf/loss); only epoch counts of init stages and warm-ups are "

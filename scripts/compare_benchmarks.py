@@ -13,32 +13,29 @@ say what the chosen setting is worth.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from distill.benchmark_doc import MethodRuns, interval_text, plus_minus  # noqa: E402
 from distill.benchmark_stats import mean_std, welch_interval  # noqa: E402
-from distill.io import write_json  # noqa: E402
+from distill.io import read_json, write_json  # noqa: E402
 
 BASELINE_FOLDER = "student_alone"
 
 
 def seed_runs(folder: Path) -> dict[str, list[float]]:
-    """Per seed (in %): the best validation top-1, and test top-1 at that epoch and at the last one."""
-    runs: dict[str, list[float]] = {"val_best": [], "test_best": [], "test_last": []}
-    for path in sorted(folder.glob("*/metrics.json")):
-        summary = json.loads(path.read_text())
-        runs["val_best"].append(100 * summary["monitored"])
-        runs["test_best"].append(100 * summary["student"]["test_acc_top1"])
-        runs["test_last"].append(100 * summary["metrics"]["test_last/acc_top1"])
-    return runs
+    """Per seed (in %): the best validation top-1, and test top-1 at that epoch and at the last one (read as the
+    benchmark's table reads them, MethodRuns.from_summaries)."""
+    runs = MethodRuns.from_summaries(folder.name, "", [read_json(p) for p in sorted(folder.glob("*/metrics.json"))],
+                                     record={})
+    return {"val_best": runs.val_best, "test_best": runs.best, "test_last": runs.last}
 
 
 def compare(row: str, out_dirs: list[Path]) -> dict:
     """The comparison as data: one entry per out-dir, the baseline's runs, and the setting validation picks."""
-    overrides = [json.loads((d / "setting.json").read_text()).get("extra", []) for d in out_dirs]
+    overrides = [read_json(d / "setting.json").get("extra", []) for d in out_dirs]
     baseline = seed_runs(out_dirs[0] / BASELINE_FOLDER)
     if len(baseline["test_best"]) < 2:
         sys.exit(f"error: {out_dirs[0] / BASELINE_FOLDER} has fewer than 2 finished seeds of the student alone; "
@@ -53,31 +50,24 @@ def compare(row: str, out_dirs: list[Path]) -> dict:
         entries.append({"out_dir": str(folder), "setting": " ".join(added) or f"the {row} preset",
                         "seeds": len(runs["test_best"]), **runs,
                         "gain": None if gain is None else {"estimate": gain.estimate, "low": gain.low,
-                                                           "high": gain.high}})
+                                                           "high": gain.high},
+                        "gain_text": "n/a (< 2 seeds)" if gain is None else interval_text(gain)})
     picked = max(entries, key=lambda e: mean_std(e["val_best"])[0])
     return {"row": row, "common_overrides": overrides[0], "baseline": baseline, "entries": entries,
             "picked_by_validation": picked["setting"]}
 
 
-def _pm(values: list[float]) -> str:
-    mean, std = mean_std(values)
-    return f"{mean:.2f} ± {std:.2f}"
-
-
 def table(result: dict) -> str:
+    baseline = result["baseline"]
     lines = [f"| {result['row']} setting | seeds | best val top-1 (%) | test top-1 at best val epoch (%) | "
              "test top-1 last epoch (%) | gain over student alone (95 % CI) |",
              "|---|---:|---:|---:|---:|---:|",
-             f"| student alone | {len(result['baseline']['test_best'])} | {_pm(result['baseline']['val_best'])} | "
-             f"{_pm(result['baseline']['test_best'])} | {_pm(result['baseline']['test_last'])} | — |"]
+             f"| student alone | {len(baseline['test_best'])} | {plus_minus(baseline['val_best'])} | "
+             f"{plus_minus(baseline['test_best'])} | {plus_minus(baseline['test_last'])} | — |"]
     for entry in result["entries"]:
-        gain = entry["gain"]
-        gain_text = "n/a (< 2 seeds)" if gain is None else (
-            f"{gain['estimate']:+.2f} [{gain['low']:+.2f}, {gain['high']:+.2f}]"
-            + (" *" if gain["low"] > 0 or gain["high"] < 0 else ""))
         mark = " (picked by validation)" if entry["setting"] == result["picked_by_validation"] else ""
-        lines.append(f"| {entry['setting']}{mark} | {entry['seeds']} | {_pm(entry['val_best'])} | "
-                     f"{_pm(entry['test_best'])} | {_pm(entry['test_last'])} | {gain_text} |")
+        lines.append(f"| {entry['setting']}{mark} | {entry['seeds']} | {plus_minus(entry['val_best'])} | "
+                     f"{plus_minus(entry['test_best'])} | {plus_minus(entry['test_last'])} | {entry['gain_text']} |")
     return "\n".join(lines) + "\n"
 
 
