@@ -1,13 +1,19 @@
-"""One row of scripts/benchmark.py under several settings, side by side: which one validation picks, and its gain.
+"""Rows of scripts/benchmark.py under several settings, side by side: one row's variants, or every row's gain.
 
     python scripts/compare_benchmarks.py --row kd outputs/benchmark_e60 outputs/benchmark_e60_kd_T2 \
         outputs/benchmark_e60_kd_w05 --out outputs/kd_variants_e60.json
+    python scripts/compare_benchmarks.py --every-row outputs/benchmark outputs/benchmark_e60
 
-Each folder is a benchmark out-dir whose ``setting.json`` records its Hydra overrides (a KD temperature, a
-weight); the first folder's overrides are the common ones, so each line is labelled by what it adds. The
-student alone comes from the first folder. The choice among the settings is made on the validation split
-(the mean over seeds of each run's best validation top-1), never on the test split; the test columns then
-say what the chosen setting is worth.
+Each folder is a benchmark out-dir whose ``setting.json`` records its schedule and Hydra overrides.
+
+``--row``: one row under settings that differ by overrides (a KD temperature, a weight); the first folder's
+overrides are the common ones, so each line is labelled by what it adds. The student alone comes from the
+first folder. The choice among the settings is made on the validation split (the mean over seeds of each run's
+best validation top-1), never on the test split; the test columns then say what the chosen setting is worth.
+
+``--every-row``: every row finished in all the folders (a 15- and a 60-epoch grid, say), each folder's gains
+against its own student alone, since a gain only means something against the baseline of the same schedule.
+Nothing is picked: the question is whether a row's gain survives the change of setting.
 """
 
 from __future__ import annotations
@@ -57,6 +63,67 @@ def compare(row: str, out_dirs: list[Path]) -> dict:
             "picked_by_validation": picked["setting"]}
 
 
+def setting_labels(out_dirs: list[Path]) -> list[str]:
+    """Each folder named by what sets it apart from the others: its values of the setting keys that differ."""
+    settings = [read_json(d / "setting.json") for d in out_dirs]
+    keys = [k for k in settings[0] if any(s.get(k) != settings[0].get(k) for s in settings)]
+    keys.sort(key=lambda k: k == "extra")  # the schedule first, the overrides after it
+    labels = []
+    for setting in settings:
+        words = [" ".join(setting.get(k) or ["no overrides"]) if k == "extra" else f"{k} {setting.get(k)}"
+                 for k in keys]
+        labels.append(", ".join(words) or "same setting")
+    return labels
+
+
+def finished_rows(folder: Path) -> list[str]:
+    return sorted(d.name for d in folder.iterdir() if d.is_dir() and any(d.glob("*/metrics.json")))
+
+
+def compare_every_row(out_dirs: list[Path]) -> dict:
+    """Per folder: its label, its student alone, and for every row finished in all folders its test top-1 (at
+    the best validation epoch) and gain over that folder's own student alone."""
+    settings = []
+    for folder, label in zip(out_dirs, setting_labels(out_dirs), strict=True):
+        baseline = seed_runs(folder / BASELINE_FOLDER)
+        if len(baseline["test_best"]) < 2:
+            sys.exit(f"error: {folder / BASELINE_FOLDER} has fewer than 2 finished seeds of the student alone; each "
+                     "folder's gains are taken against its own (python scripts/benchmark.py --methods "
+                     "'student alone' with that --out-dir)")
+        settings.append({"out_dir": str(folder), "label": label, "baseline": baseline})
+    common = set.intersection(*(set(finished_rows(d)) for d in out_dirs)) - {BASELINE_FOLDER}
+    rows = {}
+    for row in sorted(common):
+        rows[row] = []
+        for folder, setting in zip(out_dirs, settings, strict=True):
+            runs = seed_runs(folder / row)
+            gain = welch_interval(runs["test_best"], setting["baseline"]["test_best"])
+            rows[row].append({"seeds": len(runs["test_best"]), "test_best": runs["test_best"],
+                              "gain": None if gain is None else {"estimate": gain.estimate, "low": gain.low,
+                                                                 "high": gain.high},
+                              "gain_text": "n/a (< 2 seeds)" if gain is None else interval_text(gain)})
+    return {"settings": settings, "rows": rows}
+
+
+def every_row_table(result: dict) -> str:
+    """Rows ordered by their gain in the last folder (the setting the comparison leads to)."""
+    settings = result["settings"]
+    header = "| row | " + " | ".join(f"{s['label']}: top-1 % (seeds) | gain (95 % CI)" for s in settings) + " |"
+    lines = [header, "|---|" + "---:|---:|" * len(settings),
+             "| student alone | " + " | ".join(f"{plus_minus(s['baseline']['test_best'])} "
+                                         f"({len(s['baseline']['test_best'])}) | —" for s in settings)
+             + " |"]
+
+    def last_gain(item: tuple[str, list[dict]]) -> float:
+        gain = item[1][-1]["gain"]
+        return gain["estimate"] if gain else float("-inf")
+
+    for row, entries in sorted(result["rows"].items(), key=last_gain, reverse=True):
+        cells = [f"{plus_minus(e['test_best'])} ({e['seeds']}) | {e['gain_text']}" for e in entries]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def table(result: dict) -> str:
     baseline = result["baseline"]
     lines = [f"| {result['row']} setting | seeds | best val top-1 (%) | test top-1 at best val epoch (%) | "
@@ -74,15 +141,22 @@ def table(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dirs", nargs="+", type=Path, help="benchmark out-dirs; the first holds the baseline")
-    parser.add_argument("--row", required=True, help="the row's folder name in each out-dir (kd, dkd, ...)")
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--row", help="one row's folder name in each out-dir (kd, dkd, ...): its variants compared")
+    mode.add_argument("--every-row", action="store_true", help="every row finished in all the out-dirs, each "
+                      "folder's gains against its own student alone")
     parser.add_argument("--out", type=Path, default=None, help="also write the comparison as JSON here")
     args = parser.parse_args()
     missing = [str(d) for d in args.out_dirs if not (d / "setting.json").is_file()]
     if missing:
         sys.exit(f"error: not benchmark out-dirs (no setting.json): {missing}; give folders scripts/benchmark.py "
                  "wrote with --out-dir")
-    result = compare(args.row, args.out_dirs)
-    print(table(result), end="")
+    if args.every_row:
+        result = compare_every_row(args.out_dirs)
+        print(every_row_table(result), end="")
+    else:
+        result = compare(args.row, args.out_dirs)
+        print(table(result), end="")
     if args.out:
         write_json(args.out, result)
         print(f"wrote {args.out}")

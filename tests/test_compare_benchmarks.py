@@ -45,3 +45,30 @@ def test_a_folder_that_is_not_a_benchmark_out_dir_is_refused_by_name(tmp_path):
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "no setting.json" in result.stderr and str(tmp_path) in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_every_row_is_compared_against_the_student_alone_of_its_own_schedule(tmp_path):
+    short = out_dir(tmp_path / "e15", [], {"student_alone": [(81, 80), (83, 82)], "kd": [(84, 83), (86, 85)],
+                                           "at": [(80, 79), (82, 81)], "fitnet": [(80, 79)]})
+    long = out_dir(tmp_path / "e60", ["teacher_cache.augmentations=true"],
+                   {"student_alone": [(85, 84), (87, 86)], "kd": [(85, 84), (87, 86)], "at": [(86, 85), (88, 87)]})
+    for folder, epochs in ((short, 15), (long, 60)):
+        setting = json.loads((folder / "setting.json").read_text())
+        (folder / "setting.json").write_text(json.dumps({**setting, "epochs": epochs, "batches": 100}))
+    command = [sys.executable, "scripts/compare_benchmarks.py", "--every-row", str(short), str(long),
+               "--out", str(tmp_path / "rows.json")]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    # Labelled by what differs (epochs and overrides; batches and experiment are equal).
+    assert lines[0].startswith("| row | epochs 15, no overrides: top-1 % (seeds) | gain (95 % CI) | "
+                               "epochs 60, teacher_cache.augmentations=true: top-1 % (seeds) |")
+    # KD: +3 against the 15-epoch baseline (81), 0 against the 60-epoch one (85), not +3 against 81 twice.
+    # Each gain: diff d, se² = 2/2 + 2/2 = 2, dof 2, t(0.975, 2) = 4.3027: half-width 6.085.
+    assert "| kd | 84.00 ± 1.41 (2) | +3.00 [-3.08, +9.08] | 85.00 ± 1.41 (2) | +0.00 [-6.08, +6.08] |" in lines
+    assert "| at | 80.00 ± 1.41 (2) | -1.00 [-7.08, +5.08] | 86.00 ± 1.41 (2) | +1.00 [-5.08, +7.08] |" in lines
+    # Ordered by the last setting's gain; fitnet has no 60-epoch run, so it is not a row.
+    rows = [line.split(" | ")[0] for line in lines[3:] if line.startswith("|")]
+    assert rows == ["| at", "| kd"]
+    saved = json.loads((tmp_path / "rows.json").read_text())
+    assert sorted(saved["rows"]) == ["at", "kd"] and saved["settings"][1]["baseline"]["test_best"] == [84.0, 86.0]
