@@ -140,7 +140,8 @@ def table(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out_dirs", nargs="+", type=Path, help="benchmark out-dirs; the first holds the baseline")
+    parser.add_argument("out_dirs", nargs="+", type=Path,
+                        help="benchmark out-dirs (with --row the first one holds the student alone)")
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--row", help="one row's folder name in each out-dir (kd, dkd, ...): its variants compared")
     mode.add_argument("--every-row", action="store_true", help="every row finished in all the out-dirs, each "
