@@ -39,25 +39,35 @@ def seed_runs(folder: Path) -> dict[str, list[float]]:
     return {"val_best": runs.val_best, "test_best": runs.best, "test_last": runs.last}
 
 
+def baseline_runs(folder: Path) -> dict[str, list[float]]:
+    """The student alone's runs in ``folder``; at least 2 seeds, or there is no interval to give."""
+    baseline = seed_runs(folder / BASELINE_FOLDER)
+    if len(baseline["test_best"]) < 2:
+        sys.exit(f"error: {folder / BASELINE_FOLDER} has fewer than 2 finished seeds of the student alone; train "
+                 "them first (python scripts/benchmark.py --methods 'student alone' with that --out-dir)")
+    return baseline
+
+
+def gain_entry(test_best: list[float], baseline_test_best: list[float]) -> dict:
+    """The gain over the student alone as data and as table text ("n/a" below 2 seeds)."""
+    gain = welch_interval(test_best, baseline_test_best)
+    return {"gain": None if gain is None else {"estimate": gain.estimate, "low": gain.low, "high": gain.high},
+            "gain_text": "n/a (< 2 seeds)" if gain is None else interval_text(gain)}
+
+
 def compare(row: str, out_dirs: list[Path]) -> dict:
     """The comparison as data: one entry per out-dir, the baseline's runs, and the setting validation picks."""
     overrides = [read_json(d / "setting.json").get("extra", []) for d in out_dirs]
-    baseline = seed_runs(out_dirs[0] / BASELINE_FOLDER)
-    if len(baseline["test_best"]) < 2:
-        sys.exit(f"error: {out_dirs[0] / BASELINE_FOLDER} has fewer than 2 finished seeds of the student alone; "
-                 "train it first (python scripts/benchmark.py --methods 'student alone' with that --out-dir)")
+    baseline = baseline_runs(out_dirs[0])
     entries = []
     for folder, extra in zip(out_dirs, overrides, strict=True):
         runs = seed_runs(folder / row)
         if not runs["test_best"]:
             sys.exit(f"error: {folder / row} has no finished run; run scripts/benchmark.py --methods {row} there")
         added = [o for o in extra if o not in overrides[0]]
-        gain = welch_interval(runs["test_best"], baseline["test_best"])
         entries.append({"out_dir": str(folder), "setting": " ".join(added) or f"the {row} preset",
                         "seeds": len(runs["test_best"]), **runs,
-                        "gain": None if gain is None else {"estimate": gain.estimate, "low": gain.low,
-                                                           "high": gain.high},
-                        "gain_text": "n/a (< 2 seeds)" if gain is None else interval_text(gain)})
+                        **gain_entry(runs["test_best"], baseline["test_best"])})
     picked = max(entries, key=lambda e: mean_std(e["val_best"])[0])
     return {"row": row, "common_overrides": overrides[0], "baseline": baseline, "entries": entries,
             "picked_by_validation": picked["setting"]}
@@ -85,23 +95,15 @@ def compare_every_row(out_dirs: list[Path]) -> dict:
     the best validation epoch) and gain over that folder's own student alone."""
     settings = []
     for folder, label in zip(out_dirs, setting_labels(out_dirs), strict=True):
-        baseline = seed_runs(folder / BASELINE_FOLDER)
-        if len(baseline["test_best"]) < 2:
-            sys.exit(f"error: {folder / BASELINE_FOLDER} has fewer than 2 finished seeds of the student alone; each "
-                     "folder's gains are taken against its own (python scripts/benchmark.py --methods "
-                     "'student alone' with that --out-dir)")
-        settings.append({"out_dir": str(folder), "label": label, "baseline": baseline})
+        settings.append({"out_dir": str(folder), "label": label, "baseline": baseline_runs(folder)})
     common = set.intersection(*(set(finished_rows(d)) for d in out_dirs)) - {BASELINE_FOLDER}
     rows = {}
     for row in sorted(common):
         rows[row] = []
         for folder, setting in zip(out_dirs, settings, strict=True):
-            runs = seed_runs(folder / row)
-            gain = welch_interval(runs["test_best"], setting["baseline"]["test_best"])
-            rows[row].append({"seeds": len(runs["test_best"]), "test_best": runs["test_best"],
-                              "gain": None if gain is None else {"estimate": gain.estimate, "low": gain.low,
-                                                                 "high": gain.high},
-                              "gain_text": "n/a (< 2 seeds)" if gain is None else interval_text(gain)})
+            test_best = seed_runs(folder / row)["test_best"]
+            rows[row].append({"seeds": len(test_best), "test_best": test_best,
+                              **gain_entry(test_best, setting["baseline"]["test_best"])})
     return {"settings": settings, "rows": rows}
 
 
