@@ -2,11 +2,15 @@
 
 import csv
 import json
-import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import benchmark_fit  # noqa: E402  (the script's main, run in this process: no interpreter start per call)
 
 
 def seed_run(folder: Path, config: dict, epochs: list[dict[str, float]], test: float, csv_under: str = "") -> None:
@@ -27,12 +31,14 @@ def seed_run(folder: Path, config: dict, epochs: list[dict[str, float]], test: f
             writer.writerow({"epoch": number, "val/acc_top1": 0.5})
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "scripts/benchmark_fit.py", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+def run(monkeypatch, capsys, *args: str) -> str:
+    """The script's printed table; a refusal raises SystemExit with its one-line message."""
+    monkeypatch.setattr(sys, "argv", ["benchmark_fit.py", *args])
+    benchmark_fit.main()
+    return capsys.readouterr().out
 
 
-def test_terms_are_weighted_by_each_run_config_and_read_at_the_last_epoch(tmp_path):
+def test_terms_are_weighted_by_each_run_config_and_read_at_the_last_epoch(tmp_path, monkeypatch, capsys):
     out = tmp_path / "e60"
     out.mkdir()
     (out / "setting.json").write_text(json.dumps({"experiment": "fmnist_benchmark", "extra": []}))
@@ -59,9 +65,9 @@ def test_terms_are_weighted_by_each_run_config_and_read_at_the_last_epoch(tmp_pa
         seed_run(folder / "links" / "10-small_cnn", chain,
                  [{"train/acc_top1": 0.815, "train/loss/ce": 0.5, "train/loss/kd": 0.2}], 83.0)
 
-    result = run(str(out), "student_alone", "at", "dml_x2", "takd", "--out", str(tmp_path / "fit.json"))
-    assert result.returncode == 0, result.stderr[-2000:]
-    lines = result.stdout.splitlines()
+    stdout = run(monkeypatch, capsys, str(out), "student_alone", "at", "dml_x2", "takd", "--out",
+                 str(tmp_path / "fit.json"))
+    lines = stdout.splitlines()
     assert "| student_alone | — | 0.43–0.44 | 85.0–85.3 % | 84.50 ± 0.71 % |" in lines
     # AT: 1000 × 0.0012 = 1.20 and 1000 × 0.0015 = 1.50 (the first epoch's 0.01 is not read); against the
     # student alone: diff −3, se² = 0.5/2 + 0.5/2 = 0.5, dof 2, half-width t(0.975, 2) · √0.5 = 4.3027 · 0.7071.
@@ -69,13 +75,13 @@ def test_terms_are_weighted_by_each_run_config_and_read_at_the_last_epoch(tmp_pa
     # DML: each term the mean over the peers, kl times kl_weight 2: 2 × (0.01 + 0.03) / 2 = 0.04; the same
     # tests as the student alone, so diff 0 with the same half-width 3.04.
     assert "| dml_x2 | kl 0.0400 | 0.45 | 84.8 % | 84.50 ± 0.71 %, +0.00 [-3.04, +3.04] |" in lines
-    assert "| takd | kd 0.180 | 0.50 | 81.5 % |" in result.stdout
+    assert "| takd | kd 0.180 | 0.50 | 81.5 % |" in stdout
     saved = json.loads((tmp_path / "fit.json").read_text())
     assert [row["row"] for row in saved["rows"]] == ["student_alone", "at", "dml_x2", "takd"]
     assert saved["rows"][1]["per_seed"][1]["terms"] == {"at": 1.5}
 
 
-def test_a_term_without_a_weight_and_an_unknown_row_are_refused_by_name(tmp_path):
+def test_a_term_without_a_weight_and_an_unknown_row_are_refused_by_name(tmp_path, monkeypatch, capsys):
     out = tmp_path / "e60"
     out.mkdir()
     (out / "setting.json").write_text(json.dumps({"experiment": "fmnist_benchmark", "extra": []}))
@@ -84,8 +90,7 @@ def test_a_term_without_a_weight_and_an_unknown_row_are_refused_by_name(tmp_path
                  [{"train/acc_top1": 0.85, "train/loss/ce": 0.4}], 84.0 + seed)
         seed_run(out / "fitnet" / str(seed), {"stage": "distill", "loss": {"ce": {"weight": 1.0}}},
                  [{"train/acc_top1": 0.84, "train/loss/ce": 0.4, "train/loss/fitnet": 0.01}], 84.0)
-    result = run(str(out), "fitnet")
-    assert result.returncode == 1 and "['fitnet'] have no weight" in result.stderr
-    assert "Traceback" not in result.stderr
-    result = run(str(out), "kd")
-    assert result.returncode == 1 and "no finished run" in result.stderr and "'fitnet'" in result.stderr
+    with pytest.raises(SystemExit, match=r"\['fitnet'\] have no weight in run_config.json"):
+        run(monkeypatch, capsys, str(out), "fitnet")
+    with pytest.raises(SystemExit, match=r"no finished run in .* for \['kd'\]; finished rows: \['fitnet'"):
+        run(monkeypatch, capsys, str(out), "kd")

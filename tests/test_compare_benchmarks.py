@@ -1,11 +1,22 @@
 """scripts/compare_benchmarks.py: one row under several settings, the choice made on validation."""
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import compare_benchmarks  # noqa: E402  (the script's main, run in this process: no interpreter start per call)
+
+
+def run(monkeypatch, capsys, *args: str) -> str:
+    """The script's printed table; a refusal raises SystemExit with its one-line message."""
+    monkeypatch.setattr(sys, "argv", ["compare_benchmarks.py", *args])
+    compare_benchmarks.main()
+    return capsys.readouterr().out
 
 
 def out_dir(path: Path, extra: list[str], rows: dict[str, list[tuple[float, float]]]) -> Path:
@@ -21,33 +32,29 @@ def out_dir(path: Path, extra: list[str], rows: dict[str, list[tuple[float, floa
     return path
 
 
-def test_the_setting_validation_picks_and_its_gain_by_hand(tmp_path):
+def test_the_setting_validation_picks_and_its_gain_by_hand(tmp_path, monkeypatch, capsys):
     first = out_dir(tmp_path / "e60", ["teacher_cache.augmentations=true"],
                     {"student_alone": [(81, 80), (83, 82)], "kd": [(82, 81), (84, 83)]})
     t2 = out_dir(tmp_path / "e60_T2", ["teacher_cache.augmentations=true", "loss.kd.temperature=2"],
                  {"kd": [(85, 84), (87, 86)]})
-    command = [sys.executable, "scripts/compare_benchmarks.py", "--row", "kd", str(first), str(t2),
-               "--out", str(tmp_path / "kd.json")]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
+    stdout = run(monkeypatch, capsys, "--row", "kd", str(first), str(t2), "--out", str(tmp_path / "kd.json"))
     # T 2 against the student alone: diff 4, se² = 2/2 + 2/2 = 2, dof = 2² / (1²/1 + 1²/1) = 2,
     # t(0.975, 2) = 4.3027 from a t table: half-width 4.3027 · √2 = 6.085.
     assert ("| loss.kd.temperature=2 (picked by validation) | 2 | 86.00 ± 1.41 | 85.00 ± 1.41 | 84.00 ± 1.41 | "
-            "+4.00 [-2.08, +10.08] |") in result.stdout
-    assert "| the kd preset | 2 | 83.00 ± 1.41 | 82.00 ± 1.41 | 81.00 ± 1.41 | +1.00 [" in result.stdout
-    assert "| student alone | 2 | 82.00 ± 1.41 | 81.00 ± 1.41 | 80.00 ± 1.41 | — |" in result.stdout
+            "+4.00 [-2.08, +10.08] |") in stdout
+    assert "| the kd preset | 2 | 83.00 ± 1.41 | 82.00 ± 1.41 | 81.00 ± 1.41 | +1.00 [" in stdout
+    assert "| student alone | 2 | 82.00 ± 1.41 | 81.00 ± 1.41 | 80.00 ± 1.41 | — |" in stdout
     saved = json.loads((tmp_path / "kd.json").read_text())
     assert saved["picked_by_validation"] == "loss.kd.temperature=2" and len(saved["entries"]) == 2
 
 
-def test_a_folder_that_is_not_a_benchmark_out_dir_is_refused_by_name(tmp_path):
-    command = [sys.executable, "scripts/compare_benchmarks.py", "--row", "kd", str(tmp_path)]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1 and "no setting.json" in result.stderr and str(tmp_path) in result.stderr
-    assert "Traceback" not in result.stderr
+def test_a_folder_that_is_not_a_benchmark_out_dir_is_refused_by_name(tmp_path, monkeypatch, capsys):
+    with pytest.raises(SystemExit, match="no setting.json") as refusal:
+        run(monkeypatch, capsys, "--row", "kd", str(tmp_path))
+    assert str(tmp_path) in str(refusal.value.code)
 
 
-def test_every_row_is_compared_against_the_student_alone_of_its_own_schedule(tmp_path):
+def test_every_row_is_compared_against_the_student_alone_of_its_own_schedule(tmp_path, monkeypatch, capsys):
     short = out_dir(tmp_path / "e15", [], {"student_alone": [(81, 80), (83, 82)], "kd": [(84, 83), (86, 85)],
                                            "at": [(80, 79), (82, 81)], "fitnet": [(80, 79)]})
     long = out_dir(tmp_path / "e60", ["teacher_cache.augmentations=true"],
@@ -55,11 +62,8 @@ def test_every_row_is_compared_against_the_student_alone_of_its_own_schedule(tmp
     for folder, epochs in ((short, 15), (long, 60)):
         setting = json.loads((folder / "setting.json").read_text())
         (folder / "setting.json").write_text(json.dumps({**setting, "epochs": epochs, "batches": 100}))
-    command = [sys.executable, "scripts/compare_benchmarks.py", "--every-row", str(short), str(long),
-               "--out", str(tmp_path / "rows.json")]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    lines = result.stdout.splitlines()
+    lines = run(monkeypatch, capsys, "--every-row", str(short), str(long), "--out", str(tmp_path / "rows.json")
+                ).splitlines()
     # Labelled by what differs (epochs and overrides; batches and experiment are equal).
     assert lines[0].startswith("| row | epochs 15, no overrides: top-1 % (seeds) | gain (95 % CI) | "
                                "epochs 60, teacher_cache.augmentations=true: top-1 % (seeds) |")
