@@ -3,7 +3,6 @@
 import argparse
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,6 +23,14 @@ FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import benchmark  # noqa: E402  (scripts/benchmark.py: the script's own functions, tested without a subprocess)
+
+
+def run_script(monkeypatch, capsys, *args: str) -> str:
+    """scripts/benchmark.py's main in this process (no Python start and imports per call): what it printed; a
+    refusal raises SystemExit with its message."""
+    monkeypatch.setattr(sys, "argv", ["benchmark.py", *args])
+    benchmark.main()
+    return capsys.readouterr().out
 
 
 def test_welch_interval_equal_variances_by_hand():
@@ -185,14 +192,12 @@ def test_a_row_every_seed_of_which_stopped_on_a_config_error_is_shown_as_cannot_
 
 
 @pytest.mark.skipif(not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(), reason="no Fashion-MNIST here")
-def test_benchmark_miniature_resumes(tmp_path):
+def test_benchmark_miniature_resumes(tmp_path, monkeypatch, capsys):
     """2 methods, 1 seed, 1 epoch of 3 batches; the second call finds every run finished and trains nothing."""
     out = tmp_path / "bench"
-    command = [sys.executable, "scripts/benchmark.py", "--mini", "--methods", "student alone", "kd",
-               "--out-dir", str(out), "--cache-dir", str(tmp_path / "cache")]
-    first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    assert "trained: 2 method(s)" in first.stdout
+    args = ["--mini", "--methods", "student alone", "kd", "--out-dir", str(out), "--cache-dir", str(tmp_path / "cache")]
+    first = run_script(monkeypatch, capsys, *args)  # the script in-process; each run still a distill-train process
+    assert "trained: 2 method(s)" in first
     summary = json.loads((out / "kd" / "0" / "metrics.json").read_text())
     assert 0 <= summary["metrics"]["test_last/acc_top1"] <= 1 and summary["seconds"] > 0
     records = json.loads((out / "records.json").read_text())
@@ -202,22 +207,19 @@ def test_benchmark_miniature_resumes(tmp_path):
     assert "## Every row during training" in doc and "| method | epoch 1 |" in doc
     folders = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_dir())
 
-    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    assert "trained: 0 method(s)" in second.stdout and "training:" not in second.stdout
+    second = run_script(monkeypatch, capsys, *args)
+    assert "trained: 0 method(s)" in second and "training:" not in second
     assert sorted(p.relative_to(out) for p in out.rglob("*") if p.is_dir()) == folders
 
 
-def test_plan_lists_every_preset_and_scheme_and_trains_nothing(tmp_path):
-    command = [sys.executable, "scripts/benchmark.py", "--plan", "--out-dir", str(tmp_path / "bench")]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = {line.split("  ")[0].strip(): line for line in result.stdout.splitlines()[2:-1]}
+def test_plan_lists_every_preset_and_scheme_and_trains_nothing(tmp_path, monkeypatch, capsys):
+    stdout = run_script(monkeypatch, capsys, "--plan", "--out-dir", str(tmp_path / "bench"))
+    rows = {line.split("  ")[0].strip(): line for line in stdout.splitlines()[2:-1]}
     presets = {p.stem for p in (ROOT / "conf" / "loss").glob("*.yaml")} - {"ce", "kd_per_teacher"}
     assert presets | {"student alone", "dml x2", "born-again x2, kd"} <= set(rows)
     assert "loss.dkd.warmup_epochs=1" in rows["dkd"]  # 20 of 240 epochs -> 1 of 15
     assert "hint_only_epochs" not in rows["fitnet"]  # 0 (no init stage) stays 0
-    assert "estimated time for what is left:" in result.stdout
+    assert "estimated time for what is left:" in stdout
     assert not (tmp_path / "bench").exists()
 
 
@@ -242,14 +244,11 @@ def test_plan_counts_no_teacher_pass_for_rows_the_output_cache_serves_but_counts
     assert cached_total - live_total == pytest.approx(build - saved)
 
 
-def test_an_out_dir_of_another_schedule_is_refused_before_anything_runs(tmp_path):
+def test_an_out_dir_of_another_schedule_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys):
     out = tmp_path / "bench"
     out.mkdir()
     (out / "setting.json").write_text(json.dumps({"experiment": "fmnist_benchmark", "epochs": 15, "batches": 100,
                                                   "teacher_epochs": 60, "extra": []}))
-    command = [sys.executable, "scripts/benchmark.py", "--plan", "--out-dir", str(out)]
-    same = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert same.returncode == 0, same.stderr[-2000:]
-    longer = subprocess.run([*command, "--epochs", "30"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert longer.returncode == 1
-    assert "holds runs of another setting (epochs 15 there, 30 asked)" in longer.stderr
+    assert "estimated time for what is left:" in run_script(monkeypatch, capsys, "--plan", "--out-dir", str(out))
+    with pytest.raises(SystemExit, match=r"holds runs of another setting \(epochs 15 there, 30 asked\)"):
+        run_script(monkeypatch, capsys, "--plan", "--out-dir", str(out), "--epochs", "30")
