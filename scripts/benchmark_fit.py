@@ -26,7 +26,14 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from compare_benchmarks import BASELINE_FOLDER, baseline_runs, finished_rows, gain_entry, seed_runs  # noqa: E402
+from compare_benchmarks import (  # noqa: E402
+    BASELINE_FOLDER,
+    baseline_runs,
+    finished_rows,
+    gain_entry,
+    require_out_dirs,
+    seed_runs,
+)
 
 from distill.benchmark_doc import plus_minus  # noqa: E402
 from distill.io import read_json, write_json  # noqa: E402
@@ -57,7 +64,7 @@ def last_epoch(path: Path) -> dict[str, float]:
 
 
 def term_weights(config: dict) -> dict[str, float]:
-    """Each logged term's weight in the total the run minimised, read from its run_config.json."""
+    """Each logged term's weight in the total the run minimised, read from the run's config."""
     stage = config.get("stage")
     if stage == "student":  # the student alone trains on cross-entropy only, whatever the loss group says
         return {"ce": 1.0}
@@ -96,7 +103,8 @@ def seed_fit(seed_dir: Path) -> dict:
 
 
 def row_fit(folder: Path, baseline_test: list[float]) -> dict:
-    seeds = sorted((d for d in folder.iterdir() if (d / "metrics.json").is_file()), key=lambda d: int(d.name))
+    # The seeds in the order seed_runs reads their metrics.json, so per_seed and test_best line up.
+    seeds = [path.parent for path in sorted(folder.glob("*/metrics.json"))]
     if not seeds:
         sys.exit(f"error: {folder} has no finished run; run scripts/benchmark.py --methods {folder.name} there")
     fits = [seed_fit(d) for d in seeds]
@@ -134,9 +142,7 @@ def main() -> None:
     parser.add_argument("rows", nargs="*", help="row folders (kd, at, dml_x2, ...); default: every finished row")
     parser.add_argument("--out", type=Path, default=None, help="also write the per-seed numbers as JSON here")
     args = parser.parse_args()
-    if not (args.out_dir / "setting.json").is_file():
-        sys.exit(f"error: {args.out_dir} is not a benchmark out-dir (no setting.json); give a folder "
-                 "scripts/benchmark.py wrote with --out-dir")
+    require_out_dirs([args.out_dir])
     available = finished_rows(args.out_dir)
     missing = [row for row in args.rows if row not in available]
     if missing:

@@ -31,6 +31,14 @@ from distill.io import read_json, write_json  # noqa: E402
 BASELINE_FOLDER = "student_alone"
 
 
+def require_out_dirs(out_dirs: list[Path]) -> None:
+    """Stop, naming them, if any of ``out_dirs`` is not a benchmark out-dir (it has no setting.json)."""
+    missing = [str(d) for d in out_dirs if not (d / "setting.json").is_file()]
+    if missing:
+        sys.exit(f"error: not benchmark out-dirs (no setting.json): {missing}; give folders scripts/benchmark.py "
+                 "wrote with --out-dir")
+
+
 def seed_runs(folder: Path) -> dict[str, list[float]]:
     """Per seed (in %): the best validation top-1, and test top-1 at that epoch and at the last one (read as the
     benchmark's table reads them, MethodRuns.from_summaries)."""
@@ -150,10 +158,7 @@ def main() -> None:
                       "folder's gains against its own student alone")
     parser.add_argument("--out", type=Path, default=None, help="also write the comparison as JSON here")
     args = parser.parse_args()
-    missing = [str(d) for d in args.out_dirs if not (d / "setting.json").is_file()]
-    if missing:
-        sys.exit(f"error: not benchmark out-dirs (no setting.json): {missing}; give folders scripts/benchmark.py "
-                 "wrote with --out-dir")
+    require_out_dirs(args.out_dirs)
     if args.every_row:
         result = compare_every_row(args.out_dirs)
         print(every_row_table(result), end="")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,3 +59,14 @@ def make_cfg(tmp_path: Path, session_cache: Path) -> Callable[..., DictConfig]:
             return compose("train", overrides=[*(FAST if fast else []), *paths, *overrides])
 
     return make
+
+
+@pytest.fixture
+def script_main(monkeypatch, capsys) -> Callable[..., str]:
+    """A script module's ``main()`` run in this process with the given arguments (no Python start and imports per
+    call): returns what it printed; a refusal raises SystemExit with its one-line message."""
+    def run(module, *args: str) -> str:
+        monkeypatch.setattr(sys, "argv", [f"{module.__name__}.py", *args])
+        module.main()
+        return capsys.readouterr().out
+    return run

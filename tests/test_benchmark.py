@@ -25,14 +25,6 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import benchmark  # noqa: E402  (scripts/benchmark.py: the script's own functions, tested without a subprocess)
 
 
-def run_script(monkeypatch, capsys, *args: str) -> str:
-    """scripts/benchmark.py's main in this process (no Python start and imports per call): what it printed; a
-    refusal raises SystemExit with its message."""
-    monkeypatch.setattr(sys, "argv", ["benchmark.py", *args])
-    benchmark.main()
-    return capsys.readouterr().out
-
-
 def test_welch_interval_equal_variances_by_hand():
     # diff −3; se² = 1/3 + 1/3; dof = (2/3)² / (2 · (1/3)² / 2) = 4; t(0.975, 4) = 2.7764 from a t table.
     interval = welch_interval([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])
@@ -192,11 +184,11 @@ def test_a_row_every_seed_of_which_stopped_on_a_config_error_is_shown_as_cannot_
 
 
 @pytest.mark.skipif(not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(), reason="no Fashion-MNIST here")
-def test_benchmark_miniature_resumes(tmp_path, monkeypatch, capsys):
+def test_benchmark_miniature_resumes(tmp_path, script_main):
     """2 methods, 1 seed, 1 epoch of 3 batches; the second call finds every run finished and trains nothing."""
     out = tmp_path / "bench"
     args = ["--mini", "--methods", "student alone", "kd", "--out-dir", str(out), "--cache-dir", str(tmp_path / "cache")]
-    first = run_script(monkeypatch, capsys, *args)  # the script in-process; each run still a distill-train process
+    first = script_main(benchmark, *args)  # the script in-process; each run still a distill-train process
     assert "trained: 2 method(s)" in first
     summary = json.loads((out / "kd" / "0" / "metrics.json").read_text())
     assert 0 <= summary["metrics"]["test_last/acc_top1"] <= 1 and summary["seconds"] > 0
@@ -207,13 +199,13 @@ def test_benchmark_miniature_resumes(tmp_path, monkeypatch, capsys):
     assert "## Every row during training" in doc and "| method | epoch 1 |" in doc
     folders = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_dir())
 
-    second = run_script(monkeypatch, capsys, *args)
+    second = script_main(benchmark, *args)
     assert "trained: 0 method(s)" in second and "training:" not in second
     assert sorted(p.relative_to(out) for p in out.rglob("*") if p.is_dir()) == folders
 
 
-def test_plan_lists_every_preset_and_scheme_and_trains_nothing(tmp_path, monkeypatch, capsys):
-    stdout = run_script(monkeypatch, capsys, "--plan", "--out-dir", str(tmp_path / "bench"))
+def test_plan_lists_every_preset_and_scheme_and_trains_nothing(tmp_path, script_main):
+    stdout = script_main(benchmark, "--plan", "--out-dir", str(tmp_path / "bench"))
     rows = {line.split("  ")[0].strip(): line for line in stdout.splitlines()[2:-1]}
     presets = {p.stem for p in (ROOT / "conf" / "loss").glob("*.yaml")} - {"ce", "kd_per_teacher"}
     assert presets | {"student alone", "dml x2", "born-again x2, kd"} <= set(rows)
@@ -244,11 +236,11 @@ def test_plan_counts_no_teacher_pass_for_rows_the_output_cache_serves_but_counts
     assert cached_total - live_total == pytest.approx(build - saved)
 
 
-def test_an_out_dir_of_another_schedule_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys):
+def test_an_out_dir_of_another_schedule_is_refused_before_anything_runs(tmp_path, script_main):
     out = tmp_path / "bench"
     out.mkdir()
     (out / "setting.json").write_text(json.dumps({"experiment": "fmnist_benchmark", "epochs": 15, "batches": 100,
                                                   "teacher_epochs": 60, "extra": []}))
-    assert "estimated time for what is left:" in run_script(monkeypatch, capsys, "--plan", "--out-dir", str(out))
+    assert "estimated time for what is left:" in script_main(benchmark, "--plan", "--out-dir", str(out))
     with pytest.raises(SystemExit, match=r"holds runs of another setting \(epochs 15 there, 30 asked\)"):
-        run_script(monkeypatch, capsys, "--plan", "--out-dir", str(out), "--epochs", "30")
+        script_main(benchmark, "--plan", "--out-dir", str(out), "--epochs", "30")

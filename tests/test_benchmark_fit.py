@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import benchmark_fit  # noqa: E402  (the script's main, run in this process: no interpreter start per call)
+import benchmark_fit  # noqa: E402  (its main runs in this process: conftest.script_main)
 
 
 def seed_run(folder: Path, config: dict, epochs: list[dict[str, float]], test: float, csv_under: str = "") -> None:
@@ -31,14 +31,8 @@ def seed_run(folder: Path, config: dict, epochs: list[dict[str, float]], test: f
             writer.writerow({"epoch": number, "val/acc_top1": 0.5})
 
 
-def run(monkeypatch, capsys, *args: str) -> str:
-    """The script's printed table; a refusal raises SystemExit with its one-line message."""
-    monkeypatch.setattr(sys, "argv", ["benchmark_fit.py", *args])
-    benchmark_fit.main()
-    return capsys.readouterr().out
 
-
-def test_terms_are_weighted_by_each_run_config_and_read_at_the_last_epoch(tmp_path, monkeypatch, capsys):
+def test_terms_are_weighted_by_each_run_config_and_read_at_the_last_epoch(tmp_path, script_main):
     out = tmp_path / "e60"
     out.mkdir()
     (out / "setting.json").write_text(json.dumps({"experiment": "fmnist_benchmark", "extra": []}))
@@ -65,7 +59,7 @@ def test_terms_are_weighted_by_each_run_config_and_read_at_the_last_epoch(tmp_pa
         seed_run(folder / "links" / "10-small_cnn", chain,
                  [{"train/acc_top1": 0.815, "train/loss/ce": 0.5, "train/loss/kd": 0.2}], 83.0)
 
-    stdout = run(monkeypatch, capsys, str(out), "student_alone", "at", "dml_x2", "takd", "--out",
+    stdout = script_main(benchmark_fit, str(out), "student_alone", "at", "dml_x2", "takd", "--out",
                  str(tmp_path / "fit.json"))
     lines = stdout.splitlines()
     assert "| student_alone | — | 0.43–0.44 | 85.0–85.3 % | 84.50 ± 0.71 % |" in lines
@@ -81,7 +75,7 @@ def test_terms_are_weighted_by_each_run_config_and_read_at_the_last_epoch(tmp_pa
     assert saved["rows"][1]["per_seed"][1]["terms"] == {"at": 1.5}
 
 
-def test_a_term_without_a_weight_and_an_unknown_row_are_refused_by_name(tmp_path, monkeypatch, capsys):
+def test_a_term_without_a_weight_and_an_unknown_row_are_refused_by_name(tmp_path, script_main):
     out = tmp_path / "e60"
     out.mkdir()
     (out / "setting.json").write_text(json.dumps({"experiment": "fmnist_benchmark", "extra": []}))
@@ -91,6 +85,6 @@ def test_a_term_without_a_weight_and_an_unknown_row_are_refused_by_name(tmp_path
         seed_run(out / "fitnet" / str(seed), {"stage": "distill", "loss": {"ce": {"weight": 1.0}}},
                  [{"train/acc_top1": 0.84, "train/loss/ce": 0.4, "train/loss/fitnet": 0.01}], 84.0)
     with pytest.raises(SystemExit, match=r"\['fitnet'\] have no weight in run_config.json"):
-        run(monkeypatch, capsys, str(out), "fitnet")
+        script_main(benchmark_fit, str(out), "fitnet")
     with pytest.raises(SystemExit, match=r"no finished run in .* for \['kd'\]; finished rows: \['fitnet'"):
-        run(monkeypatch, capsys, str(out), "kd")
+        script_main(benchmark_fit, str(out), "kd")

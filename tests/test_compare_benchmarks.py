@@ -9,14 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import compare_benchmarks  # noqa: E402  (the script's main, run in this process: no interpreter start per call)
-
-
-def run(monkeypatch, capsys, *args: str) -> str:
-    """The script's printed table; a refusal raises SystemExit with its one-line message."""
-    monkeypatch.setattr(sys, "argv", ["compare_benchmarks.py", *args])
-    compare_benchmarks.main()
-    return capsys.readouterr().out
+import compare_benchmarks  # noqa: E402  (its main runs in this process: conftest.script_main)
 
 
 def out_dir(path: Path, extra: list[str], rows: dict[str, list[tuple[float, float]]]) -> Path:
@@ -32,12 +25,12 @@ def out_dir(path: Path, extra: list[str], rows: dict[str, list[tuple[float, floa
     return path
 
 
-def test_the_setting_validation_picks_and_its_gain_by_hand(tmp_path, monkeypatch, capsys):
+def test_the_setting_validation_picks_and_its_gain_by_hand(tmp_path, script_main):
     first = out_dir(tmp_path / "e60", ["teacher_cache.augmentations=true"],
                     {"student_alone": [(81, 80), (83, 82)], "kd": [(82, 81), (84, 83)]})
     t2 = out_dir(tmp_path / "e60_T2", ["teacher_cache.augmentations=true", "loss.kd.temperature=2"],
                  {"kd": [(85, 84), (87, 86)]})
-    stdout = run(monkeypatch, capsys, "--row", "kd", str(first), str(t2), "--out", str(tmp_path / "kd.json"))
+    stdout = script_main(compare_benchmarks, "--row", "kd", str(first), str(t2), "--out", str(tmp_path / "kd.json"))
     # T 2 against the student alone: diff 4, se² = 2/2 + 2/2 = 2, dof = 2² / (1²/1 + 1²/1) = 2,
     # t(0.975, 2) = 4.3027 from a t table: half-width 4.3027 · √2 = 6.085.
     assert ("| loss.kd.temperature=2 (picked by validation) | 2 | 86.00 ± 1.41 | 85.00 ± 1.41 | 84.00 ± 1.41 | "
@@ -48,13 +41,13 @@ def test_the_setting_validation_picks_and_its_gain_by_hand(tmp_path, monkeypatch
     assert saved["picked_by_validation"] == "loss.kd.temperature=2" and len(saved["entries"]) == 2
 
 
-def test_a_folder_that_is_not_a_benchmark_out_dir_is_refused_by_name(tmp_path, monkeypatch, capsys):
+def test_a_folder_that_is_not_a_benchmark_out_dir_is_refused_by_name(tmp_path, script_main):
     with pytest.raises(SystemExit, match="no setting.json") as refusal:
-        run(monkeypatch, capsys, "--row", "kd", str(tmp_path))
+        script_main(compare_benchmarks, "--row", "kd", str(tmp_path))
     assert str(tmp_path) in str(refusal.value.code)
 
 
-def test_every_row_is_compared_against_the_student_alone_of_its_own_schedule(tmp_path, monkeypatch, capsys):
+def test_every_row_is_compared_against_the_student_alone_of_its_own_schedule(tmp_path, script_main):
     short = out_dir(tmp_path / "e15", [], {"student_alone": [(81, 80), (83, 82)], "kd": [(84, 83), (86, 85)],
                                            "at": [(80, 79), (82, 81)], "fitnet": [(80, 79)]})
     long = out_dir(tmp_path / "e60", ["teacher_cache.augmentations=true"],
@@ -62,7 +55,7 @@ def test_every_row_is_compared_against_the_student_alone_of_its_own_schedule(tmp
     for folder, epochs in ((short, 15), (long, 60)):
         setting = json.loads((folder / "setting.json").read_text())
         (folder / "setting.json").write_text(json.dumps({**setting, "epochs": epochs, "batches": 100}))
-    lines = run(monkeypatch, capsys, "--every-row", str(short), str(long), "--out", str(tmp_path / "rows.json")
+    lines = script_main(compare_benchmarks, "--every-row", str(short), str(long), "--out", str(tmp_path / "rows.json")
                 ).splitlines()
     # Labelled by what differs (epochs and overrides; batches and experiment are equal).
     assert lines[0].startswith("| row | epochs 15, no overrides: top-1 % (seeds) | gain (95 % CI) | "
