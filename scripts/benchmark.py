@@ -8,12 +8,15 @@
     python scripts/benchmark.py --cifar100 --plan      # the CRD setting, for a GPU box with CIFAR-100
     python scripts/benchmark.py --epochs 60 --out-dir outputs/benchmark_e60 teacher_cache.augmentations=true \
         --methods "student alone" kd                   # another schedule: its table in the out-dir, not docs/
+    python scripts/benchmark.py ... --results docs/results/benchmark_e60   # finished runs kept in the repo
 
 Each method is one Hydra multirun over the seeds in ``<out-dir>/<method>/`` with ``resume=auto``; a method
 whose seed folders all hold metrics.json is not started, an unfinished run resumes from its last.ckpt.
 ``<out-dir>/records.json`` keeps the commit and command that trained each method, so the table says which
 commit made each row. The teacher is trained (and cached) first, by ``stage=teacher`` in ``<out-dir>/teacher``.
 The rows (every loss preset, the schemes) and the two settings are defined in scripts/benchmark_grid.py.
+``--results DIR`` keeps the small files of every finished run and the teacher's weights in DIR (to commit) and
+puts them back on a machine that lacks them (scripts/benchmark_results.py): a grid spans machines.
 """
 
 from __future__ import annotations
@@ -27,14 +30,17 @@ from dataclasses import replace
 from pathlib import Path
 
 from benchmark_grid import CIFAR100, FIRST_SITTING, FMNIST, ROOT, Method, folder_name, grid
+from benchmark_results import restore, save_row, save_teacher, save_top
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import DictConfig
 
 sys.path.insert(0, str(ROOT))
 
 from distill.benchmark_doc import MethodRuns, write_doc  # noqa: E402
 from distill.io import read_json, write_json  # noqa: E402
 from distill.losses import build_loss_terms  # noqa: E402
+from distill.teacher_cache import teacher_cache_key  # noqa: E402
 from distill.teacher_outputs import live_teacher_reason  # noqa: E402
 
 # Seconds on 2 CPU cores with nothing else running, for the estimate of --plan (batch 128): a training step of
@@ -68,6 +74,12 @@ def common_overrides(args: argparse.Namespace) -> list[str]:
     return [f"experiment={args.setting.experiment}", f"trainer.max_epochs={args.epochs}", *batches,
             f"teacher.train.max_epochs={args.teacher_epochs}", f"paths.cache_dir={args.cache_dir}", "resume=auto",
             *args.setting.extra, *args.extra]
+
+
+def composed(args: argparse.Namespace, *overrides: str) -> DictConfig:
+    """The config the runs get (the setting's overrides and the extra ones), composed as distill-train does."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=[*common_overrides(args), *overrides])
 
 
 def train(command: list[str], log_file: Path) -> tuple[int, float]:
@@ -129,8 +141,7 @@ def estimate(method: Method, args: argparse.Namespace, missing: int) -> float:
 def cached_loss_rows(methods: list[Method], args: argparse.Namespace) -> tuple[set[str], int]:
     """The loss rows whose teacher logits come from the teacher-output cache in this setting, asked of the same
     rule the runs follow (distill.teacher_outputs), and the augmentation variants the cache holds per image."""
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={args.setting.experiment}", *args.setting.extra, *args.extra])
+    cfg = composed(args)
     datamodule = instantiate(cfg.data)  # its settings only: no data is read before setup()
     cached, count = set(), 1
     for method in methods:
@@ -258,6 +269,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--doc", type=Path, default=None,
                         help="default: docs/benchmarks.md for the default --out-dir, else <out-dir>/benchmarks.md")
     parser.add_argument("--mini", action="store_true", help="1 seed, 1 epoch, a few batches: checks the command")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="keep finished runs and the teacher here (to commit); restored on a new machine")
     parser.add_argument("extra", nargs="*", help="more Hydra overrides for every run")
     args = parser.parse_intermixed_args(argv)  # overrides may stand before, between and after the options
     # --methods takes every word after it, so overrides written after it land there; a method name never
@@ -287,6 +300,8 @@ def main() -> None:
     if unknown:
         sys.exit(f"error: unknown method(s) {unknown}; choose from: {', '.join(m.name for m in methods)}")
     chosen = [m for m in methods if args.methods is None or m.name in args.methods]
+    if args.results:  # before anything reads the out-dir: a new machine gets the kept runs and teacher back
+        restore(args.results, args.out_dir, args.cache_dir, teacher_cache_key(composed(args)))
     check_setting(args)
     if args.plan:
         plan(chosen, args)
@@ -296,7 +311,15 @@ def main() -> None:
     teacher = train_teacher(args)
     if teacher is None:
         sys.exit(f"error: the teacher failed; see {args.out_dir / 'teacher.log'}")
-    trained = sum(run_method(method, args) for method in chosen)
+    if args.results:
+        if entry := teacher.get("teacher", {}).get("cache_entry"):  # a teacher trained here (not a weights file)
+            save_teacher(Path(entry), args.results)
+        save_top(args.out_dir, args.results)
+    trained = 0
+    for method in chosen:
+        trained += run_method(method, args)
+        if args.results:  # each row as it finishes: a crash later in the grid loses none of it
+            save_row(args.out_dir, args.results, folder_name(method.name))
     print(f"trained: {trained} method(s); {len(chosen) - trained} read back from {args.out_dir}", flush=True)
     rows = collect(methods, args.out_dir)
     write_doc(doc, rows, teacher, args.out_dir, command=shlex.join(["python", "scripts/benchmark.py", *sys.argv[1:]]),

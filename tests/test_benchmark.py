@@ -3,6 +3,7 @@
 import argparse
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -185,9 +186,11 @@ def test_a_row_every_seed_of_which_stopped_on_a_config_error_is_shown_as_cannot_
 
 @pytest.mark.skipif(not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(), reason="no Fashion-MNIST here")
 def test_benchmark_miniature_resumes(tmp_path, script_main):
-    """2 methods, 1 seed, 1 epoch of 3 batches; the second call finds every run finished and trains nothing."""
+    """2 methods, 1 seed, 1 epoch of 3 batches; the second call finds every run finished and trains nothing, and
+    so does a third on a "new machine" that has only the --results folder."""
     out = tmp_path / "bench"
-    args = ["--mini", "--methods", "student alone", "kd", "--out-dir", str(out), "--cache-dir", str(tmp_path / "cache")]
+    args = ["--mini", "--methods", "student alone", "kd", "--out-dir", str(out), "--cache-dir", str(tmp_path / "cache"),
+            "--results", str(tmp_path / "results")]
     first = script_main(benchmark, *args)  # the script in-process; each run still a distill-train process
     assert "trained: 2 method(s)" in first
     summary = json.loads((out / "kd" / "0" / "metrics.json").read_text())
@@ -202,6 +205,15 @@ def test_benchmark_miniature_resumes(tmp_path, script_main):
     second = script_main(benchmark, *args)
     assert "trained: 0 method(s)" in second and "training:" not in second
     assert sorted(p.relative_to(out) for p in out.rglob("*") if p.is_dir()) == folders
+
+    # A new machine: no out-dir, no teacher cache, only the kept results (committed). Nothing trains, not even
+    # the teacher, and the table is the same document.
+    shutil.rmtree(out)
+    shutil.rmtree(tmp_path / "cache")
+    third = script_main(benchmark, *args)
+    assert "trained: 0 method(s)" in third and "training:" not in third
+    assert (out / "benchmarks.md").read_text() == doc
+    assert not list((tmp_path / "results").rglob("*.ckpt"))  # weights of the teacher only, no checkpoints
 
 
 def test_plan_lists_every_preset_and_scheme_and_trains_nothing(tmp_path, script_main):
