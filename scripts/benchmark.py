@@ -321,6 +321,8 @@ def main() -> None:
         if args.results:  # each row as it finishes: a crash later in the grid loses none of it
             save_row(args.out_dir, args.results, folder_name(method.name))
     print(f"trained: {trained} method(s); {len(chosen) - trained} read back from {args.out_dir}", flush=True)
+    for method in methods if args.results else []:  # rows of earlier calls too (chosen or not this time)
+        save_row(args.out_dir, args.results, folder_name(method.name))
     rows = collect(methods, args.out_dir)
     write_doc(doc, rows, teacher, args.out_dir, command=shlex.join(["python", "scripts/benchmark.py", *sys.argv[1:]]),
               setting={"data": args.setting.data, "experiment": args.setting.experiment, "epochs": args.epochs,

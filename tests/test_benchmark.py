@@ -206,6 +206,12 @@ def test_benchmark_miniature_resumes(tmp_path, script_main):
     assert "trained: 0 method(s)" in second and "training:" not in second
     assert sorted(p.relative_to(out) for p in out.rglob("*") if p.is_dir()) == folders
 
+    # Every row of the out-dir is kept, also by a call that chose other rows: kd's kept files are gone, a call
+    # for the student alone (which trains nothing) keeps them again.
+    shutil.rmtree(tmp_path / "results" / "kd")
+    script_main(benchmark, *[a for a in args if a != "kd"])
+    assert (tmp_path / "results" / "kd" / "0" / "metrics.json").is_file()
+
     # A new machine: no out-dir, no teacher cache, only the kept results (committed). Nothing trains, not even
     # the teacher, and the table is the same document.
     shutil.rmtree(out)

@@ -29,7 +29,8 @@ def test_a_row_keeps_its_summaries_not_its_checkpoints(tmp_path):
     touch(out / "records.json", '{"kd": 1}')
     touch(out / "dkd" / "0" / "metrics.json")  # another row: not this call's
     save_row(out, results, "kd")
-    assert sorted(str(p.relative_to(results / "kd")) for p in (results / "kd").rglob("*") if p.is_file()) == sorted(kept)
+    row = results / "kd"
+    assert sorted(str(p.relative_to(row)) for p in row.rglob("*") if p.is_file()) == sorted(kept)
     assert (results / "records.json").read_text() == '{"kd": 1}' and not (results / "dkd").exists()
 
     touch(out / "records.json", '{"kd": 1, "dkd": 2}')  # records.json grows with each row: copied again
