@@ -227,17 +227,17 @@ def setting_record(args: argparse.Namespace) -> dict:
             "teacher_epochs": args.teacher_epochs, "extra": list(args.setting.extra) + list(args.extra)}
 
 
-def check_setting(args: argparse.Namespace) -> None:
+def check_setting(args: argparse.Namespace, folder: Path) -> None:
     """Refuse to mix schedules in one folder: resuming reads back every finished run it finds there."""
-    path = args.out_dir / "setting.json"
+    path = folder / "setting.json"
     if not path.is_file():
         return
     recorded, wanted = read_json(path), setting_record(args)
     changed = {key: (recorded.get(key), value) for key, value in wanted.items() if recorded.get(key) != value}
     if changed:
         details = ", ".join(f"{key} {old!r} there, {new!r} asked" for key, (old, new) in changed.items())
-        sys.exit(f"error: {args.out_dir} holds runs of another setting ({details}); give a new --out-dir "
-                 "(or the same options as before)")
+        sys.exit(f"error: {folder} holds runs of another setting ({details}); give a new --out-dir "
+                 "and --results (or the same options as before)")
 
 
 def default_out_dir(cifar100: bool) -> Path:
@@ -301,8 +301,9 @@ def main() -> None:
         sys.exit(f"error: unknown method(s) {unknown}; choose from: {', '.join(m.name for m in methods)}")
     chosen = [m for m in methods if args.methods is None or m.name in args.methods]
     if args.results:  # before anything reads the out-dir: a new machine gets the kept runs and teacher back
+        check_setting(args, args.results)
         restore(args.results, args.out_dir, args.cache_dir, teacher_cache_key(composed(args)))
-    check_setting(args)
+    check_setting(args, args.out_dir)
     if args.plan:
         plan(chosen, args)
         return

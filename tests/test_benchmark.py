@@ -262,3 +262,12 @@ def test_an_out_dir_of_another_schedule_is_refused_before_anything_runs(tmp_path
     assert "estimated time for what is left:" in script_main(benchmark, "--plan", "--out-dir", str(out))
     with pytest.raises(SystemExit, match=r"holds runs of another setting \(epochs 15 there, 30 asked\)"):
         script_main(benchmark, "--plan", "--out-dir", str(out), "--epochs", "30")
+
+    # The same for kept results: refused before a single kept file lands in the (new) out-dir.
+    results, fresh = tmp_path / "results", tmp_path / "fresh"
+    shutil.copytree(out, results)
+    (results / "kd" / "0").mkdir(parents=True)
+    (results / "kd" / "0" / "metrics.json").write_text("{}")
+    with pytest.raises(SystemExit, match=rf"{results} holds runs of another setting \(epochs 15 there, 30 asked\)"):
+        script_main(benchmark, "--plan", "--out-dir", str(fresh), "--results", str(results), "--epochs", "30")
+    assert not fresh.exists()
