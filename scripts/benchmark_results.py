@@ -39,9 +39,19 @@ def copy_missing(source: Path, target: Path, patterns: tuple[str, ...]) -> list[
     return copied
 
 
+def ended(seed: Path) -> bool:
+    """A seed that finished (metrics.json) or stopped on a configuration error (error.json). A seed still
+    training has a growing csv: kept now, it would never be replaced, and would come back half-written."""
+    return (seed / "metrics.json").is_file() or (seed / "error.json").is_file()
+
+
 def save_row(out_dir: Path, results: Path, folder: str) -> list[Path]:
-    """Keep the finished seeds of one row (its folder in the out-dir), and the records that name its commit."""
-    return copy_missing(out_dir / folder, results / folder, RUN_FILES) + save_top(out_dir, results)
+    """Keep the ended seeds of one row (its folder in the out-dir), and the records that name its commit."""
+    copied = []
+    for seed in sorted(p for p in (out_dir / folder).glob("*") if p.is_dir() and ended(p)):
+        patterns = tuple(pattern.removeprefix("*/") for pattern in RUN_FILES)
+        copied += copy_missing(seed, results / folder / seed.name, patterns)
+    return copied + save_top(out_dir, results)
 
 
 def save_top(out_dir: Path, results: Path) -> list[Path]:

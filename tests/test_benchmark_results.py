@@ -20,13 +20,15 @@ def touch(path: Path, text: str = "x") -> Path:
 
 def test_a_row_keeps_its_summaries_not_its_checkpoints(tmp_path):
     out, results = tmp_path / "out", tmp_path / "results"
-    kept = ["0/metrics.json", "0/run_config.json", "0/csv/metrics.csv", "1/error.json",
+    kept = ["0/metrics.json", "0/run_config.json", "0/csv/metrics.csv", "1/error.json", "2/metrics.json",
             "2/links/1-born_again/csv/metrics.csv", "2/links/1-born_again/metrics.json"]
     left = ["0/checkpoints/last.ckpt", "0/student.safetensors", "0/train.log", "0/.hydra/config.yaml",
             "0/csv/hparams.yaml", "2/links/1-born_again/checkpoints/best.ckpt"]
     for name in kept + left:
         touch(out / "kd" / name)
     touch(out / "records.json", '{"kd": 1}')
+    touch(out / "kd" / "3" / "csv" / "metrics.csv")  # a seed still training: nothing of it is kept
+    touch(out / "kd" / "3" / "run_config.json")
     touch(out / "dkd" / "0" / "metrics.json")  # another row: not this call's
     save_row(out, results, "kd")
     row = results / "kd"
