@@ -221,6 +221,14 @@ def test_benchmark_miniature_resumes(tmp_path, script_main):
     assert (out / "benchmarks.md").read_text() == doc
     assert not list((tmp_path / "results").rglob("*.ckpt"))  # weights of the teacher only, no checkpoints
 
+    # A row missing on that new machine trains against the kept teacher (read from the cache it was put back
+    # into), not against a teacher trained again.
+    shutil.rmtree(out / "kd")
+    shutil.rmtree(tmp_path / "results" / "kd")
+    assert "trained: 1 method(s)" in script_main(benchmark, *args)
+    log = (out / "kd.log").read_text()
+    assert "reused cached weights" in log and "no cached weights" not in log
+
 
 def test_plan_lists_every_preset_and_scheme_and_trains_nothing(tmp_path, script_main):
     stdout = script_main(benchmark, "--plan", "--out-dir", str(tmp_path / "bench"))
