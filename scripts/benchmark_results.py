@@ -47,9 +47,8 @@ def ended(seed: Path) -> bool:
 
 def save_row(out_dir: Path, results: Path, folder: str) -> list[Path]:
     """Keep the ended seeds of one row (its folder in the out-dir), and the records that name its commit."""
-    copied = []
+    copied, patterns = [], tuple(pattern.removeprefix("*/") for pattern in RUN_FILES)
     for seed in sorted(p for p in (out_dir / folder).glob("*") if p.is_dir() and ended(p)):
-        patterns = tuple(pattern.removeprefix("*/") for pattern in RUN_FILES)
         copied += copy_missing(seed, results / folder / seed.name, patterns)
     return copied + save_top(out_dir, results)
 
@@ -68,6 +67,10 @@ def save_teacher(cache_entry: Path, results: Path) -> Path:
     """The teacher's cache entry (weights, description, summary) under its key."""
     target = results / TEACHER_ENTRY / cache_entry.name
     if not target.exists():
+        if not cache_entry.is_dir():  # before any row trains: rows kept without their teacher cannot resume
+            raise SystemExit(f"error: the teacher's cache entry {cache_entry} is gone (a cleared cache?), so "
+                             f"{results} cannot keep the teacher its rows are distilled from; give a new --out-dir "
+                             "and --results to train the teacher again")
         shutil.copytree(cache_entry, target)
     return target
 

@@ -74,3 +74,9 @@ def test_a_teacher_of_another_recipe_stops_before_anything_is_copied(tmp_path):
 
 def test_no_results_folder_yet_restores_nothing(tmp_path):
     assert restore(tmp_path / "results", tmp_path / "out", tmp_path / "cache", "abc123") == []
+
+
+def test_a_teacher_whose_cache_entry_is_gone_cannot_be_kept(tmp_path):
+    with pytest.raises(SystemExit, match=r"cache entry .*abc123 is gone .* give a new --out-dir and --results"):
+        save_teacher(tmp_path / "cache" / "teachers" / "abc123", tmp_path / "results")
+    assert not (tmp_path / "results").exists()
