@@ -99,11 +99,29 @@ class TeacherCache:
             if cached is not None:
                 return cached, False
             summary = train()
-            staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=self.root))
-            try:
+
+            def fill(staging: Path) -> None:
                 export_model(model, architecture, model_kwargs, staging, stem="teacher")
                 write_json(staging / "summary.json", summary)
-                os.replace(staging, self.entry(key))
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
+
+            self._publish(key, fill)
             return summary, True
+
+    def adopt(self, key: str, folder: Path) -> bool:
+        """Put a copy of an entry kept elsewhere (a benchmark's committed teacher) under ``key``, published as a
+        trained entry is; False if the cache already has something there (kept: its loader judges it)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.root / f"{key}.lock")):
+            if self.entry(key).exists():
+                return False
+            self._publish(key, lambda staging: shutil.copytree(folder, staging, dirs_exist_ok=True))
+            return True
+
+    def _publish(self, key: str, fill: Callable[[Path], None]) -> None:
+        """``fill`` a staging folder, then rename it into place: a crash never leaves a half-written entry."""
+        staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=self.root))
+        try:
+            fill(staging)
+            os.replace(staging, self.entry(key))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)

@@ -300,9 +300,10 @@ def main() -> None:
     if unknown:
         sys.exit(f"error: unknown method(s) {unknown}; choose from: {', '.join(m.name for m in methods)}")
     chosen = [m for m in methods if args.methods is None or m.name in args.methods]
+    teacher_key = teacher_cache_key(composed(args)) if args.results else None
     if args.results:  # before anything reads the out-dir: a new machine gets the kept runs and teacher back
         check_setting(args, args.results)
-        restore(args.results, args.out_dir, args.cache_dir, teacher_cache_key(composed(args)))
+        restore(args.results, args.out_dir, args.cache_dir, teacher_key)
     check_setting(args, args.out_dir)
     if args.plan:
         plan(chosen, args)
@@ -313,8 +314,8 @@ def main() -> None:
     if teacher is None:
         sys.exit(f"error: the teacher failed; see {args.out_dir / 'teacher.log'}")
     if args.results:
-        if entry := teacher.get("teacher", {}).get("cache_entry"):  # a teacher trained here (not a weights file)
-            save_teacher(Path(entry), args.results)
+        if teacher.get("teacher", {}).get("cache_key"):  # a teacher trained here (not a weights file)
+            save_teacher(args.cache_dir, teacher_key, args.results)
         save_top(args.out_dir, args.results)
     trained = 0
     for method in chosen:

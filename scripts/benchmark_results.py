@@ -12,10 +12,10 @@ the missing runs train, against the very teacher the finished rows had.
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
+
+from distill.teacher_cache import TeacherCache
 
 # Relative to a row's folder (``*`` a seed, then a linked scheme's links); globs, so every seed is found.
 RUN_FILES = ("*/metrics.json", "*/run_config.json", "*/error.json", "*/csv/metrics.csv",
@@ -63,9 +63,10 @@ def save_top(out_dir: Path, results: Path) -> list[Path]:
     return copied
 
 
-def save_teacher(cache_entry: Path, results: Path) -> Path:
+def save_teacher(cache_root: Path, teacher_key: str, results: Path) -> Path:
     """The teacher's cache entry (weights, description, summary) under its key."""
-    target = results / TEACHER_ENTRY / cache_entry.name
+    cache_entry = TeacherCache(cache_root).entry(teacher_key)
+    target = results / TEACHER_ENTRY / teacher_key
     if not target.exists():
         if not cache_entry.is_dir():  # before any row trains: rows kept without their teacher cannot resume
             raise SystemExit(f"error: the teacher's cache entry {cache_entry} is gone (a cleared cache?), so "
@@ -90,12 +91,7 @@ def restore(results: Path, out_dir: Path, cache_root: Path, teacher_key: str) ->
             f"{teacher_key}: the teacher's recipe (teacher.*, data, trainer settings) differs from the one those "
             "rows were trained with; give the same options as before, or a new --results and --out-dir")
     copied = copy_missing(results, out_dir, (*TOP_FILES, *(f"*/{pattern}" for pattern in RUN_FILES)))
-    entry = results / TEACHER_ENTRY / teacher_key
-    target = cache_root / "teachers" / teacher_key
-    if entry.is_dir() and not target.exists():  # as the cache publishes: a finished folder renamed into place
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{teacher_key}.", dir=target.parent))
-        shutil.copytree(entry, staging, dirs_exist_ok=True)
-        os.replace(staging, target)
-        copied.append(target)
+    entry, cache = results / TEACHER_ENTRY / teacher_key, TeacherCache(cache_root)
+    if entry.is_dir() and cache.adopt(teacher_key, entry):
+        copied.append(cache.entry(teacher_key))
     return copied

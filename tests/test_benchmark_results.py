@@ -46,10 +46,10 @@ def test_a_new_machine_gets_the_runs_and_the_teacher_back(tmp_path):
     out, results, cache = tmp_path / "out", tmp_path / "results", tmp_path / "cache"
     for name in ["setting.json", "teacher/metrics.json", "kd/0/metrics.json", "kd/0/csv/metrics.csv"]:
         touch(out / name, name)
-    entry = touch(cache / "teachers" / "abc123" / "teacher.safetensors", "weights").parent
+    touch(cache / "teachers" / "abc123" / "teacher.safetensors", "weights")
     save_top(out, results)
     save_row(out, results, "kd")
-    save_teacher(entry, results)
+    save_teacher(cache, "abc123", results)
 
     new_out, new_cache = tmp_path / "new_out", tmp_path / "new_cache"
     touch(new_out / "kd" / "1" / "metrics.json", "a run of this machine")
@@ -78,5 +78,5 @@ def test_no_results_folder_yet_restores_nothing(tmp_path):
 
 def test_a_teacher_whose_cache_entry_is_gone_cannot_be_kept(tmp_path):
     with pytest.raises(SystemExit, match=r"cache entry .*abc123 is gone .* give a new --out-dir and --results"):
-        save_teacher(tmp_path / "cache" / "teachers" / "abc123", tmp_path / "results")
+        save_teacher(tmp_path / "cache", "abc123", tmp_path / "results")
     assert not (tmp_path / "results").exists()
