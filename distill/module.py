@@ -71,6 +71,27 @@ def unpack(batch: tuple[torch.Tensor, ...]) -> Batch:
     return Batch(*batch)
 
 
+@dataclass(frozen=True)
+class EpochPlan:
+    """What every training step of one epoch computes and records (see ``DistillationModule._epoch_plan``)."""
+
+    epoch: int
+    terms: dict[str, LossTerm]
+    names: tuple[str, ...]  # of the recorded values: "total", the active terms, "acc_top1"
+    positions: torch.Tensor  # of those names in the module's EpochMeans
+
+
+def weighted_total(terms: dict[str, LossTerm], values: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``sum(weight * value)`` without the ``0 +`` of Python's ``sum`` or a multiplication by a weight of 1
+    (each is a tensor op in the forward and the backward pass; the result is the same)."""
+    total = None
+    for name, value in values.items():
+        weight = terms[name].weight
+        part = value if weight == 1.0 else weight * value
+        total = part if total is None else total + part
+    return total
+
+
 class DistillationModule(L.LightningModule):
     """Trains ``student`` on a weighted sum of ``loss_terms``; ``teacher`` (optional) stays frozen.
 
@@ -127,6 +148,7 @@ class DistillationModule(L.LightningModule):
         object.__setattr__(self, "student_forward", torch.compile(student) if compile_student else student)
         self._build_adapters(input_shape)
         self.train_means = EpochMeans(["total", *loss_terms, "acc_top1"])
+        self._plan: EpochPlan | None = None
         self.divergence = NonFiniteWatch()
         self.progress_values: dict[str, float] = {}  # host numbers for distill.progress.StepValuesProgressBar
         self.eval_metrics = nn.ModuleDict(
@@ -203,26 +225,43 @@ class DistillationModule(L.LightningModule):
 
         After that stage, terms that belong to it alone (``main_stage`` false: AB's and FSP's init training) drop out.
         """
-        hint_only = {name: term for name, term in self.loss_terms.items()
-                     if getattr(term, "hint_only_epochs", 0) > self.current_epoch}
-        return hint_only or {name: term for name, term in self.loss_terms.items() if getattr(term, "main_stage", True)}
+        return self._epoch_plan().terms
+
+    def _epoch_plan(self) -> EpochPlan:
+        """This epoch's active terms and the names and positions of the values each step records.
+
+        They change only with the epoch (the hint-only stage), so steps reuse them instead of rebuilding them.
+        """
+        epoch = self.current_epoch if self._trainer is not None else 0
+        plan = self._plan
+        if plan is None or plan.epoch != epoch or plan.positions.device != self.train_means.sums.device:
+            hint_only = {name: term for name, term in self.loss_terms.items()
+                         if getattr(term, "hint_only_epochs", 0) > epoch}
+            terms = hint_only or {name: term for name, term in self.loss_terms.items()
+                                  if getattr(term, "main_stage", True)}
+            names = ("total", *terms, "acc_top1")
+            plan = self._plan = EpochPlan(epoch, terms, names, self.train_means.positions(names))
+        return plan
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor | None:
         parts = unpack(batch)
         targets = parts.targets
         outputs = self._forward(parts.images, targets, parts.indices, parts.variants)
-        values = {name: term(outputs) for name, term in self.active_terms().items()}
-        total = sum(self.loss_terms[name].weight * value for name, value in values.items())
+        plan = self._epoch_plan()
+        values = {name: term(outputs) for name, term in plan.terms.items()}
+        total = weighted_total(plan.terms, values)
         # Skipping must decide before the optimizer step: one host sync per step, the price of skip mode.
         if self.on_non_finite == "skip" and not bool(torch.isfinite(total)):
             return self._non_finite(values, total)
-        names = ("total", *values)
-        losses = torch.stack([total, *values.values()]).detach()
+        # The step's record (total, terms, train accuracy) as one device vector, no host sync: into the epoch
+        # sums and, in error mode, the divergence watch (one copy each). On a step of a few milliseconds
+        # every extra small tensor op shows (docs/performance.md), hence one stack instead of per-value work.
+        with torch.no_grad():
+            correct = outputs.student_logits.argmax(1) == targets
+            record = torch.stack([total, *values.values(), correct.mean(dtype=total.dtype)])
         if self.on_non_finite == "error":
-            self.divergence.update(losses, names, self.global_step, self.current_epoch)
-        accuracy = (outputs.student_logits.detach().argmax(1) == targets).float().mean()
-        self.train_means.update(torch.cat([losses, accuracy.view(1)]),
-                                self.train_means.positions([*names, "acc_top1"]), len(targets))
+            self.divergence.update(record, plan.names, self.global_step, plan.epoch)
+        self.train_means.update(record, plan.positions, len(targets))
         if self._trainer is not None and self.trainer._logger_connector.should_update_logs:
             self._log_step_loss(total)
         return total

@@ -1,9 +1,10 @@
-"""The divergence guard's watch: remembers the first non-finite training step on the device.
+"""The divergence guard's watch: finds the first non-finite training step on the device, checked on demand.
 
 Asking ``bool(torch.isfinite(loss))`` every step makes the host wait for the device every step (on a GPU
-the host can then no longer queue work ahead). With ``guard.on_non_finite=error`` the watch records the
-first bad step with tensor ops only and is asked when the host syncs anyway: at the steps Lightning logs,
-at epoch ends and before every checkpoint is written, so no checkpoint ever holds a step after the bad one.
+the host can then no longer queue work ahead). With ``guard.on_non_finite=error`` each step only copies its
+loss values into a row of a device buffer (one small copy, no sync); the rows are searched for the first bad
+step when the host syncs anyway: at the steps Lightning logs, at epoch ends and before every checkpoint is
+written, so no checkpoint ever holds a step after the bad one.
 """
 
 from __future__ import annotations
@@ -17,40 +18,52 @@ from distill.reliability.errors import DivergenceError
 
 
 class NonFiniteWatch:
-    """First step (and its loss values) at which any value was NaN or infinite; checked on demand."""
+    """The loss values of each step since the last check; ``check`` names the first step with a NaN or inf."""
 
-    def __init__(self) -> None:
-        self.first_step: torch.Tensor | None = None  # -1 until a bad step
-        self.values: torch.Tensor | None = None
-        self.names: list[str] = []
+    def __init__(self, capacity: int = 64) -> None:
+        self.capacity = capacity
+        self.rows: torch.Tensor | None = None  # (capacity, values per step), filled up to ``count``
+        self.count = 0
+        self.steps: list[int] = []  # the global step of each filled row
+        self.names: tuple[str, ...] = ()
         self.epoch = 0
 
     def update(self, values: torch.Tensor, names: Sequence[str], step: int, epoch: int) -> None:
         """``values[i]`` is the loss value called ``names[i]`` at ``step``; no host sync."""
-        values = values.detach()
-        if self.first_step is None or list(names) != self.names:
-            # A new set of terms starts only with an epoch, after the previous epoch's check.
-            self.first_step = torch.full((), -1, dtype=torch.long, device=values.device)
-            self.values = torch.zeros_like(values)
-            self.names = list(names)
-        first_bad = ~torch.isfinite(values).all() & (self.first_step < 0)
-        self.first_step = torch.where(first_bad, step, self.first_step)
-        self.values = torch.where(first_bad, values, self.values)
+        names = tuple(names)
+        if self.rows is None or names != self.names or self.rows.device != values.device:
+            # A new set of terms starts with an epoch, after the epoch end's check emptied the rows; a caller
+            # that skipped that check pays one sync here rather than losing the rows it has not checked.
+            if self.count:
+                self.check()
+            self.rows = values.new_empty(self.capacity, len(names))
+            self.names = names
+        elif self.count == len(self.rows):  # no check for a while (no logger, long epoch): grow, still no sync
+            self.rows = torch.cat([self.rows, torch.empty_like(self.rows)])
+        self.rows[self.count].copy_(values.detach())
+        self.count += 1
+        self.steps.append(step)
         self.epoch = epoch  # checked at every epoch end, so a bad step is always from the latest epoch
 
     def check(self, read: torch.Tensor | None = None) -> float | None:
-        """Raise DivergenceError naming the first bad step and its first non-finite term.
+        """Raise DivergenceError naming the first bad step and its first non-finite term, then forget the rows.
 
         One host sync; ``read`` (a scalar the caller wants as a number anyway) comes back in the same transfer.
         """
-        if self.first_step is None:
+        if not self.count:
             return None if read is None else float(read)
-        flags = torch.stack([self.first_step.to(self.values.dtype), *([read.detach()] if read is not None else [])])
-        first_step, *rest = flags.tolist()
-        if first_step >= 0:
-            values = self.values.tolist()
-            bad = [name for name, value in zip(self.names, values, strict=True) if not math.isfinite(value)]
-            term = next((name for name in bad if name != "total"), "total")
+        rows = self.rows[: self.count]
+        bad = ~torch.isfinite(rows).all(dim=1)
+        # argmax returns the first of equal maxima: the earliest bad row; -1 when there is none.
+        first = torch.where(bad.any(), bad.to(torch.uint8).argmax(), -1).float()  # float32: exact to 2^24 rows
+        first_row, *rest = torch.stack([first, *([read.detach().float()] if read is not None else [])]).tolist()
+        if first_row >= 0:
+            values = rows[int(first_row)].tolist()
+            bad_names = [name for name, value in zip(self.names, values, strict=True) if not math.isfinite(value)]
+            term = next((name for name in bad_names if name != "total"), "total")
             label = f"term '{term}'" if term != "total" else "the weighted total"
-            raise DivergenceError(label, values[self.names.index(term)], self.epoch, int(first_step), applied=True)
+            raise DivergenceError(label, values[self.names.index(term)], self.epoch, self.steps[int(first_row)],
+                                  applied=True)
+        self.count = 0
+        self.steps.clear()
         return rest[0] if rest else None

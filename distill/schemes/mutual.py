@@ -61,6 +61,7 @@ class MutualModule(L.LightningModule):
                                                                                     validate_args=False)
                                                  for k in top_ks}) for _ in peers]) for split in SPLITS})
         self.skipped_batches = 0  # read by the run summary like a DistillationModule's
+        self.progress_values: dict[str, float] = {}  # the epoch means for distill.progress.StepValuesProgressBar
         self.train_means = EpochMeans(["total", *(f"peer{i}/loss/ce" for i in range(len(peers))),
                                        *(f"peer{i}/loss/kl" for i in range(len(peers))), "acc_top1"])
 
