@@ -146,6 +146,33 @@ def lightning_fit(student, teacher, loss, data, args, accelerator, teacher_outpu
             "gap_ms": 1e3 * median_after_warmup(timer.gaps, steps_per_epoch - 1)}
 
 
+class BareModule(L.LightningModule):
+    """(L) Lightning's own floor: a training step of forward and cross-entropy, nothing logged or recorded."""
+
+    def __init__(self, student: torch.nn.Module) -> None:
+        super().__init__()
+        self.student = student
+
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        return F.cross_entropy(self.student(batch[0]), batch[1])
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True)
+
+
+def bare_lightning_fit(student, data, args, accelerator) -> dict:
+    """(L) ``BareModule`` under the same Trainer settings and data loader as ``lightning_fit``."""
+    timer = EpochTimer()
+    trainer = L.Trainer(max_epochs=args.epochs, accelerator=accelerator, devices=1, logger=False,
+                        precision=args.precision, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer])
+    trainer.fit(BareModule(student), datamodule=data)
+    steps_per_epoch = len(timer.steps) // args.epochs
+    return {"epoch_s": median_after_warmup(timer.epochs),
+            "step_ms": 1e3 * median_after_warmup(timer.steps, steps_per_epoch),
+            "gap_ms": 1e3 * median_after_warmup(timer.gaps, steps_per_epoch - 1)}
+
+
 def teacher_inference(teacher, images, batch_size, epochs, device) -> dict:
     teacher = teacher.to(device).eval()
     images = images.to(device)
