@@ -253,12 +253,12 @@ class DistillationModule(L.LightningModule):
         # Skipping must decide before the optimizer step: one host sync per step, the price of skip mode.
         if self.on_non_finite == "skip" and not bool(torch.isfinite(total)):
             return self._non_finite(values, total)
-        # The step's record (total, terms, train accuracy) as one device vector, no host sync: into the epoch
-        # sums and, in error mode, the divergence watch (one copy each). On a step of a few milliseconds
-        # every extra small tensor op shows (docs/performance.md), hence one stack instead of per-value work.
+        # The step's record (total, terms, train accuracy) as one device vector, no host sync: added to the
+        # epoch sums (two index_add_) and, in error mode, copied into a row of the divergence watch. On a step
+        # of a few milliseconds every small tensor op shows (docs/performance.md): one stack, not per-value work.
         with torch.no_grad():
             correct = outputs.student_logits.argmax(1) == targets
-            record = torch.stack([total, *values.values(), correct.mean(dtype=total.dtype)])
+            record = torch.stack([total, *values.values(), correct.mean(dtype=torch.float32)])
         if self.on_non_finite == "error":
             self.divergence.update(record, plan.names, self.global_step, plan.epoch)
         self.train_means.update(record, plan.positions, len(targets))
