@@ -6,10 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import BatchSampler, SequentialSampler
 
 from distill.data import DatasetNotFoundError, DigitsDataModule, FashionMNISTDataModule
 from distill.data.base import augment_batch
 from distill.data.fashion_mnist import read_idx
+from distill.data.sampling import EpochShuffleSampler, TensorBatchSampler
 from tests.image_folders import make_image_folder
 
 FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")
@@ -102,3 +104,34 @@ def test_image_folder_reads_class_folders(tmp_path):
     assert indices.tolist() == list(range(6))  # each image's index, for per-sample state (CRD)
     with pytest.raises(DatasetNotFoundError, match="data.root=<folder>"):
         ImageFolderDataModule(root=str(tmp_path / "missing")).check()
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_tensor_batches_are_the_batches_of_pytorchs_batch_sampler(monkeypatch, drop_last):
+    # Same permutation (seed, epoch), same grouping, same resume skip: only the container changes.
+    monkeypatch.setenv("PL_GLOBAL_SEED", "7")
+    for epoch, resume in [(0, None), (3, None), (2, (2, 64))]:
+        expected_sampler, tensor_sampler = EpochShuffleSampler(300), EpochShuffleSampler(300)
+        for sampler in (expected_sampler, tensor_sampler):
+            sampler.set_epoch(epoch)
+            if resume:
+                sampler.resume_at(*resume)
+        expected = list(BatchSampler(expected_sampler, 32, drop_last))
+        batches = list(TensorBatchSampler(tensor_sampler, 32, drop_last))
+        assert [batch.tolist() for batch in batches] == expected
+        remaining = 300 - (64 if resume else 0)
+        assert sum(map(len, expected)) == (remaining // 32 * 32 if drop_last else remaining)
+    sequential = list(TensorBatchSampler(SequentialSampler(range(70)), 32, False))
+    assert [batch.tolist() for batch in sequential] == list(BatchSampler(SequentialSampler(range(70)), 32, False))
+
+
+def test_digits_loaders_hand_out_index_tensors_and_the_same_images():
+    data = DigitsDataModule(batch_size=100, num_workers=0)
+    data.setup()
+    data._batches_done = lambda: (0, 0)
+    images, labels, indices = next(iter(data.val_dataloader()))
+    split, first = data.splits["val"], min(data.eval_batch_size, len(data.splits["val"].labels))
+    assert torch.equal(indices, torch.arange(first))
+    assert torch.equal(images, split.images[:first]) and torch.equal(labels, split.labels[:first])
+    seen = torch.cat([batch[2] for batch in data.train_dataloader()])
+    assert sorted(seen.tolist()) == list(range(len(data.splits["train"].labels)))

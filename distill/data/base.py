@@ -11,9 +11,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, TensorDataset
 
-from distill.data.sampling import ResumableLoader, epoch_generator, global_seed
+from distill.data.sampling import (
+    EpochShuffleSampler,
+    ResumableLoader,
+    TensorBatchSampler,
+    epoch_generator,
+    global_seed,
+)
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -46,7 +52,7 @@ class BatchedTensorDataset(TensorDataset):
     """``TensorDataset`` that hands the DataLoader whole batches: one indexing op per batch, no per-sample
     ``__getitem__`` and no collation (PyTorch's fetcher calls ``__getitems__`` with the batch's indices)."""
 
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+    def __getitems__(self, indices: list[int] | torch.Tensor) -> tuple[torch.Tensor, ...]:
         index = torch.as_tensor(indices)
         return tuple(tensor[index] for tensor in self.tensors)
 
@@ -162,12 +168,15 @@ class InMemoryDataModule(SplitLoadersMixin, L.LightningDataModule):
         data = self.splits[split]
         # The index lets cached teacher outputs be looked up per sample (also under DDP's sampler).
         dataset = BatchedTensorDataset(data.images, data.labels, torch.arange(len(data.labels)))
-        options = {"batch_size": self.batch_size if shuffle else self.eval_batch_size, "collate_fn": keep_batch,
-                   "num_workers": self.num_workers, "pin_memory": self.pin_memory,
-                   "persistent_workers": self.num_workers > 0, "drop_last": False}
+        options = {"collate_fn": keep_batch, "num_workers": self.num_workers, "pin_memory": self.pin_memory,
+                   "persistent_workers": self.num_workers > 0}
+        # Index tensors would reach worker processes through shared memory, slower than lists: workers get lists.
+        batcher = TensorBatchSampler if self.num_workers == 0 else BatchSampler
         if shuffle:
-            return ResumableLoader(dataset, batches_done=self._batches_done, **options)
-        return DataLoader(dataset, shuffle=False, **options)
+            batches = batcher(EpochShuffleSampler(len(dataset)), self.batch_size, drop_last=False)
+            return ResumableLoader(dataset, batches_done=self._batches_done, batch_sampler=batches, **options)
+        return DataLoader(dataset, batch_sampler=batcher(SequentialSampler(dataset), self.eval_batch_size, False),
+                          **options)
 
     def _batches_done(self) -> tuple[int, int]:
         """(epoch, batches trained in it): what a checkpoint records of the training order."""
