@@ -15,9 +15,10 @@ tree=$(mktemp -d)/old
 git -C "$here" worktree add --detach "$tree" "$old" >/dev/null
 trap 'git -C "$here" worktree remove --force "$tree"' EXIT
 mkdir -p "$out"
+out=$(realpath "$out")
 for turn in $(seq 1 "$turns"); do
-  (cd "$tree" && "$python" scripts/bench_overhead.py --dataset digits --repeats 2 --out "$(realpath "$out")/old_$turn.json" >/dev/null 2>&1)
-  (cd "$here" && "$python" scripts/bench_overhead.py --dataset digits --repeats 2 --out "$(realpath "$out")/new_$turn.json" >/dev/null 2>&1)
+  (cd "$tree" && "$python" scripts/bench_overhead.py --dataset digits --repeats 2 --out "$out/old_$turn.json" >/dev/null 2>&1)
+  (cd "$here" && "$python" scripts/bench_overhead.py --dataset digits --repeats 2 --out "$out/new_$turn.json" >/dev/null 2>&1)
   echo "turn $turn done"
 done
 "$python" - "$out" "$old" "$(git -C "$here" rev-parse --short HEAD)" "$turns" <<'PY'
