@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Before/after of scripts/bench_overhead.py: an older commit and this tree in alternating turns, on digits.
 #
-#   bash scripts/bench_overhead_ab.sh 2cb48c2 5 docs/results/bench_overhead_ab
+#   bash scripts/bench_overhead_ab.sh 2cb48c2 4 docs/results/bench_overhead_ab 15
 #
-# Each turn runs `bench_overhead.py --dataset digits --repeats 2` first in a temporary worktree of the older
+# Each turn runs `bench_overhead.py --dataset digits --repeats 2 --epochs EPOCHS` (default 15: digits epochs
+# are ~25 ms, and medians of 14 of them vary far less than of 4) first in a temporary worktree of the older
 # commit, then here, so a machine that speeds up or slows down moves both; a table of the turns' medians
 # (B/A, D/A) and the summary are printed and every turn's JSON is kept in OUT. The older commit's own
 # bench_overhead.py runs there (it may lack newer arms such as L).
 set -euo pipefail
-old=${1:?older commit}; turns=${2:-5}; out=${3:-bench_overhead_ab}
+old=${1:?older commit}; turns=${2:-4}; out=${3:-bench_overhead_ab}; epochs=${4:-15}
 here=$(cd "$(dirname "$0")/.." && pwd)
 python=${PYTHON:-$here/.venv/bin/python}
 tree=$(mktemp -d)/old
@@ -17,8 +18,8 @@ trap 'git -C "$here" worktree remove --force "$tree"' EXIT
 mkdir -p "$out"
 out=$(realpath "$out")
 for turn in $(seq 1 "$turns"); do
-  (cd "$tree" && "$python" scripts/bench_overhead.py --dataset digits --repeats 2 --out "$out/old_$turn.json" >/dev/null 2>&1)
-  (cd "$here" && "$python" scripts/bench_overhead.py --dataset digits --repeats 2 --out "$out/new_$turn.json" >/dev/null 2>&1)
+  (cd "$tree" && "$python" scripts/bench_overhead.py --dataset digits --repeats 2 --epochs "$epochs" --out "$out/old_$turn.json" >/dev/null 2>&1)
+  (cd "$here" && "$python" scripts/bench_overhead.py --dataset digits --repeats 2 --epochs "$epochs" --out "$out/new_$turn.json" >/dev/null 2>&1)
   echo "turn $turn done"
 done
 "$python" - "$out" "$old" "$(git -C "$here" rev-parse --short HEAD)" "$turns" <<'PY'
