@@ -37,10 +37,11 @@ class EpochMeans(Metric):
             self._positions[key] = torch.tensor([self.names.index(name) for name in names], device=self.sums.device)
         return self._positions[key]
 
-    def update(self, values: torch.Tensor, positions: torch.Tensor, weight: int) -> None:
+    def update(self, values: torch.Tensor, positions: torch.Tensor, weight: int, steps: int = 1) -> None:
+        """Add ``steps`` steps of batch size ``weight`` whose values sum to ``values`` (one step: its values)."""
         values = values.detach().to(self.sums.dtype)
         self.sums.index_add_(0, positions, values, alpha=weight)
-        self.weights.index_add_(0, positions, torch.ones_like(values), alpha=weight)
+        self.weights.index_add_(0, positions, torch.ones_like(values), alpha=weight * steps)
 
     def compute(self) -> dict[str, torch.Tensor]:
         means = self.sums / self.weights

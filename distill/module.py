@@ -78,7 +78,6 @@ class EpochPlan:
     epoch: int
     terms: dict[str, LossTerm]
     names: tuple[str, ...]  # of the recorded values: "total", the active terms, "acc_top1"
-    positions: torch.Tensor  # of those names in the module's EpochMeans
 
 
 def weighted_total(terms: dict[str, LossTerm], values: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -90,6 +89,11 @@ def weighted_total(terms: dict[str, LossTerm], values: dict[str, torch.Tensor]) 
         part = value if weight == 1.0 else weight * value
         total = part if total is None else total + part
     return total
+
+
+def consume_step_records(module: DistillationModule, prefix: str, keep_vars: bool) -> None:
+    """State-dict pre-hook (a module-level function, so the module still pickles): fold the watched rows in."""
+    module.divergence.consume()
 
 
 class DistillationModule(L.LightningModule):
@@ -149,7 +153,10 @@ class DistillationModule(L.LightningModule):
         self._build_adapters(input_shape)
         self.train_means = EpochMeans(["total", *loss_terms, "acc_top1"])
         self._plan: EpochPlan | None = None
-        self.divergence = NonFiniteWatch()
+        # Each step's values, kept on the device: checked for NaN/inf and added to the epoch sums at the host
+        # syncs, and added before any state_dict (a checkpoint's sums include every step before it).
+        self.divergence = NonFiniteWatch(consumer=self._add_to_epoch_means)
+        self.register_state_dict_pre_hook(consume_step_records)
         self.progress_values: dict[str, float] = {}  # host numbers for distill.progress.StepValuesProgressBar
         self.eval_metrics = nn.ModuleDict(
             {split: eval_metrics(num_classes, teacher is not None) for split in ("val", "test")}
@@ -234,13 +241,12 @@ class DistillationModule(L.LightningModule):
         """
         epoch = self.current_epoch if self._trainer is not None else 0
         plan = self._plan
-        if plan is None or plan.epoch != epoch or plan.positions.device != self.train_means.sums.device:
+        if plan is None or plan.epoch != epoch:
             hint_only = {name: term for name, term in self.loss_terms.items()
                          if getattr(term, "hint_only_epochs", 0) > epoch}
             terms = hint_only or {name: term for name, term in self.loss_terms.items()
                                   if getattr(term, "main_stage", True)}
-            names = ("total", *terms, "acc_top1")
-            plan = self._plan = EpochPlan(epoch, terms, names, self.train_means.positions(names))
+            plan = self._plan = EpochPlan(epoch, terms, ("total", *terms, "acc_top1"))
         return plan
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor | None:
@@ -253,15 +259,13 @@ class DistillationModule(L.LightningModule):
         # Skipping must decide before the optimizer step: one host sync per step, the price of skip mode.
         if self.on_non_finite == "skip" and not bool(torch.isfinite(total)):
             return self._non_finite(values, total)
-        # The step's record (total, terms, train accuracy) as one device vector, no host sync: added to the
-        # epoch sums (two index_add_) and, in error mode, copied into a row of the divergence watch. On a step
-        # of a few milliseconds every small tensor op shows (docs/performance.md): one stack, not per-value work.
+        # The step's record (total, terms, train accuracy): one device vector copied into a row of the watch,
+        # no host sync and no metric update per step. On a step of a few milliseconds every small tensor op
+        # shows (docs/performance.md); the epoch sums get the rows in a few ops at the next check.
         with torch.no_grad():
             correct = outputs.student_logits.argmax(1) == targets
             record = torch.stack([total, *values.values(), correct.mean(dtype=torch.float32)])
-        if self.on_non_finite == "error":
-            self.divergence.update(record, plan.names, self.global_step, plan.epoch)
-        self.train_means.update(record, plan.positions, len(targets))
+        self.divergence.update(record, plan.names, self.global_step, plan.epoch, len(targets))
         if self._trainer is not None and self.trainer._logger_connector.should_update_logs:
             self._log_step_loss(total)
         return total
@@ -274,11 +278,18 @@ class DistillationModule(L.LightningModule):
         a GPU. ``should_update_logs`` and ``_batches_that_stepped`` are Lightning's own (private) test and
         step counter for "the loggers write now", so these rows land on the same steps as Lightning's.
         """
-        value = self.divergence.check(read=total) if self.on_non_finite == "error" else float(total.detach())
+        value = self.divergence.check(read=total)
         self.progress_values["train/loss_step"] = value
         step = self.trainer.fit_loop.epoch_loop._batches_that_stepped
         for logger in self.loggers:
             logger.log_metrics({"train/loss_step": value, "epoch": self.current_epoch}, step=step)
+
+    def _add_to_epoch_means(self, rows: torch.Tensor, names: tuple[str, ...],
+                            runs: list[tuple[int, int, int]]) -> None:
+        """The watch's rows into the epoch sums: one update per run of steps with the same batch size."""
+        positions = self.train_means.positions(names)
+        for start, stop, batch_size in runs:
+            self.train_means.update(rows[start:stop].sum(0), positions, batch_size, steps=stop - start)
 
     def on_train_epoch_end(self) -> None:
         # Epoch means from the device-side sums (one sync per epoch); the names Lightning gave them before.

@@ -115,3 +115,25 @@ def test_epoch_means_reach_the_logger_the_monitors_and_the_progress_bar(tmp_path
     for values, logged in zip(seen, epoch_rows, strict=True):
         assert values["train/acc_top1"] == values["bar"] == pytest.approx(float(logged["train/acc_top1"]))
         assert values["train/loss"] == values["train/loss_epoch"] == pytest.approx(float(logged["train/loss_epoch"]))
+
+
+def test_a_state_dict_holds_every_recorded_step_once_whatever_its_batch_size():
+    torch.manual_seed(0)
+    student = create_model("small_cnn", 10, 1, {"width": 4})
+    module = DistillationModule(student, build_loss_terms({"ce": {"weight": 1.0}}),
+                                lambda params: torch.optim.SGD(params, lr=0.1), 10, (1, 8, 8))
+    batches = [(torch.randn(n, 1, 8, 8), torch.randint(0, 10, (n,))) for n in (4, 4, 3)]  # last batch smaller
+    expected_sums = torch.zeros(3, dtype=torch.float64)  # total, ce, accuracy, each weighted by batch size
+    for images, targets in batches:
+        module.training_step((images, targets), 0)
+        with torch.no_grad():
+            logits = student(images)  # train mode: BatchNorm uses the batch's statistics, as the step did
+        ce = torch.nn.functional.cross_entropy(logits, targets).double()
+        accuracy = (logits.argmax(1) == targets).double().mean()
+        expected_sums += len(targets) * torch.stack([ce, ce, accuracy])
+    state = module.state_dict()  # the pre-hook adds the unchecked rows: no check (and no sync) was needed
+    positions = [module.train_means.names.index(name) for name in ("total", "ce", "acc_top1")]
+    torch.testing.assert_close(state["train_means.sums"][positions].double(), expected_sums, rtol=1e-5, atol=1e-5)
+    assert state["train_means.weights"][positions].tolist() == [11.0, 11.0, 11.0]
+    module.divergence.check()  # the same rows, now checked and forgotten: not added a second time
+    assert torch.equal(module.state_dict()["train_means.sums"], state["train_means.sums"])

@@ -1,35 +1,42 @@
-"""The divergence guard's watch: finds the first non-finite training step on the device, checked on demand.
+"""The divergence guard's watch: keeps each training step's values on the device, checked on demand.
 
 Asking ``bool(torch.isfinite(loss))`` every step makes the host wait for the device every step (on a GPU
-the host can then no longer queue work ahead). With ``guard.on_non_finite=error`` each step only copies its
-loss values into a row of a device buffer (one small copy, no sync); the rows are searched for the first bad
-step when the host syncs anyway: at the steps Lightning logs, at epoch ends and before every checkpoint is
-written, so no checkpoint ever holds a step after the bad one.
+the host can then no longer queue work ahead). Instead each step copies its values (the weighted total, each
+term, the train accuracy) into a row of a device buffer: one small copy, no sync. The rows are searched for
+the first non-finite step when the host syncs anyway: at the steps Lightning logs, at epoch ends and before
+every checkpoint is written, so no checkpoint ever holds a step after the bad one. The same rows feed the
+epoch means (``consumer``) in a few ops per check instead of a metric update per step.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 from distill.reliability.errors import DivergenceError
 
+# (rows, names, runs): ``rows[start:stop]`` were steps of batch size ``weight`` for each (start, stop, weight).
+RowsConsumer = Callable[[torch.Tensor, tuple[str, ...], list[tuple[int, int, int]]], None]
+
 
 class NonFiniteWatch:
-    """The loss values of each step since the last check; ``check`` names the first step with a NaN or inf."""
+    """The values of each step since the last check; ``check`` names the first step with a NaN or inf."""
 
-    def __init__(self, capacity: int = 64) -> None:
+    def __init__(self, consumer: RowsConsumer | None = None, capacity: int = 64) -> None:
+        self.consumer = consumer
         self.capacity = capacity
         self.rows: torch.Tensor | None = None  # (capacity, values per step), filled up to ``count``
         self.count = 0
+        self.consumed = 0  # rows already handed to the consumer
         self.steps: list[int] = []  # the global step of each filled row
+        self.weights: list[int] = []  # the batch size of each filled row
         self.names: tuple[str, ...] = ()
         self.epoch = 0
 
-    def update(self, values: torch.Tensor, names: Sequence[str], step: int, epoch: int) -> None:
-        """``values[i]`` is the loss value called ``names[i]`` at ``step``; no host sync."""
+    def update(self, values: torch.Tensor, names: Sequence[str], step: int, epoch: int, weight: int = 1) -> None:
+        """``values[i]`` is the value called ``names[i]`` at ``step`` (a batch of ``weight``); no host sync."""
         names = tuple(names)
         if self.rows is None or names != self.names or self.rows.device != values.device:
             # A new set of terms starts with an epoch, after the epoch end's check emptied the rows; a caller
@@ -43,10 +50,24 @@ class NonFiniteWatch:
         self.rows[self.count].copy_(values.detach())
         self.count += 1
         self.steps.append(step)
+        self.weights.append(weight)
         self.epoch = epoch  # checked at every epoch end, so a bad step is always from the latest epoch
 
+    def consume(self) -> None:
+        """Hand the rows the consumer has not seen to it (device ops only, no sync); they stay for ``check``."""
+        if self.consumer is None or self.consumed == self.count:
+            return
+        runs, start = [], self.consumed
+        for index in range(self.consumed + 1, self.count + 1):  # runs of equal batch size: usually one or two
+            if index == self.count or self.weights[index] != self.weights[start]:
+                runs.append((start, index, self.weights[start]))
+                start = index
+        self.consumer(self.rows, self.names, runs)
+        self.consumed = self.count
+
     def check(self, read: torch.Tensor | None = None) -> float | None:
-        """Raise DivergenceError naming the first bad step and its first non-finite term, then forget the rows.
+        """Raise DivergenceError naming the first bad step and its first non-finite term; else hand the rows to
+        the consumer and forget them.
 
         One host sync; ``read`` (a scalar the caller wants as a number anyway) comes back in the same transfer.
         """
@@ -64,6 +85,8 @@ class NonFiniteWatch:
             label = f"term '{term}'" if term != "total" else "the weighted total"
             raise DivergenceError(label, values[self.names.index(term)], self.epoch, self.steps[int(first_row)],
                                   applied=True)
-        self.count = 0
+        self.consume()
+        self.count = self.consumed = 0
         self.steps.clear()
+        self.weights.clear()
         return rest[0] if rest else None
