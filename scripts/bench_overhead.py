@@ -2,10 +2,11 @@
 
     python scripts/bench_overhead.py --dataset both --repeats 5 --epochs 5 --out docs/results/bench_overhead_cpu.json
 
-A, L, B and D run in turns (plain loop, a bare LightningModule, distill's module on the student alone, KD from
-cached teacher outputs, then the plain loop again, ...), so a machine that speeds up or slows down during the
-run moves all four; each repeat prints its own ratios and the summary gives their medians. L (forward and
-cross-entropy in Lightning's loop, nothing logged) is Lightning's own floor: B/L is what distill adds. Same
+A, K, L, B and D run in turns (plain loop, the plain loop with D's KD loss against the cached logits, a bare
+LightningModule, distill's module on the student alone, KD from cached teacher outputs, then the plain loop
+again, ...), so a machine that speeds up or slows down during the run moves all; each repeat prints its own
+ratios and the summary gives their medians. L (forward and cross-entropy in Lightning's loop, nothing logged)
+is Lightning's own floor: B/L is what distill adds to it; K/A is what KD's arithmetic costs anywhere. Same
 student (small_cnn width 16), teacher (cifar_resnet20, its outputs cached once), batch 128 and medians of the
 epochs after the first as bench_speed.py; Fashion-MNIST uses 10,000 training images, digits all 1,293.
 """
@@ -29,7 +30,7 @@ import bench_speed  # noqa: E402
 from distill.models import create_model  # noqa: E402
 
 KD = {"ce": {"weight": 0.1}, "kd": {"weight": 0.9, "temperature": 4.0}}
-RATIOS = ("B/A", "D/A", "L/A", "B/L", "D/L")  # "X/Y": epoch of X over epoch of Y
+RATIOS = ("B/A", "D/A", "L/A", "K/A", "B/L", "D/L", "D/K")  # "X/Y": epoch of X over epoch of Y
 
 
 def repeats(dataset: str, args: argparse.Namespace, cache_dir: str) -> dict:
@@ -44,19 +45,23 @@ def repeats(dataset: str, args: argparse.Namespace, cache_dir: str) -> dict:
     torch.manual_seed(0)
     teacher = create_model("cifar_resnet20", data.num_classes, data.in_chans).eval()
     outputs = bench_speed.cached_outputs(cache_dir, teacher, dataset, data)
+    teacher_logits = outputs.lookup("train", torch.arange(len(train.labels)))  # what D reads, as one tensor
     rows = []
     for repeat in range(args.repeats):
         a = bench_speed.plain_loop(student(), train.images, train.labels, 128, args.epochs, 0.05, torch.device("cpu"))
+        k = bench_speed.plain_loop(student(), train.images, train.labels, 128, args.epochs, 0.05, torch.device("cpu"),
+                                   teacher_logits=teacher_logits)
         bare = bench_speed.bare_lightning_fit(student(), data, options, "cpu")
         b = bench_speed.lightning_fit(student(), None, {"ce": {"weight": 1.0}}, data, options, "cpu")
         d = bench_speed.lightning_fit(student(), teacher, KD, data, options, "cpu", teacher_outputs=outputs)
-        row = {"A_epoch_s": a["epoch_s"], "L_epoch_s": bare["epoch_s"], "B_epoch_s": b["epoch_s"],
-               "D_epoch_s": d["epoch_s"], "A_step_ms": a["step_ms"], "L_step_ms": bare["step_ms"],
-               "B_step_ms": b["step_ms"], "D_step_ms": d["step_ms"], "L_gap_ms": bare["gap_ms"],
-               "B_gap_ms": b["gap_ms"], "D_gap_ms": d["gap_ms"]}
+        arms = {"A": a, "K": k, "L": bare, "B": b, "D": d}
+        row = {f"{arm}_epoch_s": result["epoch_s"] for arm, result in arms.items()}
+        row.update({f"{arm}_step_ms": result["step_ms"] for arm, result in arms.items()})
+        row.update({f"{arm}_gap_ms": result["gap_ms"] for arm, result in arms.items() if "gap_ms" in result})
         row.update({ratio: row[f"{ratio[0]}_epoch_s"] / row[f"{ratio[2]}_epoch_s"] for ratio in RATIOS})
         rows.append(row)
-        print(f"{dataset} repeat {repeat}: A {a['epoch_s']:.4f} s  L {bare['epoch_s']:.4f} s  B {b['epoch_s']:.4f} s  "
+        print(f"{dataset} repeat {repeat}: A {a['epoch_s']:.4f} s  K {k['epoch_s']:.4f} s  L {bare['epoch_s']:.4f} s  "
+              f"B {b['epoch_s']:.4f} s  "
               f"D {d['epoch_s']:.4f} s  " + "  ".join(f"{ratio} {row[ratio]:.3f}" for ratio in RATIOS), flush=True)
     summary = {}
     for ratio in RATIOS:

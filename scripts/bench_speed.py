@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from distill.data import DigitsDataModule, FashionMNISTDataModule, InMemoryDataModule  # noqa: E402
 from distill.data.base import augment_batch  # noqa: E402
-from distill.losses import build_loss_terms  # noqa: E402
+from distill.losses import build_loss_terms, kd_loss  # noqa: E402
 from distill.models import create_model  # noqa: E402
 from distill.module import DistillationModule  # noqa: E402
 from distill.teacher_outputs import Variants, load_or_compute, teacher_outputs_key  # noqa: E402
@@ -104,8 +104,12 @@ def random_augmentation(padding: int) -> Callable[[torch.Tensor], torch.Tensor]:
     return augment
 
 
-def plain_loop(student, images, labels, batch_size, epochs, lr, device, augment=None) -> dict:
-    """(A) the floor: shuffled tensor batches, forward, cross-entropy, backward, SGD step."""
+def plain_loop(student, images, labels, batch_size, epochs, lr, device, augment=None, teacher_logits=None) -> dict:
+    """(A) the floor: shuffled tensor batches, forward, cross-entropy, backward, SGD step.
+
+    With ``teacher_logits`` (one row per training image), (K) the same loop minimising D's loss,
+    ``0.1 CE + 0.9 KD(T=4)`` against those logits: what KD's own arithmetic costs without a framework.
+    """
     student = student.to(device).train()
     optimizer = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
     images, labels = images.to(device), labels.to(device)
@@ -117,7 +121,10 @@ def plain_loop(student, images, labels, batch_size, epochs, lr, device, augment=
             step = time.perf_counter()
             batch = order[i:i + batch_size]
             inputs = augment(images[batch]) if augment else images[batch]
-            loss = F.cross_entropy(student(inputs), labels[batch])
+            logits = student(inputs)
+            loss = F.cross_entropy(logits, labels[batch])
+            if teacher_logits is not None:
+                loss = 0.1 * loss + 0.9 * kd_loss(logits, teacher_logits[batch], 4.0)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
