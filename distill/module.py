@@ -235,7 +235,7 @@ class DistillationModule(L.LightningModule):
         return self._epoch_plan().terms
 
     def _epoch_plan(self) -> EpochPlan:
-        """This epoch's active terms and the names and positions of the values each step records.
+        """This epoch's active terms and the names of the values each step records.
 
         They change only with the epoch (the hint-only stage), so steps reuse them instead of rebuilding them.
         """
