@@ -22,6 +22,7 @@ from distill.losses import (
     ofd_margin,
     ofd_partial_l2,
 )
+from distill.losses.ofd import pool_to
 from distill.models import create_model
 from distill.train import prepare, run
 from tests.test_distill_features import read_csv_metrics
@@ -101,6 +102,13 @@ def test_ofd_partial_l2_and_layer_weights_by_loops():
     expected = (hand_partial_l2(students[0], avg_pool_2x2(teachers[0]), margin.tolist()) / 2
                 + hand_partial_l2(students[1], teachers[1], margin.tolist()))
     assert_close(ofd_loss(students, teachers, [margin, margin]), scalar(expected))
+
+
+def test_ofd_skips_only_a_pool_that_would_be_the_identity():
+    teacher = randn(4, 8, 7, 7, seed=35)
+    assert pool_to(teacher, (7, 7)) is teacher
+    assert torch.equal(F.adaptive_avg_pool2d(teacher, (7, 7)), teacher)  # what the skipped pool would have given
+    assert_close(pool_to(teacher, (1, 1)), teacher.mean(dim=(2, 3), keepdim=True))
 
 
 def test_ofd_reads_its_margins_from_the_teachers_batchnorm():

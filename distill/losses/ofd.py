@@ -35,12 +35,12 @@ def ofd_partial_l2(student: torch.Tensor, teacher: torch.Tensor, margin: torch.T
 
     With the teacher's negatives replaced by the margin m (per channel):
     ``(s - m)^2 [s > m, t <= m] + (s - t)^2 [s > t, m < t <= 0] + (s - t)^2 [t > 0]``, summed over
-    channels and positions and averaged over the batch (mdistiller's ``feat_loss``).
+    channels and positions and averaged over the batch (mdistiller's ``feat_loss``). Computed as that code
+    does, with ``t' = max(t, m)``: ``(s - t')^2 [s > t' or t' > 0]``, the same value in a third of the
+    elementwise passes over the feature maps (forward and backward).
     """
-    margin = margin.view(1, -1, 1, 1).to(student)
-    loss = ((student - margin).pow(2) * ((student > margin) & (teacher <= margin))
-            + (student - teacher).pow(2) * ((student > teacher) & (teacher > margin) & (teacher <= 0))
-            + (student - teacher).pow(2) * (teacher > 0))
+    target = torch.maximum(teacher, margin.view(1, -1, 1, 1).to(student))
+    loss = (student - target).pow(2) * ((student > target) | (target > 0))
     return loss.mean(dim=0).sum()
 
 
@@ -51,8 +51,14 @@ def ofd_loss(students: Sequence[torch.Tensor], teachers: Sequence[torch.Tensor],
     Each teacher map is average-pooled to its student map's size, as in mdistiller's ``OFD``.
     """
     n = len(students)
-    return sum(ofd_partial_l2(s, F.adaptive_avg_pool2d(t, s.shape[-2:]), m) / 2 ** (n - index - 1)
+    return sum(ofd_partial_l2(s, pool_to(t, s.shape[-2:]), m) / 2 ** (n - index - 1)
                for index, (s, t, m) in enumerate(zip(students, teachers, margins)))
+
+
+def pool_to(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """``adaptive_avg_pool2d(maps, size)``, skipped where the maps already have that size: the pool is then the
+    identity, but its CPU kernel still takes ~35 ms forward and more backward on a 128 x 32 x 28 x 28 batch."""
+    return maps if tuple(maps.shape[-2:]) == tuple(size) else F.adaptive_avg_pool2d(maps, size)
 
 
 def connector(student_channels: int, teacher_channels: int) -> nn.Sequential:
