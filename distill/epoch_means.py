@@ -67,8 +67,9 @@ def log_epoch_means(module: L.LightningModule, means: EpochMeans, terms: Mapping
     numbers = dict(zip(names, torch.stack([computed[name] for name in names.values()]).tolist(), strict=True))
     means.reset()
     trainer = module.trainer
-    trainer.callback_metrics.update({name: torch.tensor(value) for name, value in numbers.items()})
-    trainer.callback_metrics["train/loss"] = torch.tensor(numbers["train/loss_epoch"])
+    # One read of the property (each read gathers Lightning's logged results again); "train/loss" for monitors.
+    trainer.callback_metrics.update({name: torch.tensor(value) for name, value in
+                                     {**numbers, "train/loss": numbers["train/loss_epoch"]}.items()})
     module.progress_values.update({name: numbers[name] for name in ("train/loss_epoch", "train/acc_top1")})
     # Lightning logs a training epoch's values one step back, at the step of its validation values (fit_loop).
     step = trainer.fit_loop.epoch_loop._batches_that_stepped - 1

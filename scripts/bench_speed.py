@@ -111,7 +111,7 @@ def plain_loop(student, images, labels, batch_size, epochs, lr, device, augment=
     ``0.1 CE + 0.9 KD(T=4)`` against those logits: what KD's own arithmetic costs without a framework.
     """
     student = student.to(device).train()
-    optimizer = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    optimizer = sgd(student.parameters(), lr)
     images, labels = images.to(device), labels.to(device)
     epoch_times, step_times = [], []
     for _ in range(epochs):
@@ -136,21 +136,16 @@ def plain_loop(student, images, labels, batch_size, epochs, lr, device, augment=
                                                                                               steps_per_epoch)}
 
 
+def sgd(params, lr: float = 0.05) -> torch.optim.Optimizer:
+    """The one optimizer of every configuration (the loops, distill's module, the bare module)."""
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
+
+
 def lightning_fit(student, teacher, loss, data, args, accelerator, teacher_outputs=None) -> dict:
-    module = DistillationModule(student, build_loss_terms(loss), lambda params: torch.optim.SGD(
-        params, lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True), data.num_classes, data.input_shape,
-        teacher=teacher, teacher_outputs=teacher_outputs, channels_last=args.channels_last,
-        compile_student=args.compile)
-    timer = EpochTimer()
-    epochs = args.epochs
-    trainer = L.Trainer(max_epochs=epochs, accelerator=accelerator, devices=1, logger=False, precision=args.precision,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer])
-    trainer.fit(module, datamodule=data)
-    steps_per_epoch = len(timer.steps) // epochs
-    return {"epoch_s": median_after_warmup(timer.epochs),
-            "step_ms": 1e3 * median_after_warmup(timer.steps, steps_per_epoch),
-            "gap_ms": 1e3 * median_after_warmup(timer.gaps, steps_per_epoch - 1)}
+    module = DistillationModule(student, build_loss_terms(loss), sgd, data.num_classes, data.input_shape,
+                                teacher=teacher, teacher_outputs=teacher_outputs, channels_last=args.channels_last,
+                                compile_student=args.compile)
+    return timed_fit(module, data, args, accelerator)
 
 
 class BareModule(L.LightningModule):
@@ -164,16 +159,21 @@ class BareModule(L.LightningModule):
         return F.cross_entropy(self.student(batch[0]), batch[1])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True)
+        return sgd(self.parameters())
 
 
 def bare_lightning_fit(student, data, args, accelerator) -> dict:
     """(L) ``BareModule`` under the same Trainer settings and data loader as ``lightning_fit``."""
+    return timed_fit(BareModule(student), data, args, accelerator)
+
+
+def timed_fit(module: L.LightningModule, data, args, accelerator) -> dict:
+    """Fit ``module`` for ``args.epochs`` (no validation, logger, checkpoints or progress bar) and time it."""
     timer = EpochTimer()
     trainer = L.Trainer(max_epochs=args.epochs, accelerator=accelerator, devices=1, logger=False,
                         precision=args.precision, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer])
-    trainer.fit(BareModule(student), datamodule=data)
+    trainer.fit(module, datamodule=data)
     steps_per_epoch = len(timer.steps) // args.epochs
     return {"epoch_s": median_after_warmup(timer.epochs),
             "step_ms": 1e3 * median_after_warmup(timer.steps, steps_per_epoch),

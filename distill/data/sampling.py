@@ -91,12 +91,10 @@ class ResumableLoader(DataLoader):
     itself: the fetcher may already hold the next batch).
     """
 
-    def __init__(self, dataset: Any, batches_done: Callable[[], tuple[int, int]], batch_size: int | None = 1,
-                 shuffle: bool | None = None, sampler: Sampler | None = None, batch_sampler: BatchSampler | None = None,
-                 drop_last: bool = False, **kwargs: Any) -> None:
-        # Lightning re-creates the loader under DDP with its own batch sampler (and batch_size=1): keep that one.
-        if batch_sampler is None:
-            batch_sampler = TensorBatchSampler(sampler or EpochShuffleSampler(len(dataset)), batch_size, drop_last)
+    def __init__(self, dataset: Any, batches_done: Callable[[], tuple[int, int]], batch_sampler: BatchSampler,
+                 **kwargs: Any) -> None:
+        # ``batch_sampler`` wraps an EpochShuffleSampler; under DDP Lightning re-creates the loader around its
+        # DistributedSampler, passing the DataLoader defaults (batch_size=1, shuffle=False, ...) in ``kwargs``.
         super().__init__(dataset, batch_sampler=batch_sampler, **kwargs)
         self.batches_done = batches_done
 
