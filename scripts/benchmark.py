@@ -45,11 +45,13 @@ from distill.teacher_outputs import live_teacher_reason  # noqa: E402
 
 # Seconds on 2 CPU cores with nothing else running, for the estimate of --plan (batch 128): a training step of
 # the width-8 student, a forward pass of the width-32 teacher, a training step of that teacher, a validation
-# pass (5,000 images), the fixed cost of one run (start-up, two test passes, export, report). Derived from the
-# timings of Benchmark I (width-16 student: 38 s a run for 430 steps; a live cifar_resnet20 teacher: 118 s)
-# scaled by MACs, and the ratio of a live-teacher run (AT) to the student alone measured here (2.3 : 1 in CPU
-# time over 2 epochs) on a machine too busy for absolute timings. Expect ± 50 %.
-COST = {"student_step": 0.035, "teacher_forward": 0.063, "teacher_step": 0.14, "validation": 1.0, "run": 20.0}
+# pass (5,000 images), the fixed cost of one run (start-up, two test passes, export, report), a batch of 128
+# images in the build of the teacher-output cache. Fitted to the 60-epoch grid of docs/benchmarks_e60.md (a
+# 2-core AMD EPYC; the median run of each row): the student alone 78 s, the cached KD rows 76-87 s, the
+# cheapest live-teacher rows (feature_distance, SP, PKT, CC) 197-205 s, the teacher 321 s, the first cache
+# build 610 s (50 variants of 55,000 images). The first machine of that grid was 2.5-3.4x slower. Expect ± 50 %.
+COST = {"student_step": 0.0088, "teacher_forward": 0.022, "teacher_step": 0.048, "validation": 0.25, "run": 10.0,
+        "cache_batch": 0.028}
 
 
 def finished_seeds(folder: Path, seeds: int) -> list[int]:
@@ -164,9 +166,14 @@ def plan(methods: list[Method], args: argparse.Namespace) -> float | None:
         teacher_seconds = COST["run"] + args.teacher_epochs * (args.batches * COST["teacher_step"] + COST["validation"])
         total = 0.0 if teacher_done else teacher_seconds
     cached, variants = cached_loss_rows(methods, args) if args.batches else (set(), 1)
-    cache_built = any(finished_seeds(args.out_dir / folder_name(name), args.seeds) for name in cached)
-    if cached and not cache_built:  # the first cached run builds it: every variant of every training image once
-        total += COST["teacher_forward"] * variants * (args.setting.train_images or 0) / 128
+    # One build of a teacher's cache: every variant of every training image once.
+    build_seconds = COST["cache_batch"] * variants * (args.setting.train_images or 0) / 128
+    # The benchmark teacher's cache, built by the first run that reads it (a row that builds a cache of its own
+    # teachers, the ensemble's, does not read it).
+    readers = [m.name for m in methods if m.name in cached and not m.row_cache_builds]
+    cache_built = any(finished_seeds(args.out_dir / folder_name(name), args.seeds) for name in readers)
+    if readers and not cache_built:
+        total += build_seconds
     print(f"{'method':<38} {'done':>5} {'est. min':>8}  overrides")
     for method in methods:
         done = len(finished_seeds(args.out_dir / folder_name(method.name), args.seeds))
@@ -175,8 +182,12 @@ def plan(methods: list[Method], args: argparse.Namespace) -> float | None:
         seconds = estimate(method, args, args.seeds - done) if total is not None else None
         if reason := config_error(args.out_dir / folder_name(method.name)):
             seconds, method = 0.0, replace(method, note=f"cannot run here: {reason}")  # tried again: a few seconds
-        if seconds and done == 0 and method.name.startswith("ensemble"):
-            seconds += 0.56 * teacher_seconds  # its second teacher (width 24) is trained once, in the first seed
+        if seconds:  # the teachers a row trains for itself, and their output caches
+            once = done == 0
+            seconds += once * method.row_teacher_trainings * teacher_seconds
+            if method.name in cached:
+                seconds += build_seconds * ((args.seeds - done) * method.seed_cache_builds
+                                            + once * method.row_cache_builds)
         total = total + seconds if total is not None else None
         print(f"{method.name:<38} {done:>2}/{args.seeds:<2} {'n/a' if seconds is None else f'{seconds / 60:.1f}':>8}  "
               + " ".join(method.overrides) + (f"  ({method.note})" if method.note else ""))

@@ -29,9 +29,15 @@ class Method:
     runs_per_seed: int = 1
     student_steps: float = 1.0
     teacher_forwards: float = 1.0
-    extra_step_seconds: float = 0.0  # a loss whose own work dwarfs both (CRD's memory-bank gathers)
+    extra_step_seconds: float = 0.0  # a loss whose own work adds to both (CRD's memory banks, VID's regressors)
+    # When the teacher-output cache serves the row: its builds for teachers trained inside a seed (an assistant,
+    # an earlier generation), per seed, and for teachers trained once for the row (the ensemble's), in builds of
+    # the benchmark teacher's cache; and teachers trained once for the row, in trainings of the benchmark teacher.
+    seed_cache_builds: float = 0.0
+    row_cache_builds: float = 0.0
+    row_teacher_trainings: float = 0.0
     note: str = ""
-    preset: dict | None = None  # a loss row's terms (conf/loss): the planner asks whether the output cache applies
+    preset: dict | None = None  # the row's loss terms (conf/loss): the planner asks whether the output cache applies
 
 
 @dataclass(frozen=True)
@@ -70,21 +76,30 @@ CIFAR100 = Setting("CIFAR-100", "cifar100_crd", epochs=240, teacher_epochs=240, 
     "born-again x2, kd": ["loss=kd", "generations=2"],
     "dml x2": ["scheme=dml"],
 })
-# The whole Fashion-MNIST grid is about 4.5 hours on 2 cores (--plan): this first sitting (about 2 hours, the
-# teacher included) has the student alone, two logit methods, five feature methods of different kinds (hint,
-# attention, contrastive, relational, probabilistic) and three schemes; the same command without --first
-# then trains the rest (resume).
-# CRD is not in it: with the reference 16,384 negatives per sample, one epoch took 14 min here when each
-# step gathered two 128 x 16,385 x 128 blocks from the memory banks (1 GB each). distill/losses/crd.py now
-# scores every bank row instead (0.46 s instead of 13 s forward + backward per bank, 1 loaded core), which
-# still leaves CRD the costliest row (EXTRA_STEP_SECONDS), for a later sitting.
+# The whole Fashion-MNIST grid is about 2 hours on 2 cores at 15 epochs, 6 at 60 (--plan): this first sitting
+# (about 40 min, the teacher included) has the student alone, two logit methods, five feature methods of
+# different kinds (hint, attention, contrastive, relational, probabilistic) and three schemes; the same command
+# without --first then trains the rest (resume).
+# CRD is not in it: with the reference 16,384 negatives per sample, one epoch took 14 min on the first machine
+# when each step gathered two 128 x 16,385 x 128 blocks from the memory banks (1 GB each). distill/losses/crd.py
+# now scores every bank row instead, which still leaves CRD the costliest row (EXTRA_STEP_SECONDS).
 FIRST_SITTING = ("student alone", "kd", "dkd", "fitnet", "at", "rkd", "pkt",
                  "ensemble (w32 + w24) kd", "born-again x2, kd", "dml x2")
-# Seconds a step beyond the estimate's student and teacher costs (2 shared CPU cores): CRD's two banks.
-EXTRA_STEP_SECONDS = {"crd": 0.6}
-# (runs per seed, student steps, teacher forwards) per step: w24 ≈ 0.56 of w32's MACs, w16 ≈ 0.25, w8 ≈ 0.07;
-# a width-16 student step ≈ 2 width-8 ones (fixed per-step overheads dominate at this size).
-SCHEME_COST = {"ensemble": (1, 1.0, 1.56), "takd": (2, 3.0, 1.25), "born-again": (2, 2.0, 1.07), "dml": (1, 2.0, 0)}
+# Seconds a step beyond the estimate's student and teacher costs: the loss's own work, from the 60-epoch grid on
+# 2 cores (docs/benchmarks_e60.md: a row's median run less the estimate of a live-teacher row, 210 s, over its
+# 6,000 steps). OFD's is its seed 0 (705 s) with the step made 2.3x faster since (commit 13bd5d2).
+EXTRA_STEP_SECONDS = {"crd": 0.12, "vid": 0.045, "ft": 0.022, "ab": 0.017, "ofd": 0.035}
+# The schemes' costs per step in width-8 student steps and width-32 teacher forward passes: w24 ≈ 0.56 of w32's
+# MACs, w16 ≈ 0.25, w8 ≈ 0.07; a width-16 student step ≈ 2 width-8 ones (fixed per-step overheads dominate at
+# this size). Output-cache builds measured: TAKD's w16 assistant 81 s a seed (0.13 of the w32 teacher's 610 s),
+# born-again's first generation (w8) 37 s (0.06).
+SCHEME_COST = {
+    "ensemble": {"student_steps": 1.0, "teacher_forwards": 1.56, "row_cache_builds": 1.56,
+                 "row_teacher_trainings": 0.56},  # the width-24 teacher is trained in the first seed
+    "takd": {"runs_per_seed": 2, "student_steps": 3.0, "teacher_forwards": 1.25, "seed_cache_builds": 0.13},
+    "born-again": {"runs_per_seed": 2, "student_steps": 2.0, "teacher_forwards": 1.07, "seed_cache_builds": 0.06},
+    "dml": {"student_steps": 2.0, "teacher_forwards": 0.0},
+}
 
 
 def reference_weights(terms: dict) -> str:
@@ -103,7 +118,7 @@ def loss_methods(epochs: int) -> list[Method]:
     for path in sorted((ROOT / "conf" / "loss").glob("*.yaml")):
         if path.stem in NOT_ROWS:
             continue
-        terms = yaml.safe_load(path.read_text()) or {}
+        terms = loss_preset(path.stem)
         overrides, scaled = [f"loss={path.stem}"], []
         for term, options in terms.items():
             for key in EPOCH_KEYS:
@@ -123,9 +138,15 @@ def grid(setting: Setting, epochs: int) -> list[Method]:
     """Every row for ``epochs`` student epochs (the presets' init stages and warm-ups scaled to them)."""
     methods = [Method("student alone", ["stage=student"], teacher_forwards=0)] + loss_methods(epochs)
     for name, overrides in setting.schemes.items():
-        runs, student_steps, teacher_forwards = next(v for k, v in SCHEME_COST.items() if name.startswith(k))
-        methods.append(Method(name, overrides, runs, student_steps, teacher_forwards))
+        cost = next(v for k, v in SCHEME_COST.items() if name.startswith(k))
+        loss = next((o.removeprefix("loss=") for o in overrides if o.startswith("loss=")), None)
+        methods.append(Method(name, overrides, **cost, preset=loss_preset(loss) if loss else None))
     return methods
+
+
+def loss_preset(name: str) -> dict:
+    """A loss preset's terms as conf/loss/<name>.yaml gives them."""
+    return yaml.safe_load((ROOT / "conf" / "loss" / f"{name}.yaml").read_text()) or {}
 
 
 def folder_name(method: str) -> str:

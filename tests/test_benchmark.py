@@ -258,8 +258,35 @@ def test_plan_counts_no_teacher_pass_for_rows_the_output_cache_serves_but_counts
     assert "read the teacher-output cache" not in live_out
     assert "1 row(s) read the teacher-output cache (50 variant(s) an image)" in cached_out
     # 3 seeds x 60 epochs x 100 batches of teacher passes saved; one build of 50 x 55,000 images (batches of 128)
-    build, saved = 0.063 * 50 * 55_000 / 128, 3 * 60 * 100 * 0.063
+    cost = benchmark.COST
+    build, saved = cost["cache_batch"] * 50 * 55_000 / 128, 3 * 60 * 100 * cost["teacher_forward"]
     assert cached_total - live_total == pytest.approx(build - saved)
+
+
+def test_plan_prices_a_scheme_by_its_runs_and_the_teachers_and_caches_it_builds(tmp_path, capsys):
+    """With the output cache, TAKD's two links read cached logits, and each seed builds its assistant's cache;
+    the ensemble trains its second teacher and builds the two teachers' cache once, in the row's first seed."""
+    cost = benchmark.COST
+    args = benchmark.parse_args(["teacher_cache.augmentations=true", "--epochs", "60", "--out-dir", str(tmp_path),
+                                 "--plan"])
+    methods = {m.name: m for m in benchmark.grid(args.setting, 60)}
+    build = cost["cache_batch"] * 50 * 55_000 / 128
+    teacher = cost["run"] + 60 * (100 * cost["teacher_step"] + cost["validation"])
+    takd_seed = 2 * cost["run"] + 60 * (100 * 3.0 * cost["student_step"] + 2 * cost["validation"]) + 0.13 * build
+    ensemble_seed = cost["run"] + 60 * (100 * cost["student_step"] + cost["validation"])
+    takd, ensemble = methods["takd chain w32 > w16 > w8, kd"], methods["ensemble (w32 + w24) kd"]
+    # Nothing done: the benchmark teacher, its cache for TAKD's first links, then the rows.
+    assert benchmark.plan([takd], args) == pytest.approx(teacher + build + 3 * takd_seed)
+    assert benchmark.plan([ensemble], args) == pytest.approx(teacher + 0.56 * teacher + 1.56 * build
+                                                             + 3 * ensemble_seed)
+    # One seed of each done: two seeds' links and assistants' caches are left; the ensemble's teachers are not.
+    for method in (takd, ensemble):
+        seed = tmp_path / benchmark.folder_name(method.name) / "0"
+        seed.mkdir(parents=True)
+        (seed / "metrics.json").write_text("{}")
+    assert benchmark.plan([takd], args) == pytest.approx(teacher + 2 * takd_seed)
+    assert benchmark.plan([ensemble], args) == pytest.approx(teacher + 2 * ensemble_seed)
+    assert "read the teacher-output cache" in capsys.readouterr().out
 
 
 def test_an_out_dir_of_another_schedule_is_refused_before_anything_runs(tmp_path, script_main):
