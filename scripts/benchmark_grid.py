@@ -76,7 +76,7 @@ CIFAR100 = Setting("CIFAR-100", "cifar100_crd", epochs=240, teacher_epochs=240, 
     "born-again x2, kd": ["loss=kd", "generations=2"],
     "dml x2": ["scheme=dml"],
 })
-# The whole Fashion-MNIST grid is about 2 hours on 2 cores at 15 epochs, 6 at 60 (--plan): this first sitting
+# The whole Fashion-MNIST grid is about 2 hours on 2 cores at 15 epochs, 6.4 at 60 (--plan): this first sitting
 # (about 40 min, the teacher included) has the student alone, two logit methods, five feature methods of
 # different kinds (hint, attention, contrastive, relational, probabilistic) and three schemes; the same command
 # without --first then trains the rest (resume).
@@ -88,7 +88,7 @@ FIRST_SITTING = ("student alone", "kd", "dkd", "fitnet", "at", "rkd", "pkt",
 # Seconds a step beyond the estimate's student and teacher costs: the loss's own work, from the 60-epoch grid on
 # 2 cores (docs/benchmarks_e60.md: a row's median run less the estimate of a live-teacher row, 210 s, over its
 # 6,000 steps). OFD's is its seed 0 (705 s) with the step made 2.3x faster since (commit 13bd5d2).
-EXTRA_STEP_SECONDS = {"crd": 0.12, "vid": 0.045, "ft": 0.022, "ab": 0.017, "ofd": 0.035}
+EXTRA_STEP_SECONDS = {"crd": 0.12, "reviewkd": 0.12, "vid": 0.045, "ft": 0.022, "ab": 0.017, "ofd": 0.035}
 # The schemes' costs per step in width-8 student steps and width-32 teacher forward passes: w24 ≈ 0.56 of w32's
 # MACs, w16 ≈ 0.25, w8 ≈ 0.07; a width-16 student step ≈ 2 width-8 ones (fixed per-step overheads dominate at
 # this size). Output-cache builds measured: TAKD's w16 assistant 81 s a seed (0.13 of the w32 teacher's 610 s),
