@@ -22,7 +22,7 @@ from distill.losses import (
     ofd_margin,
     ofd_partial_l2,
 )
-from distill.losses.ofd import pool_to
+from distill.losses.maps import pool_to
 from distill.models import create_model
 from distill.train import prepare, run
 from tests.test_distill_features import read_csv_metrics

@@ -27,6 +27,12 @@ def match_spatial(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch
     return a, F.adaptive_avg_pool2d(b, a.shape[-2:])
 
 
+def pool_to(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """``adaptive_avg_pool2d(maps, size)``, skipped where the maps already have that size: the pool is then the
+    identity, but its CPU kernel still takes ~35 ms forward and more backward on a 128 x 32 x 28 x 28 batch."""
+    return maps if tuple(maps.shape[-2:]) == tuple(size) else F.adaptive_avg_pool2d(maps, size)
+
+
 # ---------------------------------------------------------------- NST
 
 

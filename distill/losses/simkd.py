@@ -12,6 +12,7 @@ from torch import nn
 from distill.errors import ConfigError
 from distill.features import FeatureTaps, unwrap
 from distill.losses.base import DistillBatch, LossTerm, WrappedStudent
+from distill.losses.maps import pool_to
 from distill.losses.registry import register_loss
 from distill.models import classifier_name
 from students.simkd import PROJECTOR, SimKDStudent, simkd_projector
@@ -21,9 +22,7 @@ def simkd_loss(projected_student: torch.Tensor, teacher_feature: torch.Tensor) -
     """``mean_{b,c,h,w} (P(F_s) − F_t)²``, the reference's ``nn.MSELoss`` between the projected student map and
     the teacher's; a larger teacher map is average-pooled to the student's size first (the reference's
     "spatial dimension alignment"; a larger student map is pooled inside :class:`SimKDStudent`)."""
-    if teacher_feature.shape[-2:] != projected_student.shape[-2:]:
-        teacher_feature = F.adaptive_avg_pool2d(teacher_feature, projected_student.shape[-2:])
-    return F.mse_loss(projected_student, teacher_feature)
+    return F.mse_loss(projected_student, pool_to(teacher_feature, projected_student.shape[-2:]))
 
 
 def _feature_map(model: nn.Module, layer: str, input_shape: tuple[int, ...], role: str) -> torch.Tensor:
