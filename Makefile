@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 ARGS ?=
 
-.PHONY: install data run test test-all lint
+.PHONY: install data run test test-quick lint
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,11 +27,13 @@ data:
 run: install
 	$(BIN)/distill-train $(ARGS)
 
-test: install data
+# The whole suite, slow end-to-end tests included (CI runs this), after the lint and type checks.
+test: install data lint
 	$(BIN)/python -m pytest
 
-test-all: install data
-	$(BIN)/python -m pytest -m "slow or not slow"
+# A quick local check: the long end-to-end tests (marked slow) left out. Not a substitute for `make test`.
+test-quick: install
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: install
 	$(BIN)/ruff check .

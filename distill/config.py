@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from distill.tracking import wandb_offline
 
@@ -24,3 +24,11 @@ def to_dict(node: Any) -> dict[str, Any]:
     if node is None:
         return {}
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+
+
+def fit_config(cfg: DictConfig, **overrides: Any) -> DictConfig:
+    """A copy of ``cfg`` with dotted-key overrides (interpolations elsewhere follow them)."""
+    copy = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    for key, value in overrides.items():
+        OmegaConf.update(copy, key, value, merge=False)
+    return copy

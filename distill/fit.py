@@ -17,7 +17,7 @@ from torch import nn
 
 from distill.losses import build_loss_terms
 from distill.module import DistillationModule
-from distill.reliability import CheckpointOnSignal, StepSeeder
+from distill.reliability import CheckpointOnSignal, LastCheckpoint, StepSeeder
 from distill.teacher_outputs import CachedTeacherOutputs
 from distill.tracking import close_loggers
 
@@ -101,7 +101,8 @@ def fit_module(cfg: DictConfig, module: L.LightningModule, datamodule: L.Lightni
         logger.log_hyperparams(config_container)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        checkpoint = next((cb for cb in callbacks if isinstance(cb, ModelCheckpoint)), None)
+        checkpoint = next((cb for cb in callbacks if isinstance(cb, ModelCheckpoint) and cb.monitor), None)
+        last_writer = next((cb for cb in callbacks if isinstance(cb, LastCheckpoint)), None)
         best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
         # The weights as training left them, before "best" replaces them (benchmarks report both numbers).
         last_test = trainer.test(module, datamodule=datamodule, verbose=False) if cfg.get("test_last") else []
@@ -119,7 +120,7 @@ def fit_module(cfg: DictConfig, module: L.LightningModule, datamodule: L.Lightni
         monitored = float(checkpoint.best_model_score)
     elif cfg.get("monitor") in metrics:
         monitored = metrics[cfg.monitor]
-    last = checkpoint.last_model_path if checkpoint is not None and checkpoint.last_model_path else None
+    last = last_writer.last_model_path if last_writer is not None and last_writer.last_model_path else None
     result = FitResult(module, metrics, best, last, monitored, loggers)
     if not keep_loggers_open:
         result.close_loggers()

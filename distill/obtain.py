@@ -1,7 +1,6 @@
 """A teacher's final weights: loaded from a file or the hub, or trained here and cached by its recipe.
 
-Also the two helpers every run that trains more than one model needs: a config copy with overrides, and
-the kwargs that rebuild a model with ``timm.create_model``.
+Also the kwargs that rebuild a model with ``timm.create_model``, which every run that exports a model needs.
 """
 
 from __future__ import annotations
@@ -10,10 +9,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
-from distill.config import to_dict
+from distill.config import fit_config, to_dict
 from distill.fit import fit_model, seed_everything
 from distill.teacher_cache import TeacherCache, teacher_cache_key
 from distill.tracking import apply_to_wandb_loggers
@@ -27,14 +26,6 @@ def model_kwargs(model_cfg: DictConfig, datamodule: Any) -> dict[str, Any]:
     """The kwargs that rebuild the model with ``timm.create_model`` (written beside exported weights)."""
     return {**to_dict(model_cfg.get("kwargs")), "num_classes": datamodule.num_classes,
             "in_chans": datamodule.in_chans}
-
-
-def fit_config(cfg: DictConfig, **overrides: Any) -> DictConfig:
-    """A copy of ``cfg`` with dotted-key overrides (interpolations elsewhere follow them)."""
-    copy = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
-    for key, value in overrides.items():
-        OmegaConf.update(copy, key, value, merge=False)
-    return copy
 
 
 def obtain_teacher(cfg: DictConfig, teacher: nn.Module, datamodule: Any, output_dir: Path) -> dict[str, Any]:

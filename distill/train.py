@@ -188,7 +188,7 @@ def compress_student(cfg: DictConfig, plan: Plan, output_dir: Path) -> dict[str,
     variants = [{"variant": row["variant"], "file": row["file"], "bytes": row["bytes"],
                  "test_acc_top1": row["accuracy"]["top1"], "latency_ms": row["speed"]["latency_ms_batch1"]["median"]}
                 for row in result["variants"]]
-    return {"steps": result["steps"], "failures": [f["error"] for f in result["failures"]], "variants": variants}
+    return {"steps": result["steps"], "variants": variants}
 
 
 def summarize(cfg: DictConfig, plan: Plan, result: FitResult | None, teacher_info: dict[str, Any] | None,

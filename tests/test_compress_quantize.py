@@ -91,7 +91,29 @@ def test_int8_qoperator_file_is_smaller_than_qdq_and_computes_the_same_classes(d
     assert (logits["qdq"].argmax(1) == logits["qoperator"].argmax(1)).mean() >= 0.99
 
 
-@pytest.mark.slow
+def test_a_compression_step_that_fails_fails_the_run_and_keeps_what_was_made(make_cfg, monkeypatch):
+    from distill.compress.errors import CompressionFailed
+    from distill.compress.pipeline import Compressor
+    from distill.train import run
+
+    def broken_qat(self):
+        raise RuntimeError("the exporter gave up")
+
+    monkeypatch.setattr(Compressor, "qat", broken_qat)
+    cfg = make_cfg("compress=qat", *FAST_RUNTIME)
+    with pytest.raises(CompressionFailed, match="compression step 'qat' failed: RuntimeError: the exporter gave up"):
+        run(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    compress = json.loads((run_dir / "compress.json").read_text())
+    assert [f["step"] for f in compress["failures"]] == ["qat"]
+    assert "the exporter gave up" in compress["failures"][0]["traceback"]
+    # What the steps before it made is kept and measured; the run itself is not "finished".
+    assert [v["variant"] for v in compress["variants"]][:4] == ["PyTorch fp32", "ONNX fp32", "teacher ONNX fp32",
+                                                                "ONNX int8"]
+    assert (run_dir / "student.int8.onnx").is_file() and not (run_dir / "metrics.json").exists()
+    assert "| QAT ONNX int8 | failed |" in (run_dir / "report.md").read_text()
+
+
 def test_quantisation_aware_training_saves_an_int8_onnx_measured_in_onnxruntime(make_cfg):
     from distill.train import run
 

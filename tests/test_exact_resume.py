@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = [
     "teacher=small_cnn", "teacher.train.max_epochs=1", "student=hinton_mlp_student", "+student.kwargs.hidden=64",
     "+student.kwargs.drop_rate=0.2", "data.random_crop_padding=1", "data.horizontal_flip=true",
-    "trainer.max_epochs=2", "trainer.deterministic=true", "callbacks.step_checkpoint.every_n_train_steps=3",
+    "trainer.max_epochs=2", "trainer.deterministic=true", "callbacks.last_checkpoint.every_n_train_steps=3",
     "logger=csv", "callbacks.progress_bar=null", "trainer.enable_progress_bar=false", "report.enabled=false",
 ]
 

@@ -23,7 +23,7 @@ def test_an_overflowing_loss_weight_stops_the_run_with_the_term_step_and_epoch(t
     command = [sys.executable, "-m", "distill.train", "teacher=small_cnn", "teacher.train.max_epochs=1",
                "student=small_cnn", "loss=fitnet", "loss.fitnet.weight=1e6", "trainer.max_epochs=3", "logger=csv",
                "callbacks.progress_bar=null", "trainer.enable_progress_bar=false", "report.enabled=false",
-               "callbacks.step_checkpoint.every_n_train_steps=1", f"hydra.run.dir={tmp_path / 'run'}",
+               "callbacks.last_checkpoint.every_n_train_steps=1", f"hydra.run.dir={tmp_path / 'run'}",
                f"paths.cache_dir={tmp_path / 'cache'}"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     output = result.stdout + result.stderr

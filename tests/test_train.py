@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import subprocess
@@ -18,6 +19,12 @@ from distill.fit import fit_model, seed_everything
 from distill.models import create_model
 from distill.train import run
 from tests.wandb_records import logged_history
+
+
+def csv_rows(cfg) -> list[dict[str, str]]:
+    """The rows CSVLogger wrote for the run of ``cfg``."""
+    with open(Path(cfg.paths.output_dir) / "csv" / "metrics.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def read_metrics(cfg) -> dict:
@@ -94,20 +101,26 @@ def test_exported_student_rebuilds_with_plain_timm_and_scores_the_same(make_cfg)
     assert accuracy == pytest.approx(read_metrics(cfg)["student"]["test_acc_top1"], abs=1e-6)
 
 
-def test_resume_from_last_checkpoint_continues_the_run(make_cfg):
-    first = make_cfg("trainer.max_epochs=2", run="first")
+def test_last_checkpoint_is_the_newest_state_and_a_resume_trains_exactly_the_epochs_asked_for(make_cfg):
+    # mode=min on accuracy makes the "best" epoch an early one: last.ckpt must still be the final state.
+    first = make_cfg("trainer.max_epochs=3", "callbacks.model_checkpoint.mode=min", run="first")
     run(first)
-    last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
-    before = torch.load(last, weights_only=True)
-    assert before["epoch"] == 1
+    folder = Path(first.paths.output_dir) / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["best.ckpt", "last.ckpt"]  # one writer of "last"
+    best = torch.load(folder / "best.ckpt", weights_only=True)
+    before = torch.load(folder / "last.ckpt", weights_only=True)
+    assert best["epoch"] < 2, "the setting must put the best epoch before the last one"
+    assert before["epoch"] == 2 and before["global_step"] % 3 == 0
     assert not any(key.startswith("teacher.") for key in before["state_dict"])
 
-    resumed = make_cfg("trainer.max_epochs=3", f"ckpt_path={last}", run="resumed")
+    resumed = make_cfg("trainer.max_epochs=5", f"ckpt_path={folder / 'last.ckpt'}", run="resumed")
     run(resumed)
     after = torch.load(Path(resumed.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
-    steps_per_epoch = before["global_step"] // 2
-    assert after["epoch"] == 2
-    assert after["global_step"] == before["global_step"] + steps_per_epoch
+    steps_per_epoch = before["global_step"] // 3
+    assert after["epoch"] == 4
+    assert after["global_step"] == before["global_step"] + 2 * steps_per_epoch  # epochs 3 and 4, nothing again
+    trained = {int(row["epoch"]) for row in csv_rows(resumed) if row.get("train/loss_epoch")}
+    assert trained == {3, 4}
 
 
 def test_teacher_outputs_and_batchnorm_buffers_are_bit_identical_after_distillation(make_cfg):

@@ -21,6 +21,7 @@ from distill.config import CONF_DIR
 from distill.data import DatasetNotFoundError
 from distill.errors import ConfigError
 from distill.export import load_exported
+from distill.reliability.errors import RunStopped
 
 log = logging.getLogger("distill")
 
@@ -74,6 +75,9 @@ def hydra_main(cfg: DictConfig) -> None:
     except (ConfigError, DatasetNotFoundError) as error:
         log.error("error: %s", error)
         sys.exit(2)
+    except RunStopped as error:  # a step failed: the variants made before it are in the report
+        log.error("error: %s", error)
+        sys.exit(error.code)
     if result is None:
         print("nothing to do: compress=none; choose compress=int8, prune, prune_int8 or qat")
         return

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from distill.compress import onnx_io, prune, qat, quantize, recover
+from distill.compress.errors import CompressionFailed
 from distill.compress.settings import check_settings
 from distill.compress.structure import layer_sizes
 from distill.compress.variants import Variant, measure_variant, plot_accuracy_vs_latency
@@ -26,6 +27,9 @@ from distill.measure import accuracy
 from distill.report import report_markdown, write_report
 
 log = logging.getLogger("distill")
+
+# The report row a failed step would have made (the first file the step writes).
+STEP_VARIANTS = {"onnx": "ONNX fp32", "int8": "ONNX int8", "prune": "pruned PyTorch fp32", "qat": "QAT ONNX int8"}
 
 
 def test_images(datamodule: Any, count: int) -> torch.Tensor:
@@ -116,25 +120,32 @@ class Compressor:
         return variant
 
     def run(self, steps: list[str]) -> None:
+        """Run the steps in order. The first that fails ends the sequence and is recorded in ``failures``:
+        the variants made before it are kept (and measured), and ``compress`` then fails the run."""
         student_file = self.run_dir / "student.safetensors"
         self._add(Variant("PyTorch fp32", student_file, self.student, "fp32"))
-        fp32 = self.onnx(self.student, "student", "")
-        if self.teacher is not None:  # every model a run exports ships as ONNX too, checked the same way
-            self.onnx(self.teacher.cpu().eval(), "teacher", "teacher")
-        if "int8" in steps:
-            self.int8(fp32, "student", "")
-        if "prune" in steps:
-            pruned = self.prune()
-            pruned_onnx = self.onnx(pruned.model, "pruned", "pruned")
+        step = "onnx"
+        try:
+            fp32 = self.onnx(self.student, "student", "")
+            if self.teacher is not None:  # every model a run exports ships as ONNX too, checked the same way
+                self.onnx(self.teacher.cpu().eval(), "teacher", "teacher")
             if "int8" in steps:
-                self.int8(pruned_onnx, "pruned", "pruned")
-        if "qat" in steps:
-            try:
+                step = "int8"
+                self.int8(fp32, "student", "")
+            if "prune" in steps:
+                step = "prune"
+                pruned = self.prune()
+                pruned_onnx = self.onnx(pruned.model, "pruned", "pruned")
+                if "int8" in steps:
+                    self.int8(pruned_onnx, "pruned", "pruned")
+            if "qat" in steps:
+                step = "qat"
                 self.qat()
-            except Exception as error:  # the tools' limits are a result to report, not a reason to lose the rest
-                log.error("QAT failed: %s: %s", type(error).__name__, error)
-                self.failures.append({"variant": "QAT ONNX int8", "error": f"{type(error).__name__}: {error}",
-                                      "versions": qat.versions(), "traceback": traceback.format_exc()[-4000:]})
+        except Exception as error:
+            log.error("compression step %s failed: %s: %s", step, type(error).__name__, error)
+            self.failures.append({"step": step, "variant": STEP_VARIANTS[step],
+                                  "error": f"{type(error).__name__}: {error}", "versions": qat.versions(),
+                                  "traceback": traceback.format_exc()[-4000:]})
 
 
 def compress(cfg: DictConfig, student: nn.Module, teacher: nn.Module | None, datamodule: Any, run_dir: str | Path,
@@ -152,7 +163,11 @@ def compress(cfg: DictConfig, student: nn.Module, teacher: nn.Module | None, dat
     compressor = Compressor(cfg, student, teacher, datamodule, Path(run_dir), architecture, model_kwargs)
     compressor.run(steps)
     rows = [measure_variant(variant, datamodule, cfg.compress.runtime) for variant in compressor.variants]
-    return write_variants(Path(run_dir), rows, compressor.failures, steps, cfg.compress, datamodule)
+    summary = write_variants(Path(run_dir), rows, compressor.failures, steps, cfg.compress, datamodule)
+    if compressor.failures:  # asked for and not made: the run fails, with what was made kept and reported
+        failure = compressor.failures[0]
+        raise CompressionFailed(failure["step"], failure["error"], Path(run_dir) / "compress.json")
+    return summary
 
 
 def compress_teacher_run(cfg: DictConfig, teacher: nn.Module, datamodule: Any, run_dir: Path) -> dict[str, Any] | None:

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from distill.compress.settings import loss_preset_path
+from distill.config import fit_config
 from distill.fit import FitResult, fit_model, seed_everything
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,6 @@ def distill_into(cfg: DictConfig, student: nn.Module, teacher: nn.Module, datamo
     Checkpoints go to ``folder``; no logger is opened (the run's own dashboard run is already closed),
     and the best weights are loaded back into ``student`` before it is returned.
     """
-    from distill.train import fit_config  # distill.train imports this package lazily; avoid a cycle
-
     overrides: dict[str, Any] = {"paths.output_dir": str(folder), "trainer.max_epochs": epochs, "logger": None}
     if lr is not None:
         overrides["optimizer.lr"] = lr

@@ -22,11 +22,11 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from distill.config import to_dict
+from distill.config import fit_config, to_dict
 from distill.export import export_model
 from distill.io import write_json
 from distill.models import create_model, load_weights
-from distill.obtain import fit_config, model_kwargs
+from distill.obtain import model_kwargs
 from distill.report import ReportEntry
 from distill.schemes.ensemble import TeacherEnsemble
 from distill.schemes.options import chain_links, check_scheme, scheme_name

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
-from distill.obtain import fit_config, obtain_teacher
+from distill.config import fit_config
+from distill.obtain import obtain_teacher
 from distill.report import ReportEntry
 from distill.schemes.options import ensemble_temperature, teacher_members
 from teachers import build_teacher
