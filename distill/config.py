@@ -7,7 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from distill.tracking import wandb_offline
+from distill.wandb_mode import wandb_offline
 
 # conf/ sits beside the package in the repository (the project installs in editable mode).
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"

@@ -10,6 +10,10 @@ class ConfigError(ValueError):
     """A configuration value that cannot work: the message says which value and how to fix it."""
 
 
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset's files are not where the config says; the message names the path and how to get them."""
+
+
 def close_matches(name: str, candidates: Iterable[str], limit: int = 5) -> str:
     """', '-joined close matches of ``name`` in ``candidates`` (empty string when none are close)."""
     candidates = list(candidates)

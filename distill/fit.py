@@ -17,7 +17,9 @@ from torch import nn
 
 from distill.losses import build_loss_terms
 from distill.module import DistillationModule
-from distill.reliability import CheckpointOnSignal, LastCheckpoint, StepSeeder
+from distill.reliability.checkpoints import LastCheckpoint
+from distill.reliability.interrupts import CheckpointOnSignal
+from distill.reliability.seeding import StepSeeder
 from distill.teacher_outputs import CachedTeacherOutputs
 from distill.tracking import close_loggers
 

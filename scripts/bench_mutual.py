@@ -25,7 +25,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 
 from distill.config import CONF_DIR  # noqa: E402
 from distill.io import read_json, write_json  # noqa: E402
-from distill.train import run  # noqa: E402
+from distill.runner import run  # noqa: E402
 
 QUIET = ["logger=csv", "~callbacks.progress_bar", "trainer.enable_progress_bar=false", "report.enabled=false"]
 ARMS = {"single": ["stage=student"], "mutual": ["stage=mutual", "mutual.peers=2"]}

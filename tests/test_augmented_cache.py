@@ -10,8 +10,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from distill.data.base import augment_batch
+from distill.runner import run
 from distill.teacher_outputs import build_cost_text, cached_teacher_outputs, live_teacher_passes
-from distill.train import run
 from tests.test_teacher_outputs import trained_like_teacher
 
 AUGMENTED = ["data.random_crop_padding=1", "data.horizontal_flip=true"]  # 3 x 3 offsets x 2 flips = 18 variants

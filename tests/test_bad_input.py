@@ -6,7 +6,7 @@ from safetensors.torch import save_file
 from distill.data import DatasetNotFoundError
 from distill.errors import ConfigError
 from distill.models import create_model
-from distill.train import prepare
+from distill.runner import prepare
 
 
 @pytest.mark.parametrize(

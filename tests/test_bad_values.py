@@ -11,7 +11,7 @@ import pytest
 from distill.config import CONF_DIR
 from distill.errors import ConfigError
 from distill.reliability.schema import check_presets
-from distill.train import prepare
+from distill.runner import prepare
 from tests.bad_values import BAD_PRESETS, BAD_VALUES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +46,7 @@ def test_cli_exits_2_with_one_line_for_an_unknown_preset(tmp_path):
 
 
 def test_progress_bar_can_be_switched_off_with_the_default_callbacks(make_cfg):
-    from distill.train import run
+    from distill.runner import run
 
     cfg = make_cfg("trainer.enable_progress_bar=false", "teacher=small_cnn", "student=small_cnn", "logger=csv",
                    "trainer.max_epochs=1", "teacher.train.max_epochs=1", "report.enabled=false",
@@ -54,3 +54,35 @@ def test_progress_bar_can_be_switched_off_with_the_default_callbacks(make_cfg):
     assert cfg.callbacks.progress_bar is not None
     run(cfg)
     assert (Path(cfg.paths.output_dir) / "metrics.json").is_file()
+
+
+def test_presets_of_a_config_dir_are_known_and_their_typos_named(tmp_path):
+    (tmp_path / "student").mkdir()
+    (tmp_path / "student" / "tiny_cnn.yaml").write_text("name: small_cnn\nkwargs: {width: 4}\n")
+    check_presets(["--config-dir", str(tmp_path), "student=tiny_cnn"], CONF_DIR)
+    check_presets([f"--config-dir={tmp_path}", "-m", "student=tiny_cnn,small_cnn"], CONF_DIR)
+    check_presets([f"hydra.searchpath=[file://{tmp_path}]", "student=tiny_cnn"], CONF_DIR)
+    with pytest.raises(ConfigError, match=r"student=tiny_cn is not a preset of 'student' \(did you mean tiny_cnn"):
+        check_presets(["-cd", str(tmp_path), "student=tiny_cn"], CONF_DIR)
+    with pytest.raises(ConfigError, match="is not a preset"):  # without the folder, its preset is unknown
+        check_presets(["student=tiny_cnn"], CONF_DIR)
+    with pytest.raises(ConfigError, match="--config-dir .*nope: no such folder"):
+        check_presets(["--config-dir", str(tmp_path / "nope"), "student=small_cnn"], CONF_DIR)
+
+
+def test_cli_composes_a_preset_from_a_config_dir(tmp_path):
+    (tmp_path / "student").mkdir()
+    (tmp_path / "student" / "tiny_cnn.yaml").write_text("name: small_cnn\nkwargs: {width: 4}\n")
+    command = [sys.executable, "-m", "distill.train", "--config-dir", str(tmp_path), "student=tiny_cnn",
+               "--cfg", "job", "--package", "student"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "width: 4" in result.stdout
+
+
+def test_the_command_line_entry_imports_no_heavy_library():
+    # --help, completion and config errors must not pay for torch, Lightning, timm or wandb (docs/performance.md).
+    code = ("import sys, distill.train; print(sorted(m for m in ('torch', 'lightning', 'timm', 'torchvision', "
+            "'wandb', 'sklearn') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr[-2000:]

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from distill.fit import seed_everything
 from distill.models import create_model
-from distill.train import baseline_loss, run
+from distill.runner import baseline_loss, run
 
 # One optimizer step on one batch, nothing measured afterwards: the step itself is what is compared.
 ONE_STEP = ["trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",

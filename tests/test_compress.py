@@ -30,7 +30,7 @@ from distill.export import export_model, load_exported
 from distill.measure import count_flops, measure_energy
 from distill.models import create_model
 from distill.report import energy_text
-from distill.train import prepare
+from distill.runner import prepare
 from tests.compress_helpers import FAST_RUNTIME, compress_settings, default_student, digits_data
 
 REPO = Path(__file__).resolve().parent.parent
@@ -234,7 +234,7 @@ def test_pareto_front_keeps_only_points_nothing_beats():
 
 @pytest.mark.slow
 def test_distill_train_with_prune_int8_reports_every_variant(make_cfg):
-    from distill.train import run
+    from distill.runner import run
 
     cfg = make_cfg("compress=prune_int8", "compress.prune.epochs=2", *FAST_RUNTIME)
     run(cfg)

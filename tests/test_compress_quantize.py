@@ -94,7 +94,7 @@ def test_int8_qoperator_file_is_smaller_than_qdq_and_computes_the_same_classes(d
 def test_a_compression_step_that_fails_fails_the_run_and_keeps_what_was_made(make_cfg, monkeypatch):
     from distill.compress.errors import CompressionFailed
     from distill.compress.pipeline import Compressor
-    from distill.train import run
+    from distill.runner import run
 
     def broken_qat(self):
         raise RuntimeError("the exporter gave up")
@@ -115,7 +115,7 @@ def test_a_compression_step_that_fails_fails_the_run_and_keeps_what_was_made(mak
 
 
 def test_quantisation_aware_training_saves_an_int8_onnx_measured_in_onnxruntime(make_cfg):
-    from distill.train import run
+    from distill.runner import run
 
     cfg = make_cfg("compress=qat", "compress.qat.epochs=1", *FAST_RUNTIME)
     run(cfg)

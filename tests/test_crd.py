@@ -14,7 +14,7 @@ from torch.testing import assert_close
 from distill.errors import ConfigError
 from distill.losses import DistillBatch, build_loss_terms, nce_loss
 from distill.losses.crd import contrast_scores, momentum_update
-from distill.train import run
+from distill.runner import run
 from tests.test_new_losses import DOUBLE, randn, scalar
 
 

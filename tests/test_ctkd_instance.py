@@ -13,7 +13,7 @@ from torch.testing import assert_close
 from distill.errors import ConfigError
 from distill.losses import DistillBatch, build_loss_terms
 from distill.losses.ctkd import instance_kd_loss
-from distill.train import run
+from distill.runner import run
 from tests.test_new_losses import DOUBLE, STUDENT_LOGITS, TEACHER_LOGITS, hand_kd, mean, scalar
 
 # A fixed two-layer MLP on [teacher logits, student logits] (8 inputs), 2 hidden units.

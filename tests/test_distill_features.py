@@ -15,7 +15,7 @@ from distill.features import FeatureTaps
 from distill.losses import build_loss_terms
 from distill.models import create_model
 from distill.module import DistillationModule
-from distill.train import run
+from distill.runner import run
 
 PRESETS = ["kd", "fitnet", "feature_distance", "cc", "sp", "at", "rkd", "pkt", "dkd", "dist", "kd_ls", "dkd_ls", "nst",
            "vid", "ofd", "ctkd", "ctkd_instance", "reviewkd", "simkd"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import distill.fit
-from distill.train import run
+from distill.runner import run
 from tests.host_syncs import SyncCounter, counting_syncs
 
 

@@ -14,7 +14,7 @@ import torch
 
 from distill.errors import ConfigError
 from distill.reliability.resume import auto_resume_checkpoint, check_checkpoint
-from distill.train import prepare, run
+from distill.runner import prepare, run
 from tests.image_folders import make_image_folder
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -24,7 +24,7 @@ from distill.losses import (
 )
 from distill.losses.maps import pool_to
 from distill.models import create_model
-from distill.train import prepare, run
+from distill.runner import prepare, run
 from tests.test_distill_features import read_csv_metrics
 from tests.test_new_losses import DOUBLE, avg_pool_2x2, randn, scalar
 

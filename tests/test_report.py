@@ -114,7 +114,7 @@ def test_report_fields_ratios_and_files(tmp_path):
 
 
 def test_distill_eval_on_a_run_folder_and_its_errors(make_cfg, tmp_path):
-    from distill.train import run
+    from distill.runner import run
 
     cfg = make_cfg(run="run")
     run(cfg)

@@ -9,7 +9,7 @@ import pytest
 
 from distill.errors import ConfigError
 from distill.reliability.resume import RUN_CONFIG, check_same_config, record_run_config
-from distill.train import run
+from distill.runner import run
 
 
 def finished_folder(make_cfg, *overrides: str):

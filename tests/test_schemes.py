@@ -17,11 +17,11 @@ import distill.schemes.chain as chain_module
 from distill.losses import build_loss_terms, kd_loss
 from distill.models import create_model
 from distill.module import DistillationModule
+from distill.runner import run
 from distill.schemes import TeacherEnsemble
 from distill.schemes.mutual import mutual_losses
 from distill.summarize import summarize_sweep
 from distill.teacher_outputs import teacher_outputs_key
-from distill.train import run
 from tests.conftest import FAST
 
 TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "teacher.train.max_epochs=1"]

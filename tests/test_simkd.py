@@ -22,7 +22,7 @@ from distill.losses import build_loss_terms, simkd_loss
 from distill.losses.simkd import reuse_teacher_classifier
 from distill.models import create_model
 from distill.module import DistillationModule
-from distill.train import prepare, run
+from distill.runner import prepare, run
 from students.simkd import SimKDStudent, simkd_projector
 from tests.test_new_losses import mean, randn, scalar
 from tests.test_reviewkd import pooled

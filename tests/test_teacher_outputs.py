@@ -14,8 +14,8 @@ from hydra.utils import instantiate
 from distill.losses import build_loss_terms
 from distill.models import create_model
 from distill.module import DistillationModule
+from distill.runner import cached_teacher_outputs
 from distill.teacher_outputs import load_or_compute, teacher_logits, teacher_outputs_key, top_k_pseudo_logits
-from distill.train import cached_teacher_outputs
 from tests.conftest import FAST
 
 

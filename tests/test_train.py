@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from distill.fit import fit_model, seed_everything
 from distill.models import create_model
-from distill.train import run
+from distill.runner import run
 from tests.wandb_records import logged_history
 
 
@@ -62,7 +62,7 @@ def test_default_run_trains_the_teacher_once_then_reuses_it(make_cfg, caplog):
 
 
 def test_config_check_leaves_a_teacher_to_train_trainable(make_cfg):
-    from distill.train import prepare
+    from distill.runner import prepare
 
     plan = prepare(make_cfg())
     assert plan.teacher.training

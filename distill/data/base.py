@@ -22,10 +22,6 @@ from distill.data.sampling import (
 )
 
 
-class DatasetNotFoundError(FileNotFoundError):
-    """A dataset's files are not where the config says; the message names the path and how to get them."""
-
-
 @dataclass(frozen=True)
 class Split:
     images: torch.Tensor  # float32, N x C x H x W, normalised

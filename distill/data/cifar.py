@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.data.base import DatasetNotFoundError, InMemoryDataModule
+from distill.data.base import InMemoryDataModule
+from distill.errors import DatasetNotFoundError
 
 
 class _CIFARDataModule(InMemoryDataModule):

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.data.base import DatasetNotFoundError, InMemoryDataModule
+from distill.data.base import InMemoryDataModule
+from distill.errors import DatasetNotFoundError
 
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

@@ -14,8 +14,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from distill.data.base import DatasetNotFoundError, SplitLoadersMixin, resolve_workers
-from distill.errors import ConfigError
+from distill.data.base import SplitLoadersMixin, resolve_workers
+from distill.errors import ConfigError, DatasetNotFoundError
 
 log = logging.getLogger("distill")
 
