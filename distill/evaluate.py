@@ -1,7 +1,6 @@
-"""``distill-eval``: the efficiency report for run folders, a sweep folder, or one saved model.
+"""``distill-eval``: the command line; the work is distill/evaluation.py, imported once the config is composed.
 
-See conf/eval.yaml for the forms it takes. Every model is measured on the same test split and device,
-and the report (``report.json``, ``report.md``, ``accuracy_vs_macs.png``) goes to the eval's own folder.
+See conf/eval.yaml (or ``distill-eval --help``) for the forms it takes.
 """
 
 from __future__ import annotations
@@ -9,133 +8,24 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
-from torch import nn
+from omegaconf import DictConfig
 
-from distill.config import CONF_DIR, to_dict
-from distill.data import DatasetNotFoundError
-from distill.errors import ConfigError
-from distill.export import load_exported
-from distill.io import read_json
-from distill.models import create_model, load_weights
-from distill.report import ReportEntry, build_report, report_markdown, write_report
+from distill.cli import HydraCommand
+from distill.config import CONF_DIR
+from distill.errors import ConfigError, DatasetNotFoundError
 
 log = logging.getLogger("distill")
 
 
-def find_runs(folders: list[str]) -> list[Path]:
-    """Run folders (those holding metrics.json or .hydra/config.yaml) at or below each folder given."""
-    runs = []
-    for folder in folders:
-        folder = Path(str(folder)).expanduser()
-        if not folder.is_dir():
-            raise ConfigError(f"runs: {folder} is not a folder; give run folders or a sweep folder")
-        if (folder / ".hydra" / "config.yaml").is_file():
-            runs.append(folder)
-            continue
-        found = sorted(p.parent.parent for p in folder.glob("*/.hydra/config.yaml"))
-        if not found:
-            raise ConfigError(f"runs: {folder} holds no distill run (no .hydra/config.yaml in it or its sub-folders)")
-        runs += found
-    return runs
-
-
-def load_model_file(path: Path, architecture: str | None, kwargs: dict[str, Any], datamodule: Any) -> nn.Module:
-    """An exported .json, or a weights file / checkpoint for ``architecture`` (checked against the data)."""
-    if path.suffix == ".json":
-        model, description = load_exported(path)
-        expected = {"num_classes": datamodule.num_classes, "in_chans": datamodule.in_chans}
-        actual = {key: description["model_kwargs"].get(key) for key in expected}
-        if actual != expected:
-            raise ConfigError(f"{path} was exported for {actual} but the data has {expected}; choose matching data")
-        return model
-    if not architecture:
-        raise ConfigError(f"model={path} is not an exported .json: say which architecture it holds "
-                          "(architecture=<timm name> model_kwargs={...})")
-    model = create_model(architecture, datamodule.num_classes, datamodule.in_chans, kwargs, role="model")
-    load_weights(model, path, role=f"model '{architecture}'")
-    return model
-
-
-def run_entries(run_dir: Path, run_cfg: DictConfig, datamodule: Any) -> list[ReportEntry]:
-    """The student (or baseline) of a run, and its teacher when the run had one."""
-    summary = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
-    tag = f"{run_dir.name}" + (f" ({'+'.join(run_cfg.loss)})" if run_cfg.stage == "distill" else "")
-    entries = []
-    teacher_source = None
-    teacher_info = summary.get("teacher") or {}
-    if teacher_info.get("cache_entry"):
-        teacher_source = Path(teacher_info["cache_entry"]) / "teacher.json"
-    elif teacher_info.get("weights"):
-        teacher_source = Path(teacher_info["weights"])
-    elif (run_dir / "teacher.json").is_file():
-        teacher_source = run_dir / "teacher.json"
-    if teacher_source is not None:
-        teacher = load_model_file(teacher_source, run_cfg.teacher.name, to_dict(run_cfg.teacher.get("kwargs")),
-                                  datamodule)
-        entries.append(ReportEntry("teacher", run_cfg.teacher.name, teacher, f"teacher: {run_cfg.teacher.name}",
-                                   source=str(teacher_source.resolve())))
-    if run_cfg.stage == "teacher":
-        return entries
-    role = "student" if run_cfg.stage == "distill" else "baseline"
-    exported = run_dir / "student.json"
-    checkpoints = [run_dir / "checkpoints" / name for name in ("best.ckpt", "last.ckpt")]
-    source = exported if exported.is_file() else next((c for c in checkpoints if c.is_file()), None)
-    if source is None:
-        raise ConfigError(f"run folder {run_dir} has no exported student (student.json) and no checkpoint "
-                          "(checkpoints/best.ckpt or last.ckpt); was the run interrupted before its first epoch?")
-    student = load_model_file(source, run_cfg.student.name, to_dict(run_cfg.student.get("kwargs")), datamodule)
-    entries.append(ReportEntry(role, run_cfg.student.name, student, f"{role}: {run_cfg.student.name} {tag}"))
-    return entries
-
-
-def unique_teachers(entries: list[ReportEntry]) -> list[ReportEntry]:
-    """Runs of a sweep share their teacher: measure each teacher (by weights file) once."""
-    seen, kept = set(), []
-    for entry in entries:
-        if entry.role == "teacher":
-            if entry.source in seen:
-                continue
-            seen.add(entry.source)
-        kept.append(entry)
-    return kept
-
-
-def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
-    runs = find_runs(list(cfg.runs)) if cfg.runs else []
-    run_cfgs = {run: OmegaConf.load(run / ".hydra" / "config.yaml") for run in runs}
-    if cfg.get("data") is not None:
-        data_cfg = cfg.data
-    elif runs:
-        data_cfg = run_cfgs[runs[0]].data
-    else:
-        raise ConfigError("give the data to evaluate on (data=digits, data=fashion_mnist, ...) or a run folder")
-    if not runs and not cfg.model:
-        raise ConfigError("nothing to evaluate: give runs=[<run or sweep folder>, ...] or model=<file>")
-    datamodule = instantiate(data_cfg)
-    datamodule.check()
-    entries: list[ReportEntry] = []
-    for run in runs:
-        entries += run_entries(run, run_cfgs[run], datamodule)
-    if cfg.model:
-        path = Path(str(cfg.model)).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"model={path} does not exist")
-        model = load_model_file(path, cfg.architecture, to_dict(cfg.model_kwargs), datamodule)
-        architecture = cfg.architecture or read_json(path)["architecture"]
-        entries.append(ReportEntry("model", architecture, model, cfg.label or f"model: {architecture}"))
-    report = build_report(unique_teachers(entries), datamodule, OmegaConf.to_container(cfg.report, resolve=True))
-    write_report(report, output_dir, title="accuracy vs MACs")
-    return report
-
-
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 def hydra_main(cfg: DictConfig) -> None:
+    main.task()
+    from distill.evaluation import evaluate
+    from distill.report import report_markdown
+
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         report = evaluate(cfg, output_dir)
@@ -146,9 +36,7 @@ def hydra_main(cfg: DictConfig) -> None:
     print(f"report folder: {output_dir}")
 
 
-def main() -> None:
-    hydra_main()
-
+main = HydraCommand(hydra_main, CONF_DIR, "eval")
 
 if __name__ == "__main__":
     main()

@@ -1,93 +1,55 @@
 """``distill-layers``: list a model's layers with their output shapes for the data's input size.
 
-    distill-layers student=cifar_resnet8x4 data=cifar100
-    distill-layers +show=teacher teacher=timm teacher.name=resnet18 data=image_folder data.root=...
-
-The names are what loss options such as ``loss.fitnet.student_layer`` take; ``@N`` aliases
-(``feature_info[N]``), ``pre_logits`` and ``<layer>:pre_act`` (pre-activation) rows are shown too.
+The command line; the work is distill/layer_table.py, imported once the overrides have passed their checks.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
-import torch
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
-from torch import nn
-
+from distill.cli import check_presets, fail
 from distill.config import CONF_DIR
-from distill.features import PRE_ACT, PRE_LOGITS, FeatureTaps, feature_layer_names, pre_activation_layers
-from distill.models import check_input_fits, classifier_name, create_model
+from distill.errors import ConfigError, DatasetNotFoundError
+
+HELP = """distill-layers: the layers of the student (and/or teacher) with their output shapes for the data's input,
+as the names that feature losses take (loss.fitnet.student_layer=layer2, @-2 aliases, <layer>:pre_act).
+It composes the same config as distill-train from the same overrides, and makes no run folder.
+
+Usage: distill-layers [+show=student|teacher|both] [group=option ...] [key=value ...]
+
+  distill-layers student=cifar_resnet8x4 data=cifar100 +show=both
+  distill-layers +show=teacher teacher=timm teacher.name=resnet18 data=image_folder data.root=<folder>
+
+Groups and options: distill-train --help."""
+
+SHOW = ("student", "teacher", "both")
 
 
-def layer_table(model: nn.Module, input_shape: tuple[int, ...]) -> list[tuple[str, str, str, int]]:
-    """(path, module type, output shape, own parameters) for every module, in call order of a dry run."""
-    rows: dict[str, tuple[str, str, str, int]] = {}
-    handles = []
-    for path, module in model.named_modules():
-        if not path:
-            continue
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in args or "--help" in args:
+        print(HELP)
+        return
+    flags = [arg for arg in args if arg.startswith("-")]
+    if flags:
+        fail(f"distill-layers takes overrides only (key=value), not {' '.join(flags)}; see distill-layers --help")
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
 
-        def hook(module: nn.Module, inputs: tuple, output: object, path: str = path) -> None:
-            shape = tuple(output.shape[1:]) if isinstance(output, torch.Tensor) else type(output).__name__
-            own = sum(p.numel() for p in module.parameters(recurse=False))
-            rows.setdefault(path, (path, type(module).__name__, str(shape), own))
-
-        handles.append(module.register_forward_hook(hook))
-    model.eval()
     try:
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return list(rows.values())
+        check_presets(args, CONF_DIR)
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=args)
+        if cfg.get("show", "student") not in SHOW:
+            raise ConfigError(f"show={cfg.show} is not one of: {', '.join(SHOW)} (e.g. +show=both)")
+        from distill.layer_table import print_layers
 
-
-def pre_activation_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, str]:
-    """``{"layer2:pre_act": "(64, 16, 16)", ...}``: every pre-activation a loss term can request, by a dry run."""
-    taps = FeatureTaps(model, pre_activation_layers(model), "model")
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
-    finally:
-        taps.remove()
-    return {name: str(tuple(feature.shape[1:])) for name, feature in taps.pop().items()}
-
-
-def format_layers(role: str, name: str, model: nn.Module, input_shape: tuple[int, ...]) -> str:
-    aliases = {path: f"@{index}" for index, path in enumerate(feature_layer_names(model))}
-    classifier = classifier_name(model)
-    pre_activations = pre_activation_shapes(model, input_shape)
-    lines = [f"{role} {name}: input {tuple(input_shape)}",
-             f"  {'layer':<40}{'alias':<17}{'type':<20}{'output (per sample)':<26}{'params':>10}"]
-    for path, kind, shape, params in layer_table(model, input_shape):
-        alias = aliases.get(path, "")
-        if path == classifier:
-            alias = f"input={PRE_LOGITS}"
-        lines.append(f"  {path:<40}{alias:<17}{kind:<20}{shape:<26}{params:>10,}")
-        pre_act = f"{path}:{PRE_ACT}"
-        if pre_act in pre_activations:
-            pre_alias = f"{aliases[path]}:{PRE_ACT}" if path in aliases else ""
-            lines.append(f"  {pre_act:<40}{pre_alias:<17}{'pre-activation':<20}{pre_activations[pre_act]:<26}{0:>10,}")
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Compose the same config as distill-train from Hydra overrides (no run folder is made)."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=list(sys.argv[1:] if argv is None else argv))
-    datamodule = instantiate(cfg.data)
-    show = cfg.get("show", "student")
-    roles = ("student", "teacher") if show == "both" else (show,)
-    for role in roles:
-        model_cfg = cfg[role]
-        model = create_model(model_cfg.name, datamodule.num_classes, datamodule.in_chans, model_cfg.get("kwargs"),
-                             role=role)
-        check_input_fits(model, datamodule.input_shape, role, model_cfg.name)
-        print(format_layers(role, model_cfg.name, model, datamodule.input_shape))
+        print_layers(cfg)
+    except (ConfigError, DatasetNotFoundError) as error:
+        fail(error)
+    except HydraException as error:
+        fail(str(error).splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from distill.cli import fail
+from distill.errors import ConfigError
 from distill.io import atomic_write, read_json, write_json
 
 IGNORED_OVERRIDE_PREFIXES = ("seed=", "hydra.", "paths.", "logger", "trainer.enable_progress_bar")
@@ -82,8 +84,8 @@ def find_runs(sweep: Path) -> list[RunRecord]:
     folders = sorted({p.parent.parent for p in sweep.glob("**/.hydra/config.yaml")},
                      key=lambda p: (len(p.parts), int(p.name) if p.name.isdigit() else p.name))
     if not folders:
-        raise SystemExit(f"error: {sweep} holds no runs (no */.hydra/config.yaml); give a Hydra sweep folder "
-                         "such as outputs/multirun/<date_time>")
+        raise ConfigError(f"{sweep} holds no runs (no */.hydra/config.yaml); give a Hydra sweep folder such as "
+                          "outputs/multirun/<date_time>")
     return [read_run(folder) for folder in folders]
 
 
@@ -271,7 +273,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("sweep", type=Path, help="a Hydra sweep folder, e.g. outputs/multirun/<date_time>")
     parser.add_argument("--output", type=Path, default=None, help="where to write (default: the sweep folder)")
     args = parser.parse_args(argv)
-    result = summarize_sweep(args.sweep, args.output)
+    try:
+        result = summarize_sweep(args.sweep, args.output)
+    except ConfigError as error:
+        fail(error)
     print(result["table"])
     print(f"{result['runs']} runs, {len(result['failures'])} failed; wrote "
           + ", ".join(str(p) for p in result["files"].values()))

@@ -21,17 +21,19 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from distill.cli import HydraCommand
 from distill.config import CONF_DIR
 from distill.errors import ConfigError, DatasetNotFoundError
 from distill.io import write_json
 from distill.reliability.errors import RunInterrupted, RunStopped
-from distill.reliability.schema import check_presets, validate_config
+from distill.reliability.schema import validate_config
 
 log = logging.getLogger("distill")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
+    main.task()
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     overrides = list(hydra_cfg.overrides.task)
@@ -57,14 +59,8 @@ def hydra_main(cfg: DictConfig) -> float | None:
         sys.exit(error.code if isinstance(error, RunStopped) else 2)
 
 
-def main() -> None:
-    # Unknown presets (student=resnet_nope) fail here, as every bad value does, not with Hydra's exit code 1.
-    try:
-        check_presets(sys.argv[1:], CONF_DIR)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    hydra_main()
+# Unknown presets and keys (student=resnet_nope, trainer.max_epoch=3) fail before Hydra runs, as every bad value does.
+main = HydraCommand(hydra_main, CONF_DIR, "train")
 
 
 if __name__ == "__main__":

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from distill.cli import check_presets
 from distill.config import CONF_DIR
 from distill.errors import ConfigError
-from distill.reliability.schema import check_presets
 from distill.runner import prepare
 from tests.bad_values import BAD_PRESETS, BAD_VALUES
 

@@ -229,7 +229,7 @@ def test_bad_pre_act_requests_name_the_layer():
 
 
 def test_distill_layers_lists_pre_activations_with_their_alias_and_shape():
-    from distill.layers import format_layers
+    from distill.layer_table import format_layers
 
     table = format_layers("student", "cifar_resnet8", create_model("cifar_resnet8", 10, 1), (1, 8, 8))
     row = next(line for line in table.splitlines() if line.split()[0] == "layer2:pre_act")

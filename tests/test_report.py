@@ -11,7 +11,7 @@ from torch import nn
 
 from distill.data import DigitsDataModule
 from distill.errors import ConfigError
-from distill.evaluate import evaluate
+from distill.evaluation import evaluate
 from distill.measure import EnergyMeter, count_flops, parameter_count, peak_forward_memory
 from distill.models import create_model
 from distill.report import ReportEntry, build_report, write_report

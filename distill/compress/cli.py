@@ -13,14 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from distill.cli import HydraCommand
 from distill.compress.settings import check_settings
 from distill.config import CONF_DIR
-from distill.data import DatasetNotFoundError
-from distill.errors import ConfigError
-from distill.export import load_exported
+from distill.errors import ConfigError, DatasetNotFoundError
 from distill.reliability.errors import RunStopped
 
 log = logging.getLogger("distill")
@@ -43,6 +41,10 @@ def run_folder(run: Any) -> Path:
 
 def compress_run(run: Any, settings: DictConfig) -> dict[str, Any] | None:
     """Rebuild the run's data, student and teacher (exported to ONNX beside the student); run the steps."""
+    from hydra.utils import instantiate  # here, not at the top: --help and bad input answer without torch
+
+    from distill.export import load_exported
+
     folder = run_folder(run)
     run_cfg = OmegaConf.load(folder / ".hydra" / "config.yaml")
     cfg = OmegaConf.merge(run_cfg, {"compress": settings})
@@ -55,7 +57,7 @@ def compress_run(run: Any, settings: DictConfig) -> dict[str, Any] | None:
     student, description = load_exported(folder / "student.json")
     teacher = None
     if steps and run_cfg.stage == "distill":  # the teacher is exported to ONNX (and may teach the pruned net)
-        from distill.evaluate import run_entries
+        from distill.evaluation import run_entries
 
         teacher = next((entry.model for entry in run_entries(folder, run_cfg, datamodule) if entry.role == "teacher"),
                        None)
@@ -70,6 +72,7 @@ def compress_run(run: Any, settings: DictConfig) -> dict[str, Any] | None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="compress_run")
 def hydra_main(cfg: DictConfig) -> None:
+    main.task()
     try:
         result = compress_run(cfg.run, cfg.compress)
     except (ConfigError, DatasetNotFoundError) as error:
@@ -87,8 +90,7 @@ def hydra_main(cfg: DictConfig) -> None:
     print(f"efficiency report: {result['files']['report']}")
 
 
-def main() -> None:
-    hydra_main()
+main = HydraCommand(hydra_main, CONF_DIR, "compress_run")
 
 
 if __name__ == "__main__":

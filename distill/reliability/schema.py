@@ -9,9 +9,8 @@ skipped. Failures are ``ConfigError``s of one line: the key, the bad value, what
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -202,58 +201,6 @@ def check_top_k(cfg: DictConfig, num_classes: int) -> None:
     if top_k is not None and top_k >= num_classes:
         raise ConfigError(f"teacher_cache.top_k={top_k} keeps every class of this {num_classes}-class data; "
                           f"expected 1 <= top_k < {num_classes}, or teacher_cache.top_k=null to keep all logits")
-
-
-# Hydra's own groups also list options that ship with Hydra and its plugins: only ours are checked.
-HYDRA_OWNED = ("hydra/", "hydra.")
-
-
-def check_presets(argv: Sequence[str], conf_dir: Path) -> None:
-    """Unknown options of a config group (``student=resnet_nope``, ``-m loss=kd,nope``) with close matches.
-
-    Hydra fails on these too, but with exit code 1 and its search path; this runs first, on the command
-    line's overrides (sweeps included), so the error looks like every other bad value. The options are
-    read from Hydra's own search path, as the app will compose it: ``conf_dir``, Hydra's plugins,
-    ``--config-dir``/``-cd`` and ``hydra.searchpath=[...]`` given on the command line.
-    """
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-    from hydra._internal.utils import create_config_search_path, get_args_parser
-    from hydra.core.config_search_path import SearchPathQuery
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        args, _ = get_args_parser().parse_known_args(list(argv))
-        parsed = OverridesParser.create().parse_overrides(list(args.overrides))
-    except (Exception, SystemExit):  # a syntax error: Hydra reports it with the position, better than we could
-        return
-    search_path = create_config_search_path(str(conf_dir))
-    if args.config_dir is not None:
-        config_dir = Path(args.config_dir).expanduser().resolve()
-        if not config_dir.is_dir():
-            raise ConfigError(f"--config-dir {args.config_dir}: no such folder ({config_dir})")
-        search_path.prepend("command-line", f"file://{config_dir}", anchor=SearchPathQuery(provider="schema"))
-    for override in parsed:
-        if override.get_key_element() == "hydra.searchpath" and isinstance(override.value(), list):
-            for entry in override.value():
-                search_path.append("hydra.searchpath in command-line", str(entry))
-    loader = ConfigLoaderImpl(config_search_path=search_path)
-    for override in parsed:
-        group = override.key_or_group
-        if group.startswith(HYDRA_OWNED) or override.is_delete():
-            continue
-        options = loader.get_group_options(group)
-        if not options:  # not a config group: a value such as seed=1 or loss.kd.temperature=8
-            continue
-        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
-        values = [v for value in values for v in (value if isinstance(value, list) else [value])]  # loss=[kd,at]
-        for value in values:
-            if value is None or str(value) in options:
-                continue
-            hint = close_matches(str(value), options)
-            raise ConfigError(f"{group}={value} is not a preset of '{group}'"
-                              + (f" (did you mean {hint}?)" if hint else "")
-                              + f"; available: {', '.join(options)} (conf/{group}/, or a folder added with "
-                              "--config-dir)")
 
 
 def run_metrics(stage: str, num_classes: int, loss_terms: Iterable[str]) -> list[str]:
