@@ -14,6 +14,7 @@ def print_summary(summary: dict[str, Any]) -> None:
             accuracy = entry.get("test_acc_top1")
             lines.append(f"{role:<9}{entry['architecture']:<24}{entry['params']:>12,}"
                          f"{(f'{accuracy:.4f}' if accuracy is not None else 'n/a'):>12}")
+    lines += [f"warning: {warning}" for warning in summary.get("warnings", [])]
     lines += scheme_lines(summary.get("scheme"))
     if summary.get("student", {}).get("note"):
         lines.append(summary["student"]["note"])

@@ -209,6 +209,9 @@ def summarize(cfg: DictConfig, plan: Plan, result: FitResult | None, teacher_inf
         summary["exported"] = str(exported)
     if getattr(plan.datamodule, "skipped_images", None):
         summary["skipped_images"] = plan.datamodule.skipped_images
+    if getattr(plan.datamodule, "test_is_validation", False):
+        summary["warnings"] = ["test split = validation split (it picked the best checkpoint): test top-1 is "
+                               "optimistic; add a test/ folder"]
     return summary
 
 

@@ -11,6 +11,7 @@ from torch import nn
 
 from distill.errors import ConfigError
 from distill.models import check_input_fits, create_model, load_weights
+from teachers.hub import check_pretrained_available
 
 
 class TeacherSource(enum.Enum):
@@ -32,6 +33,8 @@ def build_teacher(teacher_cfg: Mapping[str, Any], num_classes: int, in_chans: in
     """The teacher network with the configured weights loaded (random init when it is to be trained here)."""
     name = teacher_cfg["name"]
     source = teacher_source(teacher_cfg)
+    if source is TeacherSource.HUB:
+        check_pretrained_available(name)
     try:
         model = create_model(name, num_classes, in_chans, teacher_cfg.get("kwargs"),
                              pretrained=source is TeacherSource.HUB, role="teacher")

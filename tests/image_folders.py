@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def make_image_folder(root: Path, per_class: int = 4, bad: int = 0) -> None:
+def make_image_folder(root: Path, per_class: int = 4, bad: int = 0, splits: tuple[str, ...] = ("train", "val")
+                      ) -> None:
     from PIL import Image
 
-    for split in ("train", "val"):
+    for split in splits:
         for label, color in (("cat", 40), ("dog", 200)):
             folder = root / split / label
             folder.mkdir(parents=True)

@@ -119,6 +119,27 @@ def test_unreadable_images_are_skipped_and_counted_on_request(make_cfg, tmp_path
     assert [Path(p).name for p in skipped["train"]] == ["broken0.jpg", "broken1.jpg"]
 
 
+def test_an_image_folder_tests_on_test_when_present_and_says_so_when_it_tests_on_val(make_cfg, tmp_path, caplog):
+    from distill.data import ImageFolderDataModule
+
+    make_image_folder(tmp_path / "three", splits=("train", "val", "test"))
+    make_image_folder(tmp_path / "two")
+    assert ImageFolderDataModule(root=str(tmp_path / "three")).dirs["test"] == "test"
+    assert not ImageFolderDataModule(root=str(tmp_path / "three")).test_is_validation
+
+    cfg = make_cfg(*IMAGE_FOLDER, f"data.root={tmp_path / 'two'}")
+    with caplog.at_level("WARNING", logger="distill"):
+        run(cfg)
+    assert "the validation split that also picks the best checkpoint" in caplog.text
+    assert read_metrics(cfg)["warnings"] == ["test split = validation split (it picked the best checkpoint): test "
+                                             "top-1 is optimistic; add a test/ folder"]
+    caplog.clear()
+    with_test = make_cfg(*IMAGE_FOLDER, f"data.root={tmp_path / 'three'}", run="three")
+    with caplog.at_level("WARNING", logger="distill"):
+        run(with_test)
+    assert "picks the best checkpoint" not in caplog.text and "warnings" not in read_metrics(with_test)
+
+
 def test_image_folder_loader_settings_follow_the_machine(make_cfg, tmp_path, monkeypatch):
     from hydra.utils import instantiate
 

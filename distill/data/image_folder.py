@@ -1,4 +1,9 @@
-"""A folder of images per class (``root/train/<class>/*.jpg``, ``root/val/<class>/*.jpg``), decoded per sample.
+"""A folder of images per class (``root/train/<class>/*.jpg``, ``root/val/<class>/*.jpg``, optionally
+``root/test/<class>/*.jpg``), decoded per sample.
+
+Validation picks the best checkpoint, so a test split that is the validation split reports an accuracy
+chosen on it: ``test/`` is used when it exists, and without it the run says, loudly and in its summary,
+that its test figures are validation figures.
 
 For sets too large to hold in memory; small sets belong in an ``InMemoryDataModule``.
 """
@@ -71,7 +76,9 @@ class ImageFolderDataModule(SplitLoadersMixin, L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.root = Path(root).expanduser()
-        self.dirs = {"train": train_dir, "val": val_dir, "test": test_dir or val_dir}
+        if test_dir is None:  # test/ when it exists; else the val folder, said at setup and in the summary
+            test_dir = "test" if (self.root / "test").is_dir() else val_dir
+        self.dirs = {"train": train_dir, "val": val_dir, "test": test_dir}
         self.image_size = image_size
         self.in_chans = in_chans
         self.mean, self.std = tuple(mean), tuple(std)
@@ -83,6 +90,11 @@ class ImageFolderDataModule(SplitLoadersMixin, L.LightningDataModule):
         self.on_bad_image = on_bad_image
         self.datasets: dict = {}
         self.skipped_images: dict[str, list[str]] = {}  # split -> unreadable files left out (on_bad_image=skip)
+
+    @property
+    def test_is_validation(self) -> bool:
+        """True when the test split is the folder that also picks the best checkpoint."""
+        return self.dirs["test"] == self.dirs["val"]
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -123,6 +135,11 @@ class ImageFolderDataModule(SplitLoadersMixin, L.LightningDataModule):
         self.check()
         if self.datasets:
             return
+        if self.test_is_validation:
+            log.warning("data: the test split is %s, the validation split that also picks the best checkpoint, "
+                        "so test top-1 is measured on the data it was chosen on (optimistic). Add %s/ with one "
+                        "folder per class (used when present) or set data.test_dir=<folder>",
+                        self.root / self.dirs["val"], self.root / "test")
         for split, folder in self.dirs.items():
             dataset = ImageFolder(str(self.root / folder), transform=self._transform(split == "train"))
             self._drop_unreadable(split, dataset)
