@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from filelock import FileLock
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from distill.config import DATA_LOADING_KEYS, to_dict
@@ -39,6 +39,7 @@ from distill.data import InMemoryDataModule
 from distill.errors import ConfigError
 from distill.io import read_json, write_json
 from distill.losses import build_loss_terms
+from distill.reliability.interrupts import terminate_raises
 
 log = logging.getLogger(__name__)
 
@@ -188,33 +189,39 @@ def _write_split(staging: Path, split: str, teacher: nn.Module, images: torch.Te
 def live_teacher_passes(trainer: DictConfig, train_images: int, batch_size: int) -> int:
     """The images a live teacher would see in one run: epochs x batches (after limit_train_batches) x batch."""
     batches = math.ceil(train_images / batch_size)
+    epochs = max(1, trainer.get("max_epochs") or 1)
+    fast_dev_run = trainer.get("fast_dev_run")
+    if fast_dev_run:  # Lightning runs that many batches (True: one), once
+        return int(fast_dev_run) * batch_size
     limit = trainer.get("limit_train_batches")
     if isinstance(limit, int) and not isinstance(limit, bool):
         batches = min(batches, limit)
     elif isinstance(limit, float):
         batches = int(batches * limit)
-    return max(1, trainer.get("max_epochs") or 1) * batches * batch_size
+    return epochs * batches * batch_size
 
 
-def build_cost_text(build_passes: int, live_passes: int) -> str:
-    """Whether building every variant pays: it does once enough runs share the entry (its key has no seed)."""
+def build_cost_text(build_passes: int, live_passes: int, runs: int = 1) -> str:
+    """How a build compares with the live teacher of the runs that would share the entry (its key has no seed)."""
     ratio = build_passes / max(1, live_passes)  # limit_train_batches=0 trains nothing: no live passes
-    return (f"building every augmentation variant takes {build_passes:,} teacher passes, {ratio:.1f}x the "
-            f"{live_passes:,} of this run's live teacher"
-            + ("; it pays here" if ratio <= 1 else
-               f"; it pays once {math.ceil(ratio)} or more runs share it (seeds and logit presets of a sweep do), "
-               "while a single run is faster with teacher_cache.augmentations=false"))
+    shared = f" x {runs} runs (teacher_cache.runs_sharing)" if runs > 1 else ""
+    return (f"building the cache takes {build_passes:,} teacher passes, {ratio:.1f}x the {live_passes:,} of "
+            f"this run's live teacher{shared}")
+
+
+def build_pays(build_passes: int, live_passes: int, runs: int) -> bool:
+    """A new entry is built only when it costs no more teacher passes than the runs sharing it would spend live."""
+    return build_passes <= live_passes * max(1, runs)
 
 
 def load_or_compute(root: str | Path, key: str, teacher: nn.Module, splits: dict[str, torch.Tensor],
                     num_classes: int, top_k: int | None, temperature: float | None,
-                    memory_mapped: bool, train_variants: Variants | None = None,
-                    live_passes: int | None = None) -> CachedTeacherOutputs:
+                    memory_mapped: bool, train_variants: Variants | None = None) -> CachedTeacherOutputs:
     """The cached outputs for ``key``, computing and publishing them (atomically, under a lock) if missing.
 
     ``train_variants``: store the training split's outputs for every augmentation variant. The build runs
-    on a GPU when there is one, whatever device the teacher is on now. ``live_passes``: the images the caller's
-    live teacher would see instead; a variant build logs its cost against them before it starts.
+    on a GPU when there is one, whatever device the teacher is on now. A build stopped by SIGTERM or Ctrl-C
+    removes its staging folder; one killed outright (SIGKILL) leaves it to the next build of the key.
     """
     if top_k is not None and not (0 < top_k < num_classes):
         raise ConfigError(f"teacher_cache.top_k={top_k} must be between 1 and {num_classes - 1} (or null for all)")
@@ -231,30 +238,34 @@ def load_or_compute(root: str | Path, key: str, teacher: nn.Module, splits: dict
         # lost node skip the ``finally`` below); a large variant cache would otherwise stay on disk each time.
         for stale in root.glob(f".{key}.*"):
             shutil.rmtree(stale, ignore_errors=True)
-        if variants and live_passes is not None:
-            log.info("teacher_cache: %s", build_cost_text(variants["train"] * len(splits["train"]), live_passes))
-        staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
         home = next(teacher.parameters()).device
         build_device = torch.device("cuda") if torch.cuda.is_available() else home
         start = time.perf_counter()
-        try:
-            teacher.to(build_device)
-            for split, images in splits.items():
-                names = _write_split(staging, split, teacher, images, train_variants if split in variants else None,
-                                     top_k, temperature)
-            write_json(staging / "meta.json", {
-                "splits": list(splits), "arrays": names, "num_classes": num_classes, "top_k": top_k,
-                "temperature": temperature, "variants": variants,
-                "samples": {split: len(images) for split, images in splits.items()}})
-            os.replace(staging, folder)
-        finally:
-            teacher.to(home)
-            shutil.rmtree(staging, ignore_errors=True)
+        with terminate_raises():  # SIGTERM (a scheduler's stop, `timeout`) still runs the cleanup below
+            staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+            try:
+                teacher.to(build_device)
+                for split, images in splits.items():
+                    names = _write_split(staging, split, teacher, images,
+                                         train_variants if split in variants else None, top_k, temperature)
+                write_json(staging / "meta.json", {
+                    "splits": list(splits), "arrays": names, "num_classes": num_classes, "top_k": top_k,
+                    "temperature": temperature, "variants": variants,
+                    "samples": {split: len(images) for split, images in splits.items()}})
+                os.replace(staging, folder)
+            finally:
+                teacher.to(home)
+                shutil.rmtree(staging, ignore_errors=True)
         views = sum(len(images) * variants.get(split, 1) for split, images in splits.items())
         log.info("teacher outputs computed once for %d images (%s) on %s in %.1f s and cached in %s", views,
                  ", ".join(f"{split}: {len(images)} x {variants.get(split, 1)} variant(s)"
                            for split, images in splits.items()), build_device, time.perf_counter() - start, folder)
     return CachedTeacherOutputs(folder, memory_mapped)
+
+
+def entry_exists(cache_dir: str | Path, key: str) -> bool:
+    """Whether the cache holds a published entry for ``key`` (it may still be found damaged when read)."""
+    return (Path(cache_dir).expanduser() / "teacher_outputs" / key / "meta.json").is_file()
 
 
 def _read_entry(folder: Path, splits: dict[str, torch.Tensor], memory_mapped: bool,
@@ -321,9 +332,21 @@ def cached_teacher_outputs(cfg: DictConfig, teacher: nn.Module, datamodule: Any)
     key = teacher_outputs_key(teacher, to_dict(cfg.data), settings.top_k, temperature,
                               variants.count if variants else 1)
     splits = {name: split.images for name, split in datamodule.splits.items()}
-    live_passes = live_teacher_passes(cfg.trainer, len(splits["train"]), datamodule.batch_size)
+    if not entry_exists(cfg.paths.cache_dir, key):
+        build = (variants.count if variants else 1) * len(splits["train"])
+        live = live_teacher_passes(cfg.trainer, len(splits["train"]), datamodule.batch_size)
+        runs = OmegaConf.select(settings, "runs_sharing", default=1)
+        cost = build_cost_text(build, live, runs)
+        forced = variants is not None and settings.augmentations is True
+        if not forced and not build_pays(build, live, runs):
+            log.info("teacher_cache: the teacher runs live: %s, so this run is cheaper without it (a sweep of N runs "
+                     "that share it: teacher_cache.runs_sharing=N; to build it anyway: "
+                     "teacher_cache.augmentations=true)", cost)
+            return None
+        log.info("teacher_cache: building the cache: %s%s", cost, " (teacher_cache.augmentations=true)" if forced
+                 else "; it pays within the runs that share it")
     outputs = load_or_compute(cfg.paths.cache_dir, key, teacher, splits, datamodule.num_classes, settings.top_k,
-                              temperature, settings.memory_mapped, train_variants=variants, live_passes=live_passes)
+                              temperature, settings.memory_mapped, train_variants=variants)
     per_image = outputs.split_nbytes("train") / len(splits["train"])
     log.info("teacher_cache: %.1f MiB of teacher outputs (%s); %.0f bytes per training image (%d augmentation "
              "variant(s))", outputs.nbytes / 2**20, "memory-mapped" if settings.memory_mapped else "in memory",

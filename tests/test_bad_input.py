@@ -51,5 +51,6 @@ def test_pretrained_teacher_without_network_says_how_to_fix(make_cfg, monkeypatc
     # The hub is unreachable: fail at once instead of waiting for a network time-out.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
-    with pytest.raises(ConfigError, match=r"could not get pretrained weights for teacher 'resnet18'.*teacher.weights="):
+    with pytest.raises(ConfigError, match=r"teacher 'resnet18': timm's pretrained weights .* HF_HUB_OFFLINE=1 "
+                                          r".*teacher.pretrained=false .*teacher.weights="):
         prepare(make_cfg("teacher=timm", "teacher.name=resnet18", "teacher.kwargs={}"))

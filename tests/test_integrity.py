@@ -75,7 +75,7 @@ def test_damaged_teacher_cache_entry_is_trained_again(make_cfg, caplog):
     weights = entry / "teacher.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     with caplog.at_level(logging.WARNING, logger="distill"):
-        second = make_cfg(*SHORT, run="second")
+        second = make_cfg(*SHORT, "teacher_cache.runs_sharing=100", run="second")
         run(second)
     assert "is unreadable" in caplog.text and "training it again" in caplog.text
     assert read_metrics(second)["teacher"]["trained_now"] is True
@@ -86,14 +86,14 @@ def test_damaged_teacher_cache_entry_is_trained_again(make_cfg, caplog):
 
 
 def test_damaged_teacher_output_cache_entry_is_computed_again(make_cfg, caplog):
-    first = make_cfg(*SHORT, run="first")
+    first = make_cfg(*SHORT, "teacher_cache.runs_sharing=100", run="first")  # short runs: the build is declared
     run(first)
     folders = list((Path(first.paths.cache_dir) / "teacher_outputs").glob("[!.]*[!k]"))
     assert len(folders) == 1
     array = folders[0] / "train.logits.npy"
     array.write_bytes(array.read_bytes()[:200])
     with caplog.at_level(logging.INFO, logger="distill"):
-        second = make_cfg(*SHORT, run="second")
+        second = make_cfg(*SHORT, "teacher_cache.runs_sharing=100", run="second")
         run(second)
     assert "is damaged" in caplog.text and "computing it again" in caplog.text
     assert read_metrics(second)["student"]["test_acc_top1"] == pytest.approx(

@@ -83,6 +83,35 @@ def test_a_build_removes_what_a_killed_build_of_the_same_key_left(digits, tmp_pa
     assert sorted(p.name for p in root.iterdir()) == [".0123456789abcdef.xyz", key, f"{key}.lock"]
 
 
+def test_sigterm_during_a_build_leaves_no_staging_folder(digits, tmp_path):
+    import os
+    import signal
+
+    cfg, data = digits
+    teacher = trained_like_teacher()
+    key = teacher_outputs_key(teacher, dict(cfg.data), None, None)
+
+    class Stopped(torch.nn.Module):  # the build is under way (staging exists) when the scheduler stops the job
+        def __init__(self) -> None:
+            super().__init__()
+            self.teacher = teacher
+
+        def forward(self, images):
+            os.kill(os.getpid(), signal.SIGTERM)
+            return self.teacher(images)
+
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as in a distill-train process before Lightning's fit
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            load_or_compute(tmp_path, key, Stopped(), {"train": data.splits["train"].images[:64]}, 10, None, None,
+                            memory_mapped=False)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert sorted(p.name for p in (tmp_path / "teacher_outputs").iterdir()) == [f"{key}.lock"]
+
+
 def test_a_build_keeps_no_autograd_graph():
     """50 variants x 55,000 images: outputs that held their graphs would cost memory and time for nothing."""
     logits = teacher_logits(trained_like_teacher(), torch.randn(600, 1, 8, 8), batch_size=256)
@@ -136,6 +165,7 @@ def test_cache_is_not_used_where_it_would_be_stale(make_cfg, caplog):
 
 def test_ddp_with_two_cpu_processes(tmp_path):
     command = [sys.executable, "-m", "distill.train", *FAST, "trainer=ddp", "trainer.fast_dev_run=true",
+               "teacher_cache.augmentations=true", "teacher_cache.runs_sharing=100",  # the cache is built
                f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     output = result.stdout + result.stderr

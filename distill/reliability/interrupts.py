@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +90,23 @@ class CheckpointOnSignal(L.Callback):
         path = Path(checkpoints[0].dirpath) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
         trainer.save_checkpoint(path)  # Lightning writes checkpoints atomically (temporary file, then rename)
         return str(path)
+
+
+@contextmanager
+def terminate_raises() -> Iterator[None]:
+    """Inside the block, SIGTERM raises ``SystemExit(143)`` instead of ending the process on the spot (Python's
+    default), so ``finally`` clauses and context managers clean up (a half-built cache's staging folder).
+    Where a handler is already installed (Lightning's, during a fit), or off the main thread, nothing changes."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) not in (
+            signal.SIG_DFL, None):
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
