@@ -35,5 +35,7 @@ test: install data lint
 test-quick: install
 	$(BIN)/python -m pytest -m "not slow"
 
+# Style (ruff) and types (mypy, configured in pyproject.toml): both must report nothing.
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy

@@ -106,7 +106,7 @@ def method_table(rows: list[MethodRuns], teacher_top1: float | None,
         lines.append(f"| {ranks.get(row.method, '—')} | {row.method} | {len(row.best)} | {plus_minus(row.best)} | "
                      f"{plus_minus(row.last)} | {gain_text} | {closed_text} | {time_text} | "
                      f"`{row.record.get('commit', 'unknown')}` |"
-                     + (f" {published[row.method]:.2f} |" if row.method in (published or {}) else
+                     + (f" {published[row.method]:.2f} |" if published and row.method in published else
                         " — |" if published else ""))
     return "\n".join(lines) + "\n", ranks
 
@@ -116,7 +116,9 @@ def differences_text(rows: list[MethodRuns]) -> list[str]:
     baseline = next((r for r in rows if r.method == BASELINE), None)
     if baseline is None or len(baseline.best) < 2:
         return ["The student alone has fewer than 2 finished seeds: no interval can be computed yet."]
-    above, below, unresolved = [], [], []
+    above: list[str] = []
+    below: list[str] = []
+    unresolved: list[str] = []
     for row in rows:
         gain = welch_interval(row.best, baseline.best) if row is not baseline else None
         if gain is None:
@@ -153,7 +155,12 @@ def learning_curve(folders: list[Path], metric: str = "val/acc_top1") -> list[tu
             for line in csv.DictReader(handle):
                 if line.get(metric):
                     by_epoch.setdefault(int(line["epoch"]), []).append(100 * float(line[metric]))
-    return [(epoch, *mean_std(values)) for epoch, values in sorted(by_epoch.items())]
+    curve = []
+    for epoch, values in sorted(by_epoch.items()):
+        mean, std = mean_std(values)
+        assert mean is not None and std is not None  # every epoch here has at least one value
+        curve.append((epoch, mean, std))
+    return curve
 
 
 def curves_table(rows: list[MethodRuns], epochs: int) -> list[str]:

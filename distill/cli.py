@@ -81,8 +81,9 @@ def check_presets(argv: Sequence[str], conf_dir: Path, config_name: str = "train
             raise ConfigError(f"--config-dir {args.config_dir}: no such folder ({config_dir})")
         search_path.prepend("command-line", f"file://{config_dir}", anchor=SearchPathQuery(provider="schema"))
     for override in parsed:
-        if override.get_key_element() == "hydra.searchpath" and isinstance(override.value(), list):
-            for entry in override.value():
+        value = override.value()
+        if override.get_key_element() == "hydra.searchpath" and isinstance(value, list):
+            for entry in value:
                 search_path.append("hydra.searchpath in command-line", str(entry))
     loader = ConfigLoaderImpl(config_search_path=search_path)
     group_overrides = []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -23,12 +23,23 @@ def to_dict(node: Any) -> dict[str, Any]:
     """A config node (or None) as a plain, resolved dict."""
     if node is None:
         return {}
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    container = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    assert isinstance(container, dict), f"expected a mapping, got {type(container).__name__}"
+    return cast(dict[str, Any], container)
+
+
+def load_config(path: str | Path) -> DictConfig:
+    """A YAML config file (a run's ``.hydra/config.yaml``) as a DictConfig."""
+    cfg = OmegaConf.load(path)
+    if not isinstance(cfg, DictConfig):
+        raise ValueError(f"{path} holds a list, not a config mapping")
+    return cfg
 
 
 def fit_config(cfg: DictConfig, **overrides: Any) -> DictConfig:
     """A copy of ``cfg`` with dotted-key overrides (interpolations elsewhere follow them)."""
     copy = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    assert isinstance(copy, DictConfig)
     for key, value in overrides.items():
         OmegaConf.update(copy, key, value, merge=False)
     return copy

@@ -8,6 +8,7 @@ whole vector of values (the total loss, every term, the accuracy); the module lo
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import lightning as L
 import torch
@@ -22,13 +23,15 @@ class EpochMeans(Metric):
     """
 
     full_state_update = False
+    sums: torch.Tensor  # states made by add_state in __init__
+    weights: torch.Tensor
 
     def __init__(self, names: Sequence[str]) -> None:
         super().__init__()
         self.names = list(names)
         self.add_state("sums", torch.zeros(len(self.names)), dist_reduce_fx="sum", persistent=True)
         self.add_state("weights", torch.zeros(len(self.names)), dist_reduce_fx="sum", persistent=True)
-        self._positions: dict[tuple[str, ...], torch.Tensor] = {}
+        self._positions: dict[tuple[tuple[str, ...], str], torch.Tensor] = {}  # by (names, device)
 
     def positions(self, names: Sequence[str]) -> torch.Tensor:
         """The index tensor of ``names`` (cached per set of names, so steps do not rebuild it)."""
@@ -48,7 +51,19 @@ class EpochMeans(Metric):
         return {name: means[i] for i, name in enumerate(self.names)}
 
 
-def log_epoch_means(module: L.LightningModule, means: EpochMeans, terms: Mapping[str, str]) -> None:
+class LoggingModule(Protocol):
+    """What :func:`log_epoch_means` reads of a LightningModule: its trainer, its epoch and its progress-bar values."""
+
+    progress_values: dict[str, float]
+
+    @property
+    def trainer(self) -> L.Trainer: ...
+
+    @property
+    def current_epoch(self) -> int: ...
+
+
+def log_epoch_means(module: LoggingModule, means: EpochMeans, terms: Mapping[str, str]) -> None:
     """Log the epoch's training means, then reset them: ``train/<logged>`` for each ``terms`` entry
     (logged name -> name in ``means``), the total and the accuracy under the names Lightning gives a value
     logged per step and per epoch (``train/loss_epoch``, and ``train/loss`` for monitors only).
@@ -73,4 +88,7 @@ def log_epoch_means(module: L.LightningModule, means: EpochMeans, terms: Mapping
     module.progress_values.update({name: numbers[name] for name in ("train/loss_epoch", "train/acc_top1")})
     # Lightning logs a training epoch's values one step back, at the step of its validation values (fit_loop).
     step = trainer.fit_loop.epoch_loop._batches_that_stepped - 1
-    trainer._logger_connector.log_metrics({**numbers, "epoch": module.current_epoch}, step=step)
+    # Lightning types log_metrics' values as tensors, but converts whatever it gets to numbers for the loggers
+    # (convert_tensors_to_scalars); these are host floats on purpose, as above.
+    trainer._logger_connector.log_metrics({**numbers, "epoch": module.current_epoch},  # type: ignore[dict-item]
+                                          step=step)

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
-from distill.config import to_dict
+from distill.config import load_config, to_dict
 from distill.errors import ConfigError
 from distill.export import load_exported
 from distill.io import read_json
@@ -27,9 +27,9 @@ log = logging.getLogger("distill")
 
 def find_runs(folders: list[str]) -> list[Path]:
     """Run folders (those holding metrics.json or .hydra/config.yaml) at or below each folder given."""
-    runs = []
-    for folder in folders:
-        folder = Path(str(folder)).expanduser()
+    runs: list[Path] = []
+    for name in folders:
+        folder = Path(str(name)).expanduser()
         if not folder.is_dir():
             raise ConfigError(f"runs: {folder} is not a folder; give run folders or a sweep folder")
         if (folder / ".hydra" / "config.yaml").is_file():
@@ -105,7 +105,7 @@ def unique_teachers(entries: list[ReportEntry]) -> list[ReportEntry]:
 
 def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     runs = find_runs(list(cfg.runs)) if cfg.runs else []
-    run_cfgs = {run: OmegaConf.load(run / ".hydra" / "config.yaml") for run in runs}
+    run_cfgs = {run: load_config(run / ".hydra" / "config.yaml") for run in runs}
     if cfg.get("data") is not None:
         data_cfg = cfg.data
     elif runs:
@@ -126,6 +126,6 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         model = load_model_file(path, cfg.architecture, to_dict(cfg.model_kwargs), datamodule)
         architecture = cfg.architecture or read_json(path)["architecture"]
         entries.append(ReportEntry("model", architecture, model, cfg.label or f"model: {architecture}"))
-    report = build_report(unique_teachers(entries), datamodule, OmegaConf.to_container(cfg.report, resolve=True))
+    report = build_report(unique_teachers(entries), datamodule, to_dict(cfg.report))
     write_report(report, output_dir, title="accuracy vs MACs")
     return report

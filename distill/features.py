@@ -113,15 +113,17 @@ def last_block(module: nn.Module) -> nn.Module | None:
     A stage (``layer2``, a Sequential of residual blocks) ends in its last block; a block (a CIFAR/timm
     ResNet BasicBlock, a conv-BN-ReLU Sequential) has activation modules among its direct children.
     """
-    while module is not None:
-        if any(is_activation(child) for child in module.children()):
-            return module
-        children = list(module.children())
-        module = children[-1] if isinstance(module, (nn.Sequential, nn.ModuleList)) and children else None
+    current: nn.Module | None = module
+    while current is not None:
+        if any(is_activation(child) for child in current.children()):
+            return current
+        children = list(current.children())
+        current = children[-1] if isinstance(current, (nn.Sequential, nn.ModuleList)) and children else None
     return None
 
 
-def pre_activation_modules(model: nn.Module, name: str, role: str) -> tuple[nn.Module, nn.Module | None]:
+def pre_activation_modules(model: nn.Module, name: str,
+                           role: str) -> tuple[nn.Module, nn.modules.batchnorm._BatchNorm | None]:
     """(final activation, BatchNorm before it or None) of the block that ends layer ``name``.
 
     The final activation is the block's last registered activation child (``relu`` of our CIFAR ResNets,

@@ -15,6 +15,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from distill.config import to_dict
 from distill.losses import build_loss_terms
 from distill.module import DistillationModule
 from distill.reliability.checkpoints import LastCheckpoint
@@ -26,6 +27,12 @@ from distill.tracking import close_loggers
 log = logging.getLogger(__name__)
 # The frozen teacher is in eval mode on purpose; Lightning warns about any module that is.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+# Lightning 2.6 calls a torch API that torch 2.14 deprecated, once per fit; nothing a user can act on.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+# Lightning's start-up lines (GPU/TPU available, a product tip) and checkpoint-restore notes: the run's own log
+# says what runs where; Lightning's warnings still show.
+logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+logging.getLogger("timm.models._helpers").setLevel(logging.WARNING)  # "Loaded ... from checkpoint": ours says which
 
 
 @dataclass
@@ -55,7 +62,7 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
 def fit_model(
     cfg: DictConfig,
     student: nn.Module,
-    datamodule: L.LightningDataModule,
+    datamodule: Any,
     loss_cfg: DictConfig,
     optimizer_cfg: DictConfig,
     scheduler_cfg: DictConfig | None,
@@ -69,7 +76,7 @@ def fit_model(
     With ``keep_loggers_open`` the caller logs more (the efficiency report) and closes them with
     ``FitResult.close_loggers``; on an error they are always closed.
     """
-    loss_terms = build_loss_terms(OmegaConf.to_container(loss_cfg, resolve=True))
+    loss_terms = build_loss_terms(to_dict(loss_cfg))
     module = DistillationModule(
         student=student,
         teacher=teacher,
@@ -103,13 +110,16 @@ def fit_module(cfg: DictConfig, module: L.LightningModule, datamodule: L.Lightni
         logger.log_hyperparams(config_container)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        # The monitored value as fit left it: testing replaces the trainer's metrics, and without a best checkpoint
+        # (fast_dev_run saves none) a sweeper still needs a number.
+        fit_monitor = trainer.callback_metrics.get(cfg.get("monitor", ""))
         checkpoint = next((cb for cb in callbacks if isinstance(cb, ModelCheckpoint) and cb.monitor), None)
         last_writer = next((cb for cb in callbacks if isinstance(cb, LastCheckpoint)), None)
         best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
         # The weights as training left them, before "best" replaces them (benchmarks report both numbers).
         last_test = trainer.test(module, datamodule=datamodule, verbose=False) if cfg.get("test_last") else []
         # Testing "best" loads the best weights into the module, so what we export is what we test.
-        trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
+        trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
     except BaseException as error:
         close_loggers(loggers)
         if isinstance(error, SIGTERMException) and on_signal.stopped is not None:
@@ -122,7 +132,14 @@ def fit_module(cfg: DictConfig, module: L.LightningModule, datamodule: L.Lightni
         monitored = float(checkpoint.best_model_score)
     elif cfg.get("monitor") in metrics:
         monitored = metrics[cfg.monitor]
+    elif torch.is_tensor(fit_monitor):
+        monitored = float(fit_monitor)
     last = last_writer.last_model_path if last_writer is not None and last_writer.last_model_path else None
+    role = "teacher" if cfg.get("stage") == "teacher" else "student"
+    name = OmegaConf.select(cfg, f"{role}.name", default="")
+    tested = ", ".join(f"{key.removeprefix('test/')} {value:.4f}" for key, value in sorted(metrics.items())
+                       if key.startswith("test/"))
+    log.info("%s %s, %s weights on the test split: %s", role, name, "best" if best else "last", tested)
     result = FitResult(module, metrics, best, last, monitored, loggers)
     if not keep_loggers_open:
         result.close_loggers()

@@ -10,8 +10,17 @@ from pathlib import Path
 from typing import Any
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+def current_umask() -> int:
+    """The process's umask (read by setting it, so set it straight back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over ``path``.
+
+    Whatever ``write`` returns is ignored.
 
     The rename is atomic on POSIX file systems, so readers see either the old or the complete new file.
     """
@@ -22,6 +31,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     tmp_path = Path(tmp_name)
     try:
         write(tmp_path)
+        # mkstemp makes the file private (0600); the result gets the mode any new file gets (0666 less umask).
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         with open(tmp_path, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp_path, path)

@@ -9,12 +9,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
 from torch import nn
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from distill.epoch_means import EpochMeans, log_epoch_means
@@ -50,8 +50,10 @@ def eval_metrics(num_classes: int, with_teacher: bool) -> nn.ModuleDict:
 def metric_inputs(name: str, student_logits: torch.Tensor, teacher_logits: torch.Tensor | None,
                   targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if name == "teacher_acc_top1":
+        assert teacher_logits is not None, "the teacher's metrics exist only with a teacher"
         return teacher_logits, targets
     if name == "agreement":
+        assert teacher_logits is not None, "the teacher's metrics exist only with a teacher"
         return student_logits, teacher_logits.argmax(1)
     return student_logits, targets
 
@@ -83,12 +85,18 @@ class EpochPlan:
 def weighted_total(terms: dict[str, LossTerm], values: dict[str, torch.Tensor]) -> torch.Tensor:
     """``sum(weight * value)`` without the ``0 +`` of Python's ``sum`` or a multiplication by a weight of 1
     (each is a tensor op in the forward and the backward pass; the result is the same)."""
-    total = None
+    total: torch.Tensor | None = None
     for name, value in values.items():
         weight = terms[name].weight
         part = value if weight == 1.0 else weight * value
         total = part if total is None else total + part
+    assert total is not None, "weighted_total needs at least one term"
     return total
+
+
+def term_dict(loss_terms: nn.ModuleDict) -> dict[str, LossTerm]:
+    """The terms of ``loss_terms`` by name (torch types an ``nn.ModuleDict``'s values as plain modules)."""
+    return {name: cast(LossTerm, term) for name, term in loss_terms.items()}
 
 
 def consume_step_records(module: DistillationModule, prefix: str, keep_vars: bool) -> None:
@@ -103,6 +111,8 @@ class DistillationModule(L.LightningModule):
     never change, whatever Lightning does to train/eval modes around validation) and is not saved in
     checkpoints: it is rebuilt from its own source, which keeps checkpoints student-sized.
     """
+
+    student_forward: Callable[[torch.Tensor], torch.Tensor]  # set in __init__, outside the module tree
 
     def __init__(
         self,
@@ -124,7 +134,8 @@ class DistillationModule(L.LightningModule):
             raise ConfigError(f"guard.on_non_finite={on_non_finite!r}; choose error or skip")
         self.on_non_finite, self.max_skipped_batches = on_non_finite, max_skipped_batches
         self.skipped_batches = 0  # batches whose loss was not finite (guard.on_non_finite=skip); in checkpoints
-        needing_teacher = [name for name, term in loss_terms.items() if term.needs_teacher]
+        terms = term_dict(loss_terms)
+        needing_teacher = [name for name, term in terms.items() if term.needs_teacher]
         if teacher is None and needing_teacher:
             raise ConfigError(f"loss term(s) {needing_teacher} need a teacher, but this stage trains without one")
         self.student = student
@@ -135,13 +146,13 @@ class DistillationModule(L.LightningModule):
         self.num_classes = num_classes
         # Cached teacher logits, looked up by sample index; the teacher still runs for feature terms.
         self.teacher_outputs = teacher_outputs
-        self.student_taps = FeatureTaps(student, [n for t in loss_terms.values() for n in t.student_layers], "student")
-        self.teacher_taps = None
+        self.student_taps = FeatureTaps(student, [n for t in terms.values() for n in t.student_layers], "student")
+        self.teacher_taps: FeatureTaps | None = None
         if teacher is not None:
             teacher.requires_grad_(False)
             teacher.eval()
             teacher.to(next(student.parameters()).device)  # one device for the dry run (Lightning moves both)
-            self.teacher_taps = FeatureTaps(teacher, [n for t in loss_terms.values() for n in t.teacher_layers],
+            self.teacher_taps = FeatureTaps(teacher, [n for t in terms.values() for n in t.teacher_layers],
                                             "teacher")
         self.channels_last = channels_last and len(input_shape) == 3
         if self.channels_last:
@@ -171,7 +182,7 @@ class DistillationModule(L.LightningModule):
         with torch.no_grad():
             outputs = self._forward(example)
         self.student.train(was_training)
-        for term in self.loss_terms.values():
+        for term in term_dict(self.loss_terms).values():
             term.attach(self.student, self.teacher)
             term.build(outputs.student_features, outputs.teacher_features)
 
@@ -190,8 +201,9 @@ class DistillationModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         # Lightning calls this after the data module's setup and before it restores a resumed checkpoint.
         if stage == "fit" and self._trainer is not None:
-            for term in self.loss_terms.values():
-                term.attach_data(self.trainer.datamodule)
+            for term in term_dict(self.loss_terms).values():
+                # Trainer sets datamodule at runtime (its data connector); lightning's Trainer does not declare it.
+                term.attach_data(self.trainer.datamodule)  # type: ignore[attr-defined]
 
     def on_fit_start(self) -> None:
         # Lightning keeps each submodule's train/eval mode as it finds it; start from a known state.
@@ -205,6 +217,7 @@ class DistillationModule(L.LightningModule):
         """Teacher logits and features: looked up when cached (no feature terms then), else a live forward."""
         if self.teacher_outputs is not None and indices is not None:
             return self.teacher_outputs.lookup(split, indices, variants), {}
+        assert self.teacher is not None and self.teacher_taps is not None, "no teacher to run"
         with torch.no_grad():
             logits = self.teacher(images)
         return logits, self.teacher_taps.pop()
@@ -242,10 +255,9 @@ class DistillationModule(L.LightningModule):
         epoch = self.current_epoch if self._trainer is not None else 0
         plan = self._plan
         if plan is None or plan.epoch != epoch:
-            hint_only = {name: term for name, term in self.loss_terms.items()
-                         if getattr(term, "hint_only_epochs", 0) > epoch}
-            terms = hint_only or {name: term for name, term in self.loss_terms.items()
-                                  if getattr(term, "main_stage", True)}
+            all_terms = term_dict(self.loss_terms)
+            hint_only = {name: term for name, term in all_terms.items() if getattr(term, "hint_only_epochs", 0) > epoch}
+            terms = hint_only or {name: term for name, term in all_terms.items() if getattr(term, "main_stage", True)}
             plan = self._plan = EpochPlan(epoch, terms, ("total", *terms, "acc_top1"))
         return plan
 
@@ -258,7 +270,8 @@ class DistillationModule(L.LightningModule):
         total = weighted_total(plan.terms, values)
         # Skipping must decide before the optimizer step: one host sync per step, the price of skip mode.
         if self.on_non_finite == "skip" and not bool(torch.isfinite(total)):
-            return self._non_finite(values, total)
+            self._non_finite(values, total)
+            return None
         # The step's record (total, terms, train accuracy): one device vector copied into a row of the watch,
         # no host sync and no metric update per step. On a step of a few milliseconds every small tensor op
         # shows (docs/performance.md); the epoch sums get the rows in a few ops at the next check.
@@ -279,6 +292,7 @@ class DistillationModule(L.LightningModule):
         step counter for "the loggers write now", so these rows land on the same steps as Lightning's.
         """
         value = self.divergence.check(read=total)
+        assert value is not None, "check returns the value of read"
         self.progress_values["train/loss_step"] = value
         step = self.trainer.fit_loop.epoch_loop._batches_that_stepped
         for logger in self.loggers:
@@ -318,14 +332,16 @@ class DistillationModule(L.LightningModule):
         if self.teacher is not None:
             teacher_logits, _ = self._teacher_outputs(images, indices, split)
         # update() only: calling a metric (forward) would also compute it every step. Logged at the epoch end.
-        self.eval_losses[split].update(nn.functional.cross_entropy(student_logits, targets), len(targets))
-        for name, metric in self.eval_metrics[split].items():
-            metric.update(*metric_inputs(name, student_logits, teacher_logits, targets))
+        # torch types a ModuleDict's values as plain modules; these hold the metrics made in __init__.
+        cast(MeanMetric, self.eval_losses[split]).update(nn.functional.cross_entropy(student_logits, targets),
+                                                         len(targets))
+        for name, metric in cast(nn.ModuleDict, self.eval_metrics[split]).items():
+            cast(Metric, metric).update(*metric_inputs(name, student_logits, teacher_logits, targets))
 
     def _log_eval(self, split: str) -> None:
-        self.log(f"{split}/loss/ce", self.eval_losses[split])
-        for name, metric in self.eval_metrics[split].items():
-            self.log(f"{split}/{name}", metric, prog_bar=split == "val")
+        self.log(f"{split}/loss/ce", cast(MeanMetric, self.eval_losses[split]))
+        for name, metric in cast(nn.ModuleDict, self.eval_metrics[split]).items():
+            self.log(f"{split}/{name}", cast(Metric, metric), prog_bar=split == "val")
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         self._eval_step(batch, "val")

@@ -16,4 +16,29 @@ class StepValuesProgressBar(TQDMProgressBar):
     """
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
-        return {**super().get_metrics(trainer, pl_module), **getattr(pl_module, "progress_values", {})}
+        values = {**super().get_metrics(trainer, pl_module), **getattr(pl_module, "progress_values", {})}
+        return short_metrics(values)
+
+
+# What the bar shows, most useful first, under short names: the whole line fits 100 columns (tqdm's own part
+# takes about 60, up to 66 with 4-digit batch counts: "Epoch 14: 100%|██████████| 21/21 [00:00<00:00, 43.74it/s, ").
+# Every value is in the logger.
+SHOWN = {"val/acc_top1": "val_acc", "train/loss_step": "loss", "train/acc_top1": "train_acc",
+         "val/agreement": "agree"}
+METRICS_WIDTH = 34
+
+
+def short_metrics(values: dict[str, Any]) -> dict[str, Any]:
+    """The ``SHOWN`` values present, renamed, as many as fit ``METRICS_WIDTH`` characters."""
+    shown: dict[str, Any] = {}
+    width = 0
+    for key, label in SHOWN.items():
+        if key not in values:
+            continue
+        value = values[key]
+        text = f"{label}={value:.3g}" if isinstance(value, float) else f"{label}={value}"
+        if width + len(text) + 2 > METRICS_WIDTH:
+            break
+        shown[label] = f"{value:.3g}" if isinstance(value, float) else value
+        width += len(text) + 2
+    return shown

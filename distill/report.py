@@ -61,6 +61,7 @@ def compare(student: dict, teacher: dict) -> dict[str, Any]:
     s_top1, t_top1 = student["accuracy"]["top1"], teacher["accuracy"]["top1"]
     s_latency = student["speed"]["latency_ms_batch1"]["median"]
     t_latency = teacher["speed"]["latency_ms_batch1"]["median"]
+    stable = all(m["speed"]["latency_ms_batch1"].get("stable", True) for m in (student, teacher))
     kept = 100 * s_top1 / t_top1 if t_top1 else None
     macs_share = 100 * student["macs"] / teacher["macs"] if teacher["macs"] else None
     return {
@@ -68,12 +69,14 @@ def compare(student: dict, teacher: dict) -> dict[str, Any]:
         "teacher": teacher["label"],
         "params_ratio": student["params"] / teacher["params"],
         "macs_ratio": student["macs"] / teacher["macs"] if teacher["macs"] else None,
-        "latency_ratio": s_latency / t_latency,
+        "latency_ratio": s_latency / t_latency if stable else None,
         "accuracy_gap_points": 100 * (s_top1 - t_top1),
         "accuracy_kept_percent": kept,
         "summary": (f"{student['label']} kept {kept:.1f} % of the teacher's top-1 accuracy at {macs_share:.1f} % of "
                     f"its MACs, {100 * student['params'] / teacher['params']:.1f} % of its parameters and "
-                    f"{100 * s_latency / t_latency:.1f} % of its batch-1 latency"),
+                    + (f"{100 * s_latency / t_latency:.1f} % of its batch-1 latency" if stable else
+                       "an unmeasured share of its batch-1 latency (the timings spread too widely on this busy "
+                       "machine; distill-eval measures again)")),
     }
 
 
@@ -118,7 +121,8 @@ def report_markdown(report: dict[str, Any]) -> str:
             f"| {p['label']} | {100 * p['accuracy']['top1']:.2f} % | "
             f"{f'{100 * top5:.2f} %' if top5 is not None else 'n/a'} | {p['params']:,} | "
             f"{p['bytes']['fp32'] / 1024:,.1f} KiB | {p['macs']:,} | "
-            f"{latency['median']:.3f} ms [{latency['p25']:.3f}, {latency['p75']:.3f}] | "
+            f"{latency['median']:.3f} ms [{latency['p25']:.3f}, {latency['p75']:.3f}]"
+            f"{'' if latency.get('stable', True) else ' (unstable)'} | "
             f"{p['speed']['throughput_images_per_s']['median']:,.0f} img/s (b={p['speed']['throughput_batch']}) | "
             f"{p['memory']['peak_forward_bytes'] / 1024:,.1f} KiB | {_energy_text(p)} |"
         )
@@ -128,7 +132,8 @@ def report_markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"- **{comparison['summary']}** (accuracy gap {comparison['accuracy_gap_points']:+.2f} points; "
             f"params x{comparison['params_ratio']:.3f}, MACs x{comparison['macs_ratio']:.3f}, "
-            f"latency x{comparison['latency_ratio']:.3f})."
+            + (f"latency x{comparison['latency_ratio']:.3f})." if comparison["latency_ratio"] is not None
+               else "latency not compared: unstable timings).")
         )
     if report["models"]:
         speed = report["models"][0]["speed"]
@@ -191,22 +196,47 @@ def variants_markdown(rows: list[dict[str, Any]], failures: list[dict[str, Any]]
     return lines
 
 
+ROLE_COLORS = {"teacher": "tab:red", "student": "tab:blue", "baseline": "tab:gray"}
+MIN_ACCURACY_SPAN = 10.0  # percentage points: a y axis never magnifies differences smaller than this
+
+
+def accuracy_limits(values: list[float], min_span: float = MIN_ACCURACY_SPAN) -> tuple[float, float]:
+    """y limits (%) holding ``values`` with a margin, at least ``min_span`` points tall, within [0, 100]:
+    a 0.3-point gap between two models looks like one, not like the whole height of the plot."""
+    low, high = min(values), max(values)
+    margin = max(0.15 * (high - low), 0.5)
+    low, high = low - margin, high + margin
+    if high - low < min_span:
+        middle = (low + high) / 2
+        low, high = middle - min_span / 2, middle + min_span / 2
+    if high > 100:
+        low, high = low - (high - 100), 100.0
+    return max(0.0, low), high
+
+
 def plot_accuracy_vs_macs(points: list[dict[str, Any]], path: str | Path, title: str) -> Path:
-    """Top-1 accuracy against MACs per image (log x), one labelled point per model."""
+    """Top-1 accuracy against MACs per image (log x), one labelled point per model; a point that is a mean over
+    seeds (``top1_std``) has its standard deviation as an error bar."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"teacher": "tab:red", "student": "tab:blue", "baseline": "tab:gray"}
     figure, axes = plt.subplots(figsize=(6.4, 4.4))
     for point in points:
-        axes.scatter(point["macs"], 100 * point["top1"], color=colors.get(point["role"], "tab:green"), s=40,
-                     zorder=3)
+        color = ROLE_COLORS.get(point["role"], "tab:green")
+        std = point.get("top1_std")
+        axes.errorbar(point["macs"], 100 * point["top1"], yerr=100 * std if std else None, fmt="o", color=color,
+                      markersize=6, capsize=3, zorder=3)
         axes.annotate(point["label"], (point["macs"], 100 * point["top1"]), textcoords="offset points",
                       xytext=(5, 4), fontsize=8)
-    axes.margins(x=0.25, y=0.15)  # room for the labels beside the outermost points
-    return save_log_x_plot(figure, axes, "MACs per image (log scale)", title, path)
+    roles = [role for role in ROLE_COLORS if any(p["role"] == role for p in points)]
+    axes.legend(handles=[plt.Line2D([], [], marker="o", linestyle="", color=ROLE_COLORS[role], label=role)
+                         for role in roles], fontsize=8, loc="lower right")
+    axes.set_ylim(*accuracy_limits([100 * p["top1"] for p in points]))
+    axes.margins(x=0.25)  # room for the labels beside the outermost points
+    std_note = "; error bars: std over seeds" if any(p.get("top1_std") for p in points) else ""
+    return save_log_x_plot(figure, axes, f"MACs per image (log scale){std_note}", title, path)
 
 
 def save_log_x_plot(figure: Any, axes: Any, xlabel: str, title: str, path: str | Path) -> Path:
@@ -250,8 +280,9 @@ def log_report(loggers: list[Any], report: dict[str, Any], plot: Path | None = N
     for comparison in report["comparisons"]:
         metrics.update({"report/params_ratio": comparison["params_ratio"],
                         "report/macs_ratio": comparison["macs_ratio"],
-                        "report/latency_ratio": comparison["latency_ratio"],
                         "report/accuracy_gap_points": comparison["accuracy_gap_points"]})
+        if comparison["latency_ratio"] is not None:  # an unstable timing is not logged as a result
+            metrics["report/latency_ratio"] = comparison["latency_ratio"]
     from lightning.pytorch.loggers import WandbLogger
 
     for logger in loggers:
@@ -265,4 +296,4 @@ def log_report(loggers: list[Any], report: dict[str, Any], plot: Path | None = N
             logger.experiment.summary.update(metrics)
             if plot is not None:
                 logger.log_image(key="report/accuracy_vs_macs", images=[str(plot)])
-    log.info("report logged: %s", ", ".join(c["summary"] for c in report["comparisons"]) or "no comparison")
+    log.debug("report logged: %s", ", ".join(c["summary"] for c in report["comparisons"]) or "no comparison")

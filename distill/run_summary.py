@@ -5,6 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 
+def describe_loss(loss_cfg: Any) -> str:
+    """``ce 0.1 + kd 0.9 (temperature 4)``: each term with its weight, and its other options in brackets."""
+    parts = []
+    for name, options in dict(loss_cfg).items():
+        if options is None:
+            continue
+        options = dict(options)
+        weight = options.pop("weight", 1.0)
+        extra = ", ".join(f"{key} {value}" for key, value in options.items())
+        parts.append(f"{name} {weight:g}" + (f" ({extra})" if extra else ""))
+    return " + ".join(parts)
+
+
 def print_summary(summary: dict[str, Any]) -> None:
     lines = [f"== distill summary ({summary['stage']}) ==", f"{'model':<9}{'architecture':<24}{'params':>12}"
              f"{'test top-1':>12}"]
@@ -14,6 +27,8 @@ def print_summary(summary: dict[str, Any]) -> None:
             accuracy = entry.get("test_acc_top1")
             lines.append(f"{role:<9}{entry['architecture']:<24}{entry['params']:>12,}"
                          f"{(f'{accuracy:.4f}' if accuracy is not None else 'n/a'):>12}")
+    if summary.get("loss"):
+        lines.append(f"loss: {summary['loss']}")
     lines += [f"warning: {warning}" for warning in summary.get("warnings", [])]
     lines += scheme_lines(summary.get("scheme"))
     if summary.get("student", {}).get("note"):

@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
@@ -24,7 +24,7 @@ from distill.export import export_model, load_exported
 from distill.fit import FitResult, fit_model, seed_everything
 from distill.io import write_json
 from distill.losses import build_loss_terms
-from distill.losses.base import check_sample_labels
+from distill.losses.base import LossTerm, check_sample_labels
 from distill.models import check_input_fits, count_parameters, create_model
 from distill.module import DistillationModule
 from distill.obtain import model_kwargs, obtain_teacher
@@ -43,7 +43,7 @@ from distill.reliability.schema import (
     validate_config,
 )
 from distill.report import ReportEntry, build_report, log_report, write_report
-from distill.run_summary import print_summary
+from distill.run_summary import describe_loss, print_summary
 from distill.schemes import (
     build_teachers,
     check_scheme,
@@ -57,6 +57,11 @@ from distill.tracking import apply_to_wandb_loggers, sweep_dashboard_fields
 from teachers import build_teacher
 
 log = logging.getLogger("distill")
+
+
+def rank_zero() -> bool:
+    """Whether this process is the first of a DDP run (or the only one): the one that writes shared files."""
+    return getattr(rank_zero_only, "rank", 0) == 0
 
 STAGES = ("distill", "teacher", "student", "mutual")  # mutual: distill/schemes/mutual.py
 
@@ -108,11 +113,16 @@ def prepare(cfg: DictConfig) -> Plan:
     return Plan(datamodule, model, model_cfg, teacher, str(ckpt_path) if ckpt_path else None)
 
 
+def loss_terms(loss_cfg: DictConfig) -> list[LossTerm]:
+    """The configured loss terms, built (their options checked)."""
+    return [cast(LossTerm, term) for term in build_loss_terms(to_dict(loss_cfg)).values()]
+
+
 def wrap_student(cfg: DictConfig, student: nn.Module, teacher: nn.Module,
                  datamodule: Any) -> tuple[nn.Module, DictConfig]:
     """The network the run trains, exports and measures: the student, or the larger one a loss term builds
     around it (SimKD: a projector and the teacher's classifier), with the model config that rebuilds it."""
-    for term in build_loss_terms(OmegaConf.to_container(cfg.loss, resolve=True)).values():
+    for term in loss_terms(cfg.loss):
         wrapped = term.wrap_student(student, to_dict(cfg.student.get("kwargs")), cfg.student.name, teacher,
                                     cfg.teacher.name, datamodule.input_shape)
         if wrapped is not None:
@@ -130,7 +140,7 @@ def check_loss_terms(cfg: DictConfig, student: nn.Module, teacher: nn.Module, da
     trainable = [p.requires_grad for p in teacher.parameters()]
     was_training = teacher.training
     module = DistillationModule(
-        student=student, teacher=teacher, loss_terms=build_loss_terms(OmegaConf.to_container(cfg.loss, resolve=True)),
+        student=student, teacher=teacher, loss_terms=build_loss_terms(to_dict(cfg.loss)),
         optimizer=instantiate(cfg.optimizer), num_classes=datamodule.num_classes, input_shape=datamodule.input_shape)
     module.remove_hooks()
     for name, term in module.loss_terms.items():
@@ -143,7 +153,7 @@ def check_loss_terms(cfg: DictConfig, student: nn.Module, teacher: nn.Module, da
 
 def efficiency_report(cfg: DictConfig, plan: Plan, output_dir: Path, loggers: list[Any]) -> dict[str, Any] | None:
     """Measure teacher and student side by side (see distill/report.py); write and log the result."""
-    if not cfg.report.enabled or rank_zero_only.rank != 0:
+    if not cfg.report.enabled or not rank_zero():
         return None
     if cfg.stage == "teacher":
         entries = [ReportEntry("teacher", cfg.teacher.name, plan.model)]
@@ -154,7 +164,7 @@ def efficiency_report(cfg: DictConfig, plan: Plan, output_dir: Path, loggers: li
     if cfg.report.baseline:
         baseline, description = load_exported(Path(str(cfg.report.baseline)).expanduser())
         entries.append(ReportEntry("baseline", description["architecture"], baseline))
-    settings = OmegaConf.to_container(cfg.report, resolve=True)
+    settings = to_dict(cfg.report)
     report = build_report(entries, plan.datamodule, settings)
     paths = write_report(report, output_dir, title=f"{cfg.stage}: accuracy vs MACs")
     log_report(loggers, report, paths["plot"])
@@ -168,12 +178,13 @@ def compress_student(cfg: DictConfig, plan: Plan, output_dir: Path) -> dict[str,
 
     Imported only when asked for: onnxruntime, Torch-Pruning and torchao cost seconds to import.
     """
-    if rank_zero_only.rank != 0 or not check_compress_settings(cfg.get("compress")):
+    if not rank_zero() or not check_compress_settings(cfg.get("compress")):
         return None
     from distill.compress.pipeline import compress
 
     result = compress(cfg, plan.model, plan.teacher, plan.datamodule, output_dir, plan.model_cfg.name,
                       model_kwargs(plan.model_cfg, plan.datamodule))
+    assert result is not None  # the settings name at least one step
     variants = [{"variant": row["variant"], "file": row["file"], "bytes": row["bytes"],
                  "test_acc_top1": row["accuracy"]["top1"], "latency_ms": row["speed"]["latency_ms_batch1"]["median"]}
                 for row in result["variants"]]
@@ -253,13 +264,13 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> float | None:
             log.info("resume=auto: continuing the unfinished run from %s", last)
             cfg.ckpt_path = last
         (output_dir / "error.json").unlink(missing_ok=True)
-    if rank_zero_only.rank == 0:
+    if rank_zero():
         record_run_config(cfg, output_dir)
     # A chain or born-again generations call run_single once per model (distill/schemes).
     start = time.perf_counter()
     summary = run_scheme(cfg, overrides, run_single)
     summary["seconds"] = time.perf_counter() - start  # this call only: a resumed run counts its last part
-    if rank_zero_only.rank == 0:  # DDP workers run this script too; one writes the summary
+    if rank_zero():  # DDP workers run this script too; one writes the summary
         write_json(output_dir / "metrics.json", summary)
         print_summary(summary)
     return summary["monitored"]
@@ -274,7 +285,7 @@ def run_single(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]
     if cfg.stage == "teacher":
         teacher_info = obtain_teacher(cfg, plan.model, plan.datamodule, output_dir)
         exported = None
-        if rank_zero_only.rank == 0:
+        if rank_zero():
             exported = export_model(plan.model, cfg.teacher.name, model_kwargs(cfg.teacher, plan.datamodule),
                                     output_dir, stem="teacher")
         fit = teacher_info.get("fit")
@@ -287,6 +298,7 @@ def run_single(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]
     else:
         teacher_info = None
         if cfg.stage == "distill":
+            assert plan.teacher is not None  # prepare() builds it for stage=distill
             teacher_info = obtain_teachers(cfg, plan.teacher, plan.datamodule, output_dir)
             loss_cfg = cfg.loss
         else:
@@ -294,21 +306,30 @@ def run_single(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]
         teacher_outputs = None
         if plan.teacher is not None:
             teacher_outputs = cached_teacher_outputs(cfg, plan.teacher, plan.datamodule)
+        teacher_name = f"ensemble of {len(cfg.teachers)}" if cfg.get("teachers") else cfg.teacher.name
+        log.info("%s: %s, loss %s, %s epochs%s", "training" if plan.teacher is None else "distilling",
+                 (f"teacher {teacher_name} -> " if plan.teacher is not None else "") + f"student "
+                 f"{plan.model_cfg.get('label', plan.model_cfg.name)} ({count_parameters(plan.model):,} parameters)",
+                 describe_loss(loss_cfg), cfg.trainer.max_epochs,
+                 "" if plan.teacher is None else ", teacher outputs from the cache" if teacher_outputs is not None
+                 else ", live teacher")
         seed_everything(cfg.seed)
         result = fit_model(cfg, plan.model, plan.datamodule, loss_cfg, cfg.optimizer, cfg.get("scheduler"),
                            teacher=plan.teacher, ckpt_path=plan.ckpt_path, keep_loggers_open=True,
                            teacher_outputs=teacher_outputs)
         try:
             exported = None
-            if rank_zero_only.rank == 0:
+            if rank_zero():
                 exported = export_model(plan.model, plan.model_cfg.name,
                                         model_kwargs(plan.model_cfg, plan.datamodule), output_dir, stem="student",
                                         extra={"input_shape": list(plan.datamodule.input_shape)})
             summary = summarize(cfg, plan, result, teacher_info, exported)
+            summary["loss"] = describe_loss(loss_cfg)
             summary["report"] = efficiency_report(cfg, plan, output_dir, result.loggers)
         finally:
             result.close_loggers()
-        summary["wandb_sync"] = result.wandb_sync
+        teacher_fit = (teacher_info or {}).get("fit") or {}  # a teacher trained in this run has its own wandb run
+        summary["wandb_sync"] = [*teacher_fit.get("wandb_sync", []), *result.wandb_sync]
         summary["compress"] = compress_student(cfg, plan, output_dir)
         monitored = result.monitored
     summary["monitored"] = monitored

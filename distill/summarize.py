@@ -95,6 +95,12 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def _summary(record: RunRecord) -> dict[str, Any]:
+    """The run's metrics.json, which every record without an error has (see read_run)."""
+    assert record.summary is not None, f"{record.folder} has no metrics.json"
+    return record.summary
+
+
 def _model_profile(report: dict | None, role: str) -> dict | None:
     if not report:
         return None
@@ -113,14 +119,13 @@ def summarize_groups(records: list[RunRecord]) -> list[dict[str, Any]]:
     rows = []
     for group in groups.values():
         student_role = "baseline" if group.method.startswith("baseline") else "student"
-        students = [r.summary.get("student", {}).get("test_acc_top1") for r in group.runs]
+        students = [_summary(r).get("student", {}).get("test_acc_top1") for r in group.runs]
         # The teacher's accuracy as the report measured it (live, full precision), else the run's own.
         teachers = [(_model_profile(r.report, "teacher") or {}).get("accuracy", {}).get("top1")
-                    or r.summary.get("teacher", {}).get("test_acc_top1") for r in group.runs]
+                    or _summary(r).get("teacher", {}).get("test_acc_top1") for r in group.runs]
         students = [100 * v for v in students if v is not None]
         teachers = [100 * v for v in teachers if v is not None]
-        profiles = [_model_profile(r.report, student_role) for r in group.runs]
-        profiles = [p for p in profiles if p]
+        profiles = [p for p in (_model_profile(r.report, student_role) for r in group.runs) if p]
         latencies = [p["speed"]["latency_ms_batch1"]["median"] for p in profiles]
         top1, top1_std = _mean_std(students)
         teacher_top1, _ = _mean_std(teachers)
@@ -210,20 +215,28 @@ def plot_methods(rows: list[dict[str, Any]], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from distill.report import accuracy_limits  # imports torch: only when plotting
+
+    # Points with error bars, not bars: a bar's length reads as the value, which a y axis that does not start
+    # at 0 would misstate; points on a stated range do not.
     labels = [f"{r['method']}\n{r['overrides'][:40]}".strip() for r in rows]
-    figure, axes = plt.subplots(figsize=(max(6.0, 0.9 * len(rows) + 2), 4.4))
-    axes.bar(range(len(rows)), [r["student_top1_mean"] or 0 for r in rows],
-             yerr=[r["student_top1_std"] or 0 for r in rows], capsize=4, color="tab:blue")
+    figure, axes = plt.subplots(figsize=(max(6.0, 0.9 * len(rows) + 2), 4.6))
+    shown = [(i, r) for i, r in enumerate(rows) if r["student_top1_mean"] is not None]
+    axes.errorbar([i for i, _ in shown], [r["student_top1_mean"] for _, r in shown],
+                  yerr=[r["student_top1_std"] or 0 for _, r in shown], fmt="o", capsize=4, color="tab:blue",
+                  label="student: mean ± std over seeds")
     teacher = next((r["teacher_top1"] for r in rows if r["teacher_top1"] is not None), None)
     if teacher is not None:
         axes.axhline(teacher, color="tab:red", linestyle="--", label=f"teacher {teacher:.2f} %")
-        axes.legend()
-    values = [r["student_top1_mean"] for r in rows if r["student_top1_mean"] is not None]
-    if values:
-        low = min(values + ([teacher] if teacher else [])) - 2 * max([r["student_top1_std"] or 0 for r in rows] + [1])
-        axes.set_ylim(max(0, low), 100)
+    spread = [r["student_top1_mean"] + sign * (r["student_top1_std"] or 0) for _, r in shown for sign in (-1, 1)]
+    if spread:
+        axes.set_ylim(*accuracy_limits(spread + ([teacher] if teacher is not None else [])))
+    axes.legend(fontsize=8, loc="lower right")
     axes.set_xticks(range(len(rows)), labels, rotation=30, ha="right", fontsize=8)
-    axes.set_ylabel("student test top-1 (%), mean ± std over seeds")
+    axes.set_ylabel("student test top-1 (%)")
+    seeds = sorted({r["seeds"] for r in rows if r.get("seeds")})
+    axes.set_title("student accuracy per method" + (f" ({'/'.join(map(str, seeds))} seeds each)" if seeds else ""))
+    axes.grid(True, axis="y", alpha=0.3)
     figure.tight_layout()
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
     plt.close(figure)
@@ -242,7 +255,8 @@ def summarize_sweep(sweep: Path, output: Path | None = None) -> dict[str, Any]:
     rows = summarize_groups(records)
     table = markdown_table(rows, failures)
     points = [{"label": row["method"], "role": "baseline" if row["method"].startswith("baseline") else "student",
-               "macs": row["macs"], "top1": row["student_top1_mean"] / 100} for row in rows
+               "macs": row["macs"], "top1": row["student_top1_mean"] / 100,
+               "top1_std": (row["student_top1_std"] or 0) / 100} for row in rows
               if row["macs"] and row["student_top1_mean"] is not None]
     teacher_profiles = [_model_profile(r.report, "teacher") for r in records if r.report]
     teacher = next((p for p in teacher_profiles if p), None)

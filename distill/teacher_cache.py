@@ -42,8 +42,10 @@ TRAINER_KEYS_KEPT = ("fast_dev_run", "limit_train_batches", "precision", "accumu
 
 def teacher_cache_key(cfg: DictConfig) -> str:
     teacher = OmegaConf.to_container(cfg.teacher, resolve=True)
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    assert isinstance(teacher, dict) and isinstance(data_cfg, dict), "cfg.teacher and cfg.data are mappings"
     teacher.pop("weights", None)
-    data = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in DATA_KEYS_IGNORED}
+    data = {k: v for k, v in data_cfg.items() if k not in DATA_KEYS_IGNORED}
     trainer = {key: cfg.trainer.get(key) for key in TRAINER_KEYS_KEPT}
     # The teacher's own seed is in teacher["train"]["seed"]; the run's seed only drives the student.
     recipe = {"format": CACHE_FORMAT, "teacher": teacher, "data": data, "trainer": trainer}
@@ -89,7 +91,7 @@ class TeacherCache:
         Returns the entry's summary and whether this call trained.
         """
         self.root.mkdir(parents=True, exist_ok=True)
-        if rank_zero_only.rank != 0:
+        if rank_zero_only.rank != 0:  # type: ignore[attr-defined]  # .rank: set at runtime
             # A DDP worker: it must join rank 0's teacher fit, so it cannot wait on rank 0's lock; it
             # trains alongside (same data, same seed) and leaves publishing the entry to rank 0.
             cached = self._load_readable(key, model, quarantine=False)
@@ -117,8 +119,9 @@ class TeacherCache:
             self._publish(key, lambda staging: shutil.copytree(folder, staging, dirs_exist_ok=True))
             return True
 
-    def _publish(self, key: str, fill: Callable[[Path], None]) -> None:
-        """``fill`` a staging folder, then rename it into place: a crash never leaves a half-written entry."""
+    def _publish(self, key: str, fill: Callable[[Path], object]) -> None:
+        """``fill`` a staging folder (its return value is ignored), then rename it into place: a crash never leaves a
+        half-written entry."""
         staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=self.root))
         try:
             fill(staging)

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -81,7 +81,7 @@ class CachedTeacherOutputs:
         self.folder = folder
         self.meta = read_json(folder / "meta.json")
         self.memory_mapped = memory_mapped
-        mode = "r" if memory_mapped else None
+        mode: Literal["r"] | None = "r" if memory_mapped else None
         self.arrays = {split: {name: np.load(folder / f"{split}.{name}.npy", mmap_mode=mode)
                                for name in self.meta["arrays"]} for split in self.meta["splits"]}
         # In memory, one copy per device the lookups come from (the GPU then gathers rows itself).
@@ -147,6 +147,7 @@ class Variants:
 def _arrays(logits: torch.Tensor, top_k: int | None, temperature: float | None) -> dict[str, np.ndarray]:
     if not top_k:
         return {"logits": logits.half().numpy()}
+    assert temperature is not None, "top-k storage keeps probabilities at the KD temperature"
     probabilities = F.softmax(logits / temperature, dim=1)
     values, indices = probabilities.topk(top_k, dim=1)
     index_type = np.int16 if logits.shape[1] < 2**15 else np.int32
@@ -174,7 +175,11 @@ def _write_split(staging: Path, split: str, teacher: nn.Module, images: torch.Te
             per_variant = (reported - start) / variant
             log.info("teacher outputs of '%s': variant %d of %d, about %.0f s left", split, variant, variants.count,
                      per_variant * (variants.count - variant))
-        logits = teacher_logits(teacher, images, transform=lambda batch, v=variant: variants.augment(batch, v))
+
+        def transform(batch: torch.Tensor, variant: int = variant) -> torch.Tensor:
+            return variants.augment(batch, variant)
+
+        logits = teacher_logits(teacher, images, transform=transform)
         for name, array in _arrays(logits, top_k, temperature).items():
             if name not in files:
                 files[name] = np.lib.format.open_memmap(staging / f"{split}.{name}.npy", mode="w+",
@@ -325,7 +330,8 @@ def cached_teacher_outputs(cfg: DictConfig, teacher: nn.Module, datamodule: Any)
     if reason:
         log.info("teacher_cache: %s, so the teacher runs live", reason)
         return None
-    temperature = next((term.temperature for term in loss_terms.values() if hasattr(term, "temperature")), None)
+    temperature = next((float(value) for term in loss_terms.values()
+                        if (value := getattr(term, "temperature", None)) is not None), None)
     if settings.top_k and temperature is None:
         raise ConfigError("teacher_cache.top_k keeps probabilities at the KD temperature, but no loss term has one")
     datamodule.setup("fit")

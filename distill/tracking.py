@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from lightning.pytorch.loggers import Logger, WandbLogger
 
@@ -16,7 +18,7 @@ def sweep_dashboard_fields(sweep_dir: str, loss_choice: str | None, overrides: l
             "tags": [override[:64] for override in overrides]}  # wandb limits a tag to 64 characters
 
 
-def apply_to_wandb_loggers(logger_cfg: object, fields: dict[str, object]) -> None:
+def apply_to_wandb_loggers(logger_cfg: Mapping[str, Any] | None, fields: dict[str, object]) -> None:
     """Set ``fields`` on every WandbLogger entry of a logger config group (others are left alone)."""
     if not logger_cfg:
         return
@@ -41,6 +43,6 @@ def close_loggers(loggers: list[Logger]) -> list[str]:
         wandb.finish()
         if offline:
             command = f"wandb sync {run_dir}"
-            log.info("wandb run saved offline; upload it later with: %s", command)
+            log.debug("wandb run saved offline; upload it later with: %s", command)  # the summary says it
             sync_commands.append(command)
     return sync_commands

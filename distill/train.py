@@ -13,6 +13,7 @@ time Python takes to import torch's config-free parts, not the 5-9 s of the whol
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -34,6 +35,9 @@ log = logging.getLogger("distill")
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
     main.task()
+    # wandb's own console lines (run banners, history tables, sync hints) off: the run's summary prints the sync
+    # command once. WANDB_SILENT=false brings them back.
+    os.environ.setdefault("WANDB_SILENT", "true")
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     overrides = list(hydra_cfg.overrides.task)

@@ -51,7 +51,8 @@ def mean_std(values: list[float]) -> str:
 def table(results: dict, seeds: int) -> str:
     lines = ["| seed | single model | peer 0 | peer 1 | both peers beat the single model |",
              "|---:|---:|---:|---:|---|"]
-    singles, peers = [], [[], []]
+    singles: list[float] = []
+    peers: list[list[float]] = [[], []]
     for seed in range(seeds):
         single = results[f"single-{seed}"]["single"]
         peer = results[f"mutual-{seed}"]["peers"]

@@ -204,6 +204,7 @@ def subsample(data: InMemoryDataModule, samples: int | None) -> None:
 
 def bench_data(dataset: str, batch_size: int, fashion_root: str, samples: int | None) -> InMemoryDataModule:
     """Digits (all 1,293 training images) or ``samples`` Fashion-MNIST training images, set up."""
+    data: InMemoryDataModule
     if dataset == "digits":
         data = DigitsDataModule(batch_size=batch_size)
     else:

@@ -173,6 +173,7 @@ def plan(methods: list[Method], args: argparse.Namespace) -> float | None:
     readers = [m.name for m in methods if m.name in cached and not m.row_cache_builds]
     cache_built = any(finished_seeds(args.out_dir / folder_name(name), args.seeds) for name in readers)
     if readers and not cache_built:
+        assert total is not None  # readers come from cached rows, which need --batches, which sets a total
         total += build_seconds
     print(f"{'method':<38} {'done':>5} {'est. min':>8}  overrides")
     for method in methods:
@@ -188,7 +189,9 @@ def plan(methods: list[Method], args: argparse.Namespace) -> float | None:
             if method.name in cached:
                 seconds += build_seconds * ((args.seeds - done) * method.seed_cache_builds
                                             + once * method.row_cache_builds)
-        total = total + seconds if total is not None else None
+        if total is not None:
+            assert seconds is not None  # estimated whenever there is a total
+            total = total + seconds
         print(f"{method.name:<38} {done:>2}/{args.seeds:<2} {'n/a' if seconds is None else f'{seconds / 60:.1f}':>8}  "
               + " ".join(method.overrides) + (f"  ({method.note})" if method.note else ""))
     if total is None:

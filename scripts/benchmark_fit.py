@@ -79,7 +79,9 @@ def run_config(seed_dir: Path) -> dict:
     if (seed_dir / "run_config.json").is_file():
         return read_json(seed_dir / "run_config.json")
     if (seed_dir / ".hydra" / "config.yaml").is_file():
-        return OmegaConf.to_container(OmegaConf.load(seed_dir / ".hydra" / "config.yaml"))
+        config = OmegaConf.to_container(OmegaConf.load(seed_dir / ".hydra" / "config.yaml"))
+        assert isinstance(config, dict), "a run's Hydra config is a mapping"
+        return config
     sys.exit(f"error: {seed_dir} has neither run_config.json nor .hydra/config.yaml; the loss weights are needed "
              "to weight the logged terms")
 

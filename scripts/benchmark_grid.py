@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import yaml
 
@@ -89,11 +90,24 @@ FIRST_SITTING = ("student alone", "kd", "dkd", "fitnet", "at", "rkd", "pkt",
 # 2 cores (docs/benchmarks_e60.md: a row's median run less the estimate of a live-teacher row, 210 s, over its
 # 6,000 steps). OFD's is its seed 0 (705 s) with the step made 2.3x faster since (commit 13bd5d2).
 EXTRA_STEP_SECONDS = {"crd": 0.12, "reviewkd": 0.12, "vid": 0.045, "ft": 0.022, "ab": 0.017, "ofd": 0.035}
+
+
+class SchemeCost(TypedDict, total=False):
+    """The estimate fields of :class:`Method` that a scheme sets."""
+
+    runs_per_seed: int
+    student_steps: float
+    teacher_forwards: float
+    seed_cache_builds: float
+    row_cache_builds: float
+    row_teacher_trainings: float
+
+
 # The schemes' costs per step in width-8 student steps and width-32 teacher forward passes: w24 ≈ 0.56 of w32's
 # MACs, w16 ≈ 0.25, w8 ≈ 0.07; a width-16 student step ≈ 2 width-8 ones (fixed per-step overheads dominate at
 # this size). Output-cache builds measured: TAKD's w16 assistant 81 s a seed (0.13 of the w32 teacher's 610 s),
 # born-again's first generation (w8) 37 s (0.06).
-SCHEME_COST = {
+SCHEME_COST: dict[str, SchemeCost] = {
     "ensemble": {"student_steps": 1.0, "teacher_forwards": 1.56, "row_cache_builds": 1.56,
                  "row_teacher_trainings": 0.56},  # the width-24 teacher is trained in the first seed
     "takd": {"runs_per_seed": 2, "student_steps": 3.0, "teacher_forwards": 1.25, "seed_cache_builds": 0.13},

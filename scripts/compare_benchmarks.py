@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -76,9 +77,16 @@ def compare(row: str, out_dirs: list[Path]) -> dict:
         entries.append({"out_dir": str(folder), "setting": " ".join(added) or f"the {row} preset",
                         "seeds": len(runs["test_best"]), **runs,
                         **gain_entry(runs["test_best"], baseline["test_best"])})
-    picked = max(entries, key=lambda e: mean_std(e["val_best"])[0])
+    picked = max(entries, key=validation_mean)
     return {"row": row, "common_overrides": overrides[0], "baseline": baseline, "entries": entries,
             "picked_by_validation": picked["setting"]}
+
+
+def validation_mean(entry: dict) -> float:
+    """The mean over seeds of an entry's best validation top-1: what picks the setting."""
+    mean, _ = mean_std(entry["val_best"])
+    assert mean is not None, f"{entry['out_dir']} has finished runs without a validation record"
+    return mean
 
 
 def setting_labels(out_dirs: list[Path]) -> list[str]:
@@ -101,11 +109,11 @@ def finished_rows(folder: Path) -> list[str]:
 def compare_every_row(out_dirs: list[Path]) -> dict:
     """Per folder: its label, its student alone, and for every row finished in all folders its test top-1 (at
     the best validation epoch) and gain over that folder's own student alone."""
-    settings = []
+    settings: list[dict[str, Any]] = []
     for folder, label in zip(out_dirs, setting_labels(out_dirs), strict=True):
         settings.append({"out_dir": str(folder), "label": label, "baseline": baseline_runs(folder)})
     common = set.intersection(*(set(finished_rows(d)) for d in out_dirs)) - {BASELINE_FOLDER}
-    rows = {}
+    rows: dict[str, list[dict]] = {}
     for row in sorted(common):
         rows[row] = []
         for folder, setting in zip(out_dirs, settings, strict=True):

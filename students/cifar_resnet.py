@@ -40,6 +40,11 @@ class BasicBlock(nn.Module):
 class CifarResNet(PooledLinearHeadMixin, nn.Module):
     """ResNet for small images: stem + three stages (strides 1, 2, 2) of ``(depth - 2) // 6`` blocks."""
 
+    # The stages, registered in __init__ under these names.
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+
     def __init__(
         self,
         depth: int = 20,

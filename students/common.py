@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
+ModelT = TypeVar("ModelT", bound=nn.Module)
 
-def build_registered(model_cls: type[nn.Module], variant: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+
+def build_registered(model_cls: Callable[..., ModelT], variant: str, pretrained: bool, **kwargs: Any) -> ModelT:
     """Build one of our architectures the way timm's builders do.
 
     timm passes ``pretrained_cfg``/``pretrained_cfg_overlay`` to every builder; our models have no hub
@@ -38,6 +41,10 @@ class LinearClassifierMixin:
     fc: nn.Module
     num_features: int
     num_classes: int
+    training: bool  # nn.Module's, for the model this mixes into
+    # Defined by the model (forward_head possibly by a mixin below).
+    forward_features: Callable[[torch.Tensor], torch.Tensor]
+    forward_head: Callable[..., torch.Tensor]
 
     def get_classifier(self) -> nn.Module:
         return self.fc

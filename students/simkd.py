@@ -8,7 +8,8 @@ network with ``timm.create_model`` from the exported kwargs; the classifier's we
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import timm
 import torch
@@ -46,13 +47,16 @@ class SimKDStudent(nn.Module):
     ``backbone`` is a timm model whose own classifier has been removed (``reset_classifier(0)``).
     """
 
-    def __init__(self, backbone: nn.Module, projector: nn.Module, head: nn.Linear,
-                 pool_to: tuple[int, int] | None = None) -> None:
+    def __init__(self, backbone: nn.Module, projector: nn.Sequential, head: nn.Linear,
+                 pool_to: Sequence[int] | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.projector = projector
         self.head = head
-        self.pool_to = tuple(pool_to) if pool_to else None
+        self.pool_to: tuple[int, int] | None = None
+        if pool_to:
+            height, width = pool_to
+            self.pool_to = (height, width)
         self.num_classes = head.out_features
         self.num_features = self.head_hidden_size = head.in_features
         # The backbone's stages, then the projected feature: ``@N`` layer names keep working on the wrapper.
@@ -70,7 +74,8 @@ class SimKDStudent(nn.Module):
         return [self.projector[-3]]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        feature = self.backbone.forward_features(x)
+        # A timm model's method; nn.Module types unknown attributes as Tensor | Module.
+        feature = cast(Callable[[torch.Tensor], torch.Tensor], self.backbone.forward_features)(x)
         if self.pool_to is not None:
             feature = F.adaptive_avg_pool2d(feature, self.pool_to)
         return self.projector(feature)
@@ -87,7 +92,7 @@ def build_simkd_student(student: str, student_channels: int, teacher_channels: i
                         in_chans: int, student_kwargs: dict[str, Any] | None = None, factor: int = 2,
                         pool_to: list[int] | None = None) -> SimKDStudent:
     backbone = timm.create_model(student, num_classes=num_classes, in_chans=in_chans, **(student_kwargs or {}))
-    backbone.reset_classifier(0)
+    cast(Callable[[int], None], backbone.reset_classifier)(0)  # a timm model's method (see forward_features)
     return SimKDStudent(backbone, simkd_projector(student_channels, teacher_channels, factor),
                         nn.Linear(teacher_channels, num_classes), pool_to)
 

@@ -50,7 +50,7 @@ def check_pretrained_available(name: str) -> None:
                 os.environ["HF_HUB_OFFLINE"] = "1"  # read from the cache without connection retries
             return
         sources.append(huggingface_hub.constants.ENDPOINT)
-    elif pretrained.url and pretrained.url.startswith("http"):
+    elif isinstance(pretrained.url, str) and pretrained.url.startswith("http"):
         sources.append(pretrained.url)
     if huggingface_hub.constants.HF_HUB_OFFLINE and pretrained.hf_hub_id:
         raise ConfigError(f"teacher '{name}': timm's pretrained weights ({pretrained.hf_hub_id}) are not in the local "

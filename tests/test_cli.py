@@ -52,3 +52,46 @@ def test_bad_input_is_one_line_and_exit_code_2(name, args, message, tmp_path):
     assert message in output and "Traceback" not in output
     lines = [line for line in output.splitlines() if line.strip()]
     assert len(lines) == 1, output
+
+
+def test_a_runs_console_says_each_thing_once_without_library_noise(tmp_path):
+    args = ["teacher=small_cnn", "teacher.train.max_epochs=1", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
+            "logger=wandb", "report.repeats=3", "report.warmup=1", "report.throughput_batch_size=16",
+            f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"]
+    result = command("distill-train", *args, cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    for noise in ("GPU available", "TPU available", "litlogger", "LeafSpec", "weights_only", "Run history"):
+        assert noise not in output, noise
+    assert output.count("kept ") == 1  # the student/teacher comparison, in the summary only
+    assert "distilling: teacher small_cnn -> student small_cnn (6,274 parameters), loss ce 0.1 + kd 0.9 " \
+           "(temperature 4.0), 1 epochs" in output
+    assert "teacher small_cnn, best weights on the test split: acc_top1" in output
+    assert "student small_cnn, best weights on the test split: acc_top1" in output
+    assert "loss: ce 0.1 + kd 0.9 (temperature 4.0)" in result.stdout
+    syncs = [line for line in output.splitlines() if "wandb sync" in line]
+    assert len(syncs) == 2 and len(set(syncs)) == 2  # the teacher's run and the student's, each said once
+
+
+def test_the_progress_bar_shows_what_fits_100_columns():
+    from distill.progress import METRICS_WIDTH, short_metrics
+
+    values = {"v_num": "ab12", "val/acc_top1": 0.99305, "val/acc_top5": 1.0, "val/teacher_acc_top1": 0.986,
+              "train/loss_step": 0.20612, "train/loss_epoch": 0.32, "train/acc_top1": 0.998, "val/agreement": 0.99}
+    shown = short_metrics(values)
+    assert shown == {"val_acc": "0.993", "loss": "0.206"}
+    assert len(", ".join(f"{k}={v}" for k, v in shown.items())) <= METRICS_WIDTH
+    # tqdm's part with 4-digit batch counts is 66 characters: the line stays within 100.
+    assert 66 + METRICS_WIDTH <= 100
+
+
+def test_the_startup_benchmark_times_every_command(tmp_path):
+    out = tmp_path / "startup.json"
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_startup.py"), "--repeats", "1", "--out",
+                             str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    import json
+
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 8 and all(row["now"]["median_s"] > 0 for row in rows)
+    assert "| distill-train --help |" in result.stdout

@@ -144,3 +144,30 @@ def test_distill_eval_on_a_run_folder_and_its_errors(make_cfg, tmp_path):
     OmegaConf.save(cfg, empty / ".hydra" / "config.yaml")
     with pytest.raises(ConfigError, match="has no exported student .* and no checkpoint"):
         evaluate(OmegaConf.merge(eval_cfg, {"runs": [str(empty)]}), tmp_path / "eval3")
+
+
+def test_a_latency_measured_beside_other_work_is_measured_again_and_marked(monkeypatch):
+    from distill import measure
+
+    wide, tight = [0.1e-3, 0.1e-3, 1.0e-3, 1.0e-3, 3.0e-3], [0.50e-3, 0.51e-3, 0.52e-3, 0.50e-3, 0.51e-3]
+    calls = iter([wide, tight])
+    monkeypatch.setattr(measure, "time_calls", lambda call, device, warmup, repeats: next(calls))
+    latency = measure.stable_latency(lambda: None, torch.device("cpu"), 1, 5)
+    assert latency["stable"] and latency["attempts"] == 2 and latency["median"] == pytest.approx(0.51)
+
+    monkeypatch.setattr(measure, "time_calls", lambda call, device, warmup, repeats: wide)
+    latency = measure.stable_latency(lambda: None, torch.device("cpu"), 1, 5)
+    assert not latency["stable"] and latency["attempts"] == measure.LATENCY_ATTEMPTS
+
+
+def test_an_unstable_latency_is_not_turned_into_a_ratio():
+    from distill.report import compare
+
+    def entry(label, top1, params, macs, latency, stable):
+        return {"label": label, "accuracy": {"top1": top1}, "params": params, "macs": macs,
+                "speed": {"latency_ms_batch1": {"median": latency, "stable": stable}}}
+
+    steady = compare(entry("student", 0.97, 10, 100, 0.2, True), entry("teacher", 0.98, 100, 1000, 2.0, True))
+    assert steady["latency_ratio"] == pytest.approx(0.1) and "10.0 % of its batch-1 latency" in steady["summary"]
+    busy = compare(entry("student", 0.97, 10, 100, 0.0001, False), entry("teacher", 0.98, 100, 1000, 2.0, True))
+    assert busy["latency_ratio"] is None and "an unmeasured share of its batch-1 latency" in busy["summary"]

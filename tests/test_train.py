@@ -183,12 +183,15 @@ def test_wandb_offline_run_holds_the_logged_metrics(make_cfg):
     cfg = make_cfg("logger=wandb", "teacher.weights=null")
     run(cfg)
     summary = read_metrics(cfg)
-    assert summary["wandb_sync"] and summary["wandb_sync"][0].startswith("wandb sync ")
     run_dir = Path(cfg.paths.output_dir)
+    # Both dashboard runs are listed for upload, the teacher's (trained in this run) first.
+    teacher_sync, student_sync = summary["wandb_sync"]
+    assert teacher_sync.startswith(f"wandb sync {run_dir / 'teacher' / 'wandb'}")
+    assert student_sync.startswith(f"wandb sync {run_dir / 'wandb'}")
     # The teacher trained first, in its own dashboard run, then the student's run.
     assert len(list((run_dir / "teacher" / "wandb").glob("offline-run-*"))) == 1
     assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
-    history = logged_history(Path(summary["wandb_sync"][0].split(" ", 2)[2]))
+    history = logged_history(Path(student_sync.split(" ", 2)[2]))
     assert history["test/acc_top1"][-1] == pytest.approx(summary["student"]["test_acc_top1"])
     assert history["test/teacher_acc_top1"][-1] == pytest.approx(summary["teacher"]["test_acc_top1"])
     assert "train/loss/kd" in history and "train/loss/ce" in history

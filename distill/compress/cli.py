@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from distill.cli import HydraCommand
 from distill.compress.settings import check_settings
-from distill.config import CONF_DIR
+from distill.config import CONF_DIR, load_config
 from distill.errors import ConfigError, DatasetNotFoundError
 from distill.reliability.errors import RunStopped
 
@@ -46,8 +46,9 @@ def compress_run(run: Any, settings: DictConfig) -> dict[str, Any] | None:
     from distill.export import load_exported
 
     folder = run_folder(run)
-    run_cfg = OmegaConf.load(folder / ".hydra" / "config.yaml")
+    run_cfg = load_config(folder / ".hydra" / "config.yaml")
     cfg = OmegaConf.merge(run_cfg, {"compress": settings})
+    assert isinstance(cfg, DictConfig)
     steps = check_settings(settings)
     if "prune" in steps and settings.prune.teacher == "teacher" and run_cfg.stage != "distill":
         raise ConfigError(f"compress.prune.teacher=teacher but run={folder} has no teacher (stage={run_cfg.stage}); "

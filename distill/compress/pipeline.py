@@ -86,6 +86,7 @@ class Compressor:
         info["test_top1_before_recovery"] = accuracy(pruned, self.datamodule.test_dataloader(),
                                                      self.datamodule.num_classes)["top1"]
         teacher = copy.deepcopy(self.student) if settings.teacher == "unpruned" else self.teacher
+        assert teacher is not None, "check_settings refuses prune.teacher=teacher without a teacher"
         loss = recover.loss_config(settings.loss, self.cfg.loss, "prune.loss")
         result = recover.distill_into(self.cfg, pruned, teacher, self.datamodule, self.run_dir / "compress" / "prune",
                                       settings.epochs, loss)

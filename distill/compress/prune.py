@@ -56,6 +56,7 @@ def _bisect(model: nn.Module, input_shape: tuple[int, ...], target: float, impor
         if abs(macs - target) <= 0.002 * target:
             break
         low, high = (channel_ratio, high) if macs > target else (low, channel_ratio)
+    assert best is not None, "BISECTION_STEPS >= 1 sets it"
     return best
 
 

@@ -24,7 +24,9 @@ def loss_config(preset: str | None, run_loss: DictConfig, key: str) -> DictConfi
     """A loss preset of conf/loss by name, or the run's own loss when ``preset`` is None."""
     if preset is None:
         return run_loss
-    return OmegaConf.load(loss_preset_path(preset, key))
+    loss = OmegaConf.load(loss_preset_path(preset, key))
+    assert isinstance(loss, DictConfig), "a loss preset is a mapping of terms"
+    return loss
 
 
 def distill_into(cfg: DictConfig, student: nn.Module, teacher: nn.Module, datamodule: Any, folder: Path,
@@ -39,7 +41,7 @@ def distill_into(cfg: DictConfig, student: nn.Module, teacher: nn.Module, datamo
         overrides["optimizer.lr"] = lr
     fit_cfg = fit_config(cfg, **overrides)
     log.info("distilling the compressed model for %d epochs (loss: %s) in %s", epochs,
-             "+".join(loss.keys()), folder)
+             "+".join(map(str, loss.keys())), folder)
     seed_everything(cfg.seed)
     result = fit_model(fit_cfg, student, datamodule, loss, fit_cfg.optimizer, fit_cfg.get("scheduler"),
                        teacher=teacher)

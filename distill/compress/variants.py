@@ -16,7 +16,7 @@ from torch import nn
 
 from distill import measure
 from distill.compress import ort_runtime
-from distill.report import save_log_x_plot
+from distill.report import accuracy_limits, save_log_x_plot
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +87,40 @@ def plot_accuracy_vs_latency(rows: list[dict[str, Any]], path: str | Path, title
 
     points = [(r["speed"]["latency_ms_batch1"]["median"], 100 * r["accuracy"]["top1"]) for r in rows]
     front = pareto_front(points)
-    figure, axes = plt.subplots(figsize=(6.8, 4.6))
+    figure, axes = plt.subplots(figsize=(8.4, 4.8))
     for row, (latency, top1), on_front in zip(rows, points, front):
         axes.scatter(latency, top1, s=50 if on_front else 30, zorder=3,
                      color="tab:red" if on_front else "tab:gray", marker="o" if row["precision"] == "fp32" else "s")
-        axes.annotate(row["variant"], (latency, top1), textcoords="offset points", xytext=(5, 4), fontsize=8)
     front_points = sorted(p for p, on in zip(points, front) if on)
     if front_points:
-        axes.step(*zip(*front_points), where="post", color="tab:red", alpha=0.6, label="Pareto front")
-        axes.legend(loc="lower right", fontsize=8)
-    axes.margins(x=0.3, y=0.15)
-    return save_log_x_plot(figure, axes, "batch-1 latency (ms, log scale); circles fp32, squares int8", title, path)
+        axes.step(*zip(*front_points), where="post", color="tab:red", alpha=0.6)
+    axes.set_xscale("log")
+    axes.set_ylim(*accuracy_limits([top1 for _, top1 in points]))
+    legend = [plt.Line2D([], [], color="tab:red", alpha=0.6, label="Pareto front\n(red: on it,\ngrey: beaten)"),
+              plt.Line2D([], [], marker="o", linestyle="", color="black", label="fp32"),
+              plt.Line2D([], [], marker="s", linestyle="", color="black", label="int8")]
+    axes.legend(handles=legend, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
+    axes.margins(x=0.45)
+    axes.set_xlabel("batch-1 latency (ms, log scale); label: file size")
+    axes.set_ylabel("test top-1 accuracy (%)")
+    axes.set_title(title)
+    figure.tight_layout()  # the final layout first: the label placement below works in its pixels
+    # Each label names the file size (what ships). A label is a box right of its point; one that would cover an
+    # earlier label or another point moves down a line.
+    markers = [tuple(axes.transData.transform(point)) for point in points]
+    boxes: list[tuple[float, float]] = []  # lower-left corners of placed labels, in pixels
+    width, height = 175.0, 11.0
+
+    def blocked(x: float, y: float) -> bool:
+        return (any(abs(x - bx) < width and abs(y - by) < height for bx, by in boxes)
+                or any(x - 4 < mx < x + width and y - 4 < my < y + height for mx, my in markers))
+
+    for row, (latency, top1) in sorted(zip(rows, points), key=lambda item: (-item[1][1], item[1][0])):
+        x, y = axes.transData.transform((latency, top1))
+        shift = 4.0
+        while blocked(x + 5, y + shift) and shift > -60:
+            shift -= height
+        boxes.append((x + 5, y + shift))
+        axes.annotate(f"{row['variant']} ({row['bytes'] / 1024:,.1f} KiB)", (latency, top1),
+                      textcoords="offset points", xytext=(5, shift * 72 / figure.dpi), fontsize=7)
+    return save_log_x_plot(figure, axes, "batch-1 latency (ms, log scale); label: file size", title, path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -164,8 +165,8 @@ class InMemoryDataModule(SplitLoadersMixin, L.LightningDataModule):
         data = self.splits[split]
         # The index lets cached teacher outputs be looked up per sample (also under DDP's sampler).
         dataset = BatchedTensorDataset(data.images, data.labels, torch.arange(len(data.labels)))
-        options = {"collate_fn": keep_batch, "num_workers": self.num_workers, "pin_memory": self.pin_memory,
-                   "persistent_workers": self.num_workers > 0}
+        options: dict[str, Any] = {"collate_fn": keep_batch, "num_workers": self.num_workers,
+                                   "pin_memory": self.pin_memory, "persistent_workers": self.num_workers > 0}
         # Index tensors would reach worker processes through shared memory, slower than lists: workers get lists.
         batcher = TensorBatchSampler if self.num_workers == 0 else BatchSampler
         if shuffle:
@@ -176,8 +177,12 @@ class InMemoryDataModule(SplitLoadersMixin, L.LightningDataModule):
 
     def _batches_done(self) -> tuple[int, int]:
         """(epoch, batches trained in it): what a checkpoint records of the training order."""
+        assert self.trainer is not None, "the training loader runs under a trainer"
         loop = self.trainer.fit_loop
-        return loop.epoch_progress.current.processed, loop.epoch_loop.batch_progress.current.processed
+        # Lightning declares each progress's ``current`` as a _ReadyCompletedTracker, but these hold its subclass
+        # _ProcessedTracker (the default, whose .processed Lightning's own loops read).
+        return (loop.epoch_progress.current.processed,  # type: ignore[attr-defined]
+                loop.epoch_loop.batch_progress.current.processed)  # type: ignore[attr-defined]
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """Augmented training batches also carry each image's augmentation variant (for cached teacher outputs)."""

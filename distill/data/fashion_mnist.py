@@ -66,6 +66,8 @@ class FashionMNISTDataModule(InMemoryDataModule):
         self.check()
         raw = {}
         for split, (image_stem, label_stem) in IDX_FILES.items():
-            images = read_idx(self._find(image_stem))[:, None]  # N x 1 x 28 x 28
-            raw[split] = (images, read_idx(self._find(label_stem)).astype(np.int64))
+            image_path, label_path = self._find(image_stem), self._find(label_stem)
+            assert image_path is not None and label_path is not None, "check() found or downloaded every file"
+            images = read_idx(image_path)[:, None]  # N x 1 x 28 x 28
+            raw[split] = (images, read_idx(label_path).astype(np.int64))
         return raw

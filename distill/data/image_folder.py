@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import lightning as L
 import torch
@@ -37,10 +37,18 @@ def unreadable(path: str) -> str | None:
     return None
 
 
+class SizedDataset(Protocol):
+    """A map-style dataset that knows its length (torch's ``Dataset`` does not declare ``__len__``)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Any: ...
+
+
 class IndexedDataset(Dataset):
     """(image, label, index): the index lets per-sample state (CRD's memory banks) follow each image."""
 
-    def __init__(self, dataset: Dataset) -> None:
+    def __init__(self, dataset: SizedDataset) -> None:
         self.dataset = dataset
 
     def __len__(self) -> int:

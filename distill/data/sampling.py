@@ -91,6 +91,8 @@ class ResumableLoader(DataLoader):
     itself: the fetcher may already hold the next batch).
     """
 
+    batch_sampler: BatchSampler  # the one given to __init__ (Lightning's DDP re-creation keeps a BatchSampler)
+
     def __init__(self, dataset: Any, batches_done: Callable[[], tuple[int, int]], batch_sampler: BatchSampler,
                  **kwargs: Any) -> None:
         # ``batch_sampler`` wraps an EpochShuffleSampler; under DDP Lightning re-creates the loader around its

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from distill.losses.adapters import make_adapter
-from distill.losses.base import DistillBatch, check_stages
+from distill.losses.base import DistillBatch, check_stages, sum_terms
 from distill.losses.features import LayerPairsTerm
 from distill.losses.maps import require_maps
 from distill.losses.registry import register_loss
@@ -31,8 +31,8 @@ def ab_loss(students: Sequence[torch.Tensor], teachers: Sequence[torch.Tensor], 
     """RepDistiller's ``ABLoss``: layer l of n weighted ``2^(l - n + 1)`` (the deepest 1, halving towards the input),
     and the sum scaled by ``3 / 1000``, the reference's constant."""
     n = len(students)
-    return sum(2.0 ** (index - n + 1) * activation_boundary_loss(s, t, margin)
-               for index, (s, t) in enumerate(zip(students, teachers))) * 3 / 1000
+    return sum_terms(2.0 ** (index - n + 1) * activation_boundary_loss(s, t, margin)
+                     for index, (s, t) in enumerate(zip(students, teachers))) * 3 / 1000
 
 
 @register_loss("ab")

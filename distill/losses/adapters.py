@@ -16,7 +16,8 @@ class MapAdapter(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(student_channels, teacher_channels, kernel_size=1, bias=False)
         self.bn = nn.BatchNorm2d(teacher_channels)
-        self.teacher_size = tuple(teacher_size)
+        height, width = teacher_size
+        self.teacher_size = (height, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.bn(self.conv(x))
@@ -39,4 +40,5 @@ def make_adapter(student_feature: torch.Tensor, teacher_feature: torch.Tensor, a
         return nn.Identity()
     if student_feature.ndim == 2:
         return nn.Linear(student_feature.shape[1], teacher_feature.shape[1])
-    return MapAdapter(student_feature.shape[1], teacher_feature.shape[1], tuple(teacher_feature.shape[-2:]))
+    return MapAdapter(student_feature.shape[1], teacher_feature.shape[1],
+                      (teacher_feature.shape[-2], teacher_feature.shape[-1]))

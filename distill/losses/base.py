@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +85,14 @@ class LossTerm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"weight={self.weight}"
+
+
+def sum_terms(terms: Iterable[torch.Tensor]) -> torch.Tensor:
+    """``sum(terms)`` for callers that pass at least one tensor (the built-in returns its start, the int 0, for
+    none; the type checker cannot know there is one)."""
+    total = sum(terms)
+    assert isinstance(total, torch.Tensor), "sum_terms needs at least one term"
+    return total
 
 
 def check_stages(name: str, hint_only_epochs: int, main_stage: bool) -> None:

@@ -80,6 +80,13 @@ class CRDLoss(FeaturePairTerm):
     """
 
     needs_sample_labels = True
+    # Buffers registered by attach_data once the training set is known.
+    order: torch.Tensor
+    counts: torch.Tensor
+    offsets: torch.Tensor
+    memory_student: torch.Tensor
+    memory_teacher: torch.Tensor
+    normalizers: torch.Tensor
 
     def __init__(self, weight: float = 0.8, student_layer: str = "pre_logits", teacher_layer: str = "pre_logits",
                  feature_dim: int = 128, negatives: int = 16384, temperature: float = 0.07, momentum: float = 0.5,
@@ -101,6 +108,7 @@ class CRDLoss(FeaturePairTerm):
 
     def attach_data(self, datamodule: Any) -> None:
         check_sample_labels("crd", datamodule)
+        assert isinstance(self.embed_student, Embed), "build() makes the embeddings before the data is attached"
         labels = datamodule.train_labels.to(self.embed_student.linear.weight.device)
         num_data = len(labels)
         order = torch.argsort(labels, stable=True)

@@ -4,6 +4,7 @@ reversal."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,13 +24,14 @@ class GradientReversal(torch.autograd.Function):
     descends it.
     """
 
+    # ctx is Any: torch types it as FunctionCtx, which declares no room for the attributes a Function keeps on it.
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, scale: float) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, scale: float) -> torch.Tensor:
         ctx.scale = scale
         return x.clone()
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         return ctx.scale * grad, None
 
 
@@ -131,11 +133,16 @@ class CTKDLoss(LossTerm):
     def current_temperature(self, epoch: int, student_logits: torch.Tensor | None = None,
                             teacher_logits: torch.Tensor | None = None) -> torch.Tensor:
         """The global temperature (a scalar), or one per sample of the given logits in instance mode."""
-        theta = self.theta if self.mode == "global" else self.instance_temperature(student_logits, teacher_logits)
+        if self.mode == "global":
+            theta = self.theta
+        else:
+            assert self.instance_temperature is not None, "attach() builds the MLP in instance mode"
+            theta = self.instance_temperature(student_logits, teacher_logits)
         return ctkd_temperature(theta, self.reversal_scale(epoch), self.min_temperature, self.temperature_range)
 
     def forward(self, batch: DistillBatch) -> torch.Tensor:
         student, teacher = batch.student_logits, batch.teacher_logits
+        assert teacher is not None, "ctkd needs a teacher, so its batches carry the teacher's logits"
         if self.standardize:
             student, teacher = standardize_logits(student), standardize_logits(teacher)
         if self.mode == "global":

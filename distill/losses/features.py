@@ -10,7 +10,7 @@ from torch import nn
 
 from distill.errors import ConfigError
 from distill.losses.adapters import make_adapter
-from distill.losses.base import DistillBatch, LossTerm
+from distill.losses.base import DistillBatch, LossTerm, sum_terms
 from distill.losses.registry import register_loss
 
 # ---------------------------------------------------------------- pure functions
@@ -154,7 +154,7 @@ class AttentionTransferLoss(LayerPairsTerm):
         self.p = float(p)
 
     def forward(self, batch: DistillBatch) -> torch.Tensor:
-        return sum(attention_transfer_loss(student, teacher, self.p) for student, teacher in self.pairs(batch))
+        return sum_terms(attention_transfer_loss(student, teacher, self.p) for student, teacher in self.pairs(batch))
 
 
 @register_loss("sp")

@@ -91,6 +91,7 @@ class FactorTransferLoss(FeaturePairTerm):
         if batch.epoch < self.hint_only_epochs:
             reconstruction = F.mse_loss(self.paraphraser(teacher), teacher)
             return self.paraphraser_weight / self.weight * reconstruction
+        assert isinstance(self.paraphraser, Paraphraser), "build() makes the paraphraser"
         with torch.no_grad():
             teacher_factor = self.paraphraser.encoder(teacher)
         return factor_transfer_loss(self.translator(student), teacher_factor, self.p)

@@ -20,7 +20,8 @@ def standardize_logits(logits: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     return (logits - logits.mean(dim=1, keepdim=True)) / (logits.std(dim=1, keepdim=True) + eps)
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+            temperature: float | torch.Tensor) -> torch.Tensor:
     """Hinton, Vinyals & Dean (2015), "Distilling the Knowledge in a Neural Network".
 
     ``T^2 * mean_batch sum_classes p_t log(p_t / p_s)`` with ``p = softmax(logits / T)``: the KL
@@ -57,9 +58,11 @@ class LogitTerm(LossTerm):
 
     def logits(self, batch: DistillBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Student and teacher logits, z-scored per sample when ``standardize`` is set."""
+        teacher_logits = batch.teacher_logits
+        assert teacher_logits is not None, "a logit term needs a teacher, so its batches carry the teacher's logits"
         if not self.standardize:
-            return batch.student_logits, batch.teacher_logits
-        return standardize_logits(batch.student_logits), standardize_logits(batch.teacher_logits)
+            return batch.student_logits, teacher_logits
+        return standardize_logits(batch.student_logits), standardize_logits(teacher_logits)
 
 
 @register_loss("kd")

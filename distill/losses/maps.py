@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from distill.errors import ConfigError
-from distill.losses.base import DistillBatch, check_stages
+from distill.losses.base import DistillBatch, check_stages, sum_terms
 from distill.losses.features import LayerPairsTerm
 from distill.losses.registry import register_loss
 
@@ -23,14 +23,15 @@ def match_spatial(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch
     if a.shape[-2:] == b.shape[-2:]:
         return a, b
     if a.shape[-2] > b.shape[-2]:
-        return F.adaptive_avg_pool2d(a, b.shape[-2:]), b
-    return a, F.adaptive_avg_pool2d(b, a.shape[-2:])
+        return F.adaptive_avg_pool2d(a, (b.shape[-2], b.shape[-1])), b
+    return a, F.adaptive_avg_pool2d(b, (a.shape[-2], a.shape[-1]))
 
 
 def pool_to(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """``adaptive_avg_pool2d(maps, size)``, skipped where the maps already have that size: the pool is then the
     identity, but its CPU kernel still takes ~35 ms forward and more backward on a 128 x 32 x 28 x 28 batch."""
-    return maps if tuple(maps.shape[-2:]) == tuple(size) else F.adaptive_avg_pool2d(maps, size)
+    height, width = size
+    return maps if tuple(maps.shape[-2:]) == (height, width) else F.adaptive_avg_pool2d(maps, (height, width))
 
 
 # ---------------------------------------------------------------- NST
@@ -122,11 +123,11 @@ def fsp_matrix(bottom: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
 
 
 def fsp_loss(students: Sequence[torch.Tensor], teachers: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``sum_l mean((G_s(l, l+1) - G_t(l, l+1))^2)`` over consecutive layers.
+    """``sum_l mean((G_s(l, l+1) - G_t(l, l+1))^2)`` over consecutive layers (at least two).
 
     The mean runs over the batch and the matrix entries, as RepDistiller's ``FSP``; the paper sums the entries.
     """
-    return sum(
+    return sum_terms(
         (fsp_matrix(students[i], students[i + 1]) - fsp_matrix(teachers[i], teachers[i + 1])).pow(2).mean()
         for i in range(len(students) - 1)
     )
@@ -168,7 +169,7 @@ class NSTLoss(LayerPairsTerm):
         require_maps("nst", {t: teacher_features[t] for t in self.teacher_layers}, "teacher")
 
     def forward(self, batch: DistillBatch) -> torch.Tensor:
-        return sum(nst_loss(student, teacher) for student, teacher in self.pairs(batch))
+        return sum_terms(nst_loss(student, teacher) for student, teacher in self.pairs(batch))
 
 
 @register_loss("kdsvd")

@@ -75,6 +75,7 @@ class OFDLoss(LayerPairsTerm):
         self.connectors = nn.ModuleList()
 
     def attach(self, student: nn.Module, teacher: nn.Module | None) -> None:
+        assert teacher is not None, "OFD needs a teacher (needs_teacher), so it is attached to one"
         for index, name in enumerate(self.teacher_layers):
             if split_option(name)[1] != PRE_ACT:
                 raise ConfigError(f"loss.ofd distils pre-ReLU features, but teacher layer '{name}' is a block's "

@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from distill.losses.base import DistillBatch
+from distill.losses.base import DistillBatch, sum_terms
 from distill.losses.features import FeaturePairTerm
 from distill.losses.registry import register_loss
 
@@ -24,7 +24,7 @@ def rbf_correlation(features: torch.Tensor, gamma: float, order: int) -> torch.T
     """
     unit = F.normalize(features.flatten(1), dim=1)
     similarity = unit @ unit.t()
-    expansion = sum((2 * gamma * similarity) ** p / math.factorial(p) for p in range(order + 1))
+    expansion = sum_terms((2 * gamma * similarity) ** p / math.factorial(p) for p in range(order + 1))
     return math.exp(-2 * gamma) * expansion
 
 

@@ -41,18 +41,20 @@ class ABF(nn.Module):
 
     def __init__(self, in_channels: int, mid_channels: int, out_channels: int, fuse: bool) -> None:
         super().__init__()
-        self.conv1 = nn.Sequential(nn.Conv2d(in_channels, mid_channels, 1, bias=False), nn.BatchNorm2d(mid_channels))
-        self.conv2 = nn.Sequential(nn.Conv2d(mid_channels, out_channels, 3, padding=1, bias=False),
-                                   nn.BatchNorm2d(out_channels))
+        conv1 = nn.Conv2d(in_channels, mid_channels, 1, bias=False)
+        self.conv1 = nn.Sequential(conv1, nn.BatchNorm2d(mid_channels))
+        conv2 = nn.Conv2d(mid_channels, out_channels, 3, padding=1, bias=False)
+        self.conv2 = nn.Sequential(conv2, nn.BatchNorm2d(out_channels))
         self.att_conv = nn.Sequential(nn.Conv2d(2 * mid_channels, 2, 1), nn.Sigmoid()) if fuse else None
-        nn.init.kaiming_uniform_(self.conv1[0].weight, a=1)
-        nn.init.kaiming_uniform_(self.conv2[0].weight, a=1)
+        nn.init.kaiming_uniform_(conv1.weight, a=1)
+        nn.init.kaiming_uniform_(conv2.weight, a=1)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None,
                 out_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """(output for the teacher's level, residual for the next shallower level)."""
         x = self.conv1(x)
         if self.att_conv is not None:
+            assert residual is not None, "a fusing ABF gets the deeper level's residual"
             residual = F.interpolate(residual, x.shape[-2:], mode="nearest")
             attention = self.att_conv(torch.cat([x, residual], dim=1))
             x = x * attention[:, 0:1] + residual * attention[:, 1:2]
@@ -94,11 +96,12 @@ class ReviewKDLoss(LayerPairsTerm):
         deepest_first = list(zip(students, teachers))[::-1]
         self.abfs = nn.ModuleList(ABF(s.shape[1], mid, t.shape[1], fuse=index > 0)
                                   for index, (s, t) in enumerate(deepest_first))
-        self.out_sizes = [tuple(t.shape[-2:]) for _, t in deepest_first]
+        self.out_sizes = [(t.shape[-2], t.shape[-1]) for _, t in deepest_first]
 
     def forward(self, batch: DistillBatch) -> torch.Tensor:
         pairs = [(as_map(s), as_map(t)) for s, t in self.pairs(batch)]
-        outputs, residual = [], None
+        outputs: list[torch.Tensor] = []
+        residual: torch.Tensor | None = None
         for abf, out_size, (student, _) in zip(self.abfs, self.out_sizes, pairs[::-1]):
             output, residual = abf(student, residual, out_size)
             outputs.insert(0, output)

@@ -3,7 +3,8 @@ own classifier (Chen et al., CVPR 2022, "Knowledge Distillation with the Reused 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +34,8 @@ def _feature_map(model: nn.Module, layer: str, input_shape: tuple[int, ...], rol
         with torch.no_grad():
             example = torch.zeros(2, *input_shape, device=next(model.parameters()).device)
             if layer == "forward_features":
-                return model.forward_features(example)
+                # A method of timm models (the caller checks); nn.Module types unknown attributes as Tensor | Module.
+                return cast(Callable[[torch.Tensor], torch.Tensor], model.forward_features)(example)
             taps = FeatureTaps(model, [layer], role)
             try:
                 model(example)
@@ -47,7 +49,7 @@ def _feature_map(model: nn.Module, layer: str, input_shape: tuple[int, ...], rol
 def _teacher_classifier(teacher: nn.Module, teacher_name: str) -> tuple[str, nn.Linear]:
     path = classifier_name(unwrap(teacher))
     head = unwrap(teacher).get_submodule(path) if path else None
-    if not isinstance(head, nn.Linear):
+    if not path or not isinstance(head, nn.Linear):  # no path, no head
         found = (f"its classifier '{path}' is a {type(head).__name__}" if path
                  else f"it has no classifier (get_classifier of {type(unwrap(teacher)).__name__})")
         raise ConfigError(f"loss.simkd predicts with the teacher's classifier, but teacher '{teacher_name}': {found}, "
@@ -84,7 +86,9 @@ def reuse_teacher_classifier(student: nn.Module, student_name: str, student_kwar
                           "width); choose a convolutional student (cifar_resnet*, small_cnn, timm CNNs)")
     (s_height, s_width), (t_height, t_width) = student_map.shape[-2:], teacher_map.shape[-2:]
     pool_to = (min(s_height, t_height), min(s_width, t_width)) if s_height > t_height or s_width > t_width else None
-    student.reset_classifier(0)  # the student's own classifier never runs: it is neither trained nor measured
+    # The student's own classifier never runs: it is neither trained nor measured. reset_classifier is a method of
+    # timm models (checked above); nn.Module types unknown attributes as Tensor | Module.
+    cast(Callable[[int], None], student.reset_classifier)(0)
     projector = simkd_projector(student_map.shape[1], head.in_features, factor)
     model = SimKDStudent(student, projector, head, pool_to)
     kwargs = {"student": student_name,

@@ -41,6 +41,6 @@ class LastCheckpoint(ModelCheckpoint):
     def _save_epoch_end(self, trainer: L.Trainer) -> None:
         # Also when a step checkpoint was written at this step: the epoch-end state (validation done, epoch
         # counted) is the one a resumed run must start from.
-        if trainer.fast_dev_run or trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+        if getattr(trainer, "fast_dev_run", False) or trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return
         self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

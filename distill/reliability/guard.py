@@ -55,7 +55,7 @@ class NonFiniteWatch:
 
     def consume(self) -> None:
         """Hand the rows the consumer has not seen to it (device ops only, no sync); they stay for ``check``."""
-        if self.consumer is None or self.consumed == self.count:
+        if self.consumer is None or self.rows is None or self.consumed == self.count:
             return
         runs, start = [], self.consumed
         for index in range(self.consumed + 1, self.count + 1):  # runs of equal batch size: usually one or two
@@ -71,7 +71,7 @@ class NonFiniteWatch:
 
         One host sync; ``read`` (a scalar the caller wants as a number anyway) comes back in the same transfer.
         """
-        if not self.count:
+        if not self.count or self.rows is None:
             return None if read is None else float(read)
         rows = self.rows[: self.count]
         bad = ~torch.isfinite(rows).all(dim=1)

@@ -78,16 +78,17 @@ class CheckpointOnSignal(L.Callback):
         raise self._error(trainer, checkpoint)
 
     def _error(self, trainer: L.Trainer, checkpoint: str | None) -> RunInterrupted:
+        assert self.received is not None  # called only once a signal was recorded
         name = signal.Signals(self.received).name
         return RunInterrupted(name, self.received, checkpoint, trainer.current_epoch, trainer.global_step)
 
     @staticmethod
     def _save(trainer: L.Trainer) -> str | None:
-        checkpoints = [cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath]
-        if not checkpoints:
+        folders = [cb.dirpath for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath]
+        if not folders:
             log.warning("interrupted, but this run has no ModelCheckpoint callback: nothing was saved")
             return None
-        path = Path(checkpoints[0].dirpath) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+        path = Path(folders[0]) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
         trainer.save_checkpoint(path)  # Lightning writes checkpoints atomically (temporary file, then rename)
         return str(path)
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from distill.config import DATA_LOADING_KEYS
+from distill.config import DATA_LOADING_KEYS, to_dict
 from distill.errors import ConfigError
 from distill.io import read_json, write_json
 
@@ -107,7 +107,7 @@ def check_same_config(cfg: DictConfig, output_dir: Path) -> None:
         log.warning("resume=auto: %s has no %s (a run from before configs were recorded); its config cannot be "
                     "compared with this one", output_dir, RUN_CONFIG)
         return
-    before, now = _checked(read_json(path)), _checked(OmegaConf.to_container(cfg, resolve=True))
+    before, now = _checked(read_json(path)), _checked(to_dict(cfg))
     changed = [f"{key}: {before[key]!r} there, {now[key]!r} now" for key in sorted(before.keys() & now.keys())
                if before[key] != now[key]]
     if changed:

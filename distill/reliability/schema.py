@@ -153,7 +153,7 @@ def loss_rules(loss: DictConfig | None, prefix: str = "loss") -> list[Rule]:
     for name, options in (loss or {}).items():
         if options is None:
             continue
-        key = f"{prefix}.{name}"
+        key = f"{prefix}.{name!s}"
         rules.append(Rule(f"{key}.weight", "number", 0, MAX_LOSS_WEIGHT, example=f"{key}.weight=1.0"))
         for option in options:
             if option == "temperature":

@@ -111,16 +111,16 @@ def run_chain(cfg: DictConfig, overrides: Sequence[str], run_single: SingleRun) 
     records.insert(0, {"index": 0, "role": "teacher", "architecture": links[0]["name"],
                        "cache_key": teacher_info.get("cache_key"), "trained_now": teacher_info["trained_now"],
                        "test_acc_top1": teacher_info.get("test_acc_top1"), "params": teacher_info.get("params")})
-    trained = [r for r in records if r["trained_now"]]
-    if not trained:
+    trained_links = [r for r in records if r["trained_now"]]
+    if not trained_links:
         log.info("%s: every model came from the cache; nothing trained", scheme)
     final, _ = summaries[-1]
     summary = {**final, "run_dir": str(run_dir), "teacher": teacher_info,
                # Only runs of this call have offline wandb runs left to upload; a cached link's were uploaded before.
                "wandb_sync": [command for s, now in summaries if now for command in s.get("wandb_sync", [])]}
     summary["scheme"] = {"name": scheme, "method": scheme_method(scheme, links, cfg), "links": records,
-                         "trained_now": len(trained)}
-    if rank_zero_only.rank == 0:
+                         "trained_now": len(trained_links)}
+    if rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # .rank: set at runtime
         summary["exported"] = str(export_model(models[-1], links[-1]["name"],
                                                model_kwargs(OmegaConf.create(links[-1]), datamodule), run_dir,
                                                stem="student"))

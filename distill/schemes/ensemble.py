@@ -53,14 +53,19 @@ class TeacherEnsemble(nn.Module):
     ``mean_probs`` averages the distributions.
     """
 
+    # Buffers registered in __init__.
+    weights: torch.Tensor
+    temperature: torch.Tensor
+    aggregate_id: torch.Tensor
+
     def __init__(self, teachers: Sequence[nn.Module], aggregate: str = "mean_probs",
                  weights: Sequence[float] | None = None, temperature: float = 1.0) -> None:
         super().__init__()
         self.teachers = nn.ModuleList(teachers)
         self.aggregate = aggregate
         self.combine = AGGREGATES[aggregate]
-        weights = torch.tensor(list(weights) if weights else [1.0] * len(teachers), dtype=torch.float32)
-        self.register_buffer("weights", weights / weights.sum())
+        values = torch.tensor(list(weights) if weights else [1.0] * len(teachers), dtype=torch.float32)
+        self.register_buffer("weights", values / values.sum())
         self.register_buffer("temperature", torch.tensor(float(temperature)))
         self.register_buffer("aggregate_id", torch.tensor(list(aggregate.encode()), dtype=torch.uint8))
 
@@ -82,8 +87,10 @@ def obtain_teachers(cfg: DictConfig, teacher: nn.Module, datamodule: Any, output
     """``obtain_teacher`` for each member of an ensemble (each cached by its own key), or for the one teacher."""
     if not isinstance(teacher, TeacherEnsemble):
         return obtain_teacher(cfg, teacher, datamodule, output_dir)
+    member_cfgs = teacher_members(cfg)
+    assert member_cfgs is not None, "an ensemble is built from cfg.teachers"
     members = []
-    for index, (member_cfg, member) in enumerate(zip(teacher_members(cfg), teacher.teachers)):
+    for index, (member_cfg, member) in enumerate(zip(member_cfgs, teacher.teachers)):
         member_run = fit_config(cfg, teacher=member_cfg)
         members.append(obtain_teacher(member_run, member, datamodule, output_dir / "teachers" / str(index)))
     teacher.eval()
@@ -98,7 +105,9 @@ def teacher_report_entries(cfg: DictConfig, teacher: nn.Module) -> list[ReportEn
     """The report's teacher rows: the ensemble (what the student is compared with) and every member."""
     if not isinstance(teacher, TeacherEnsemble):
         return [ReportEntry("teacher", cfg.teacher.name, teacher)]
-    names = [member["name"] for member in teacher_members(cfg)]
+    member_cfgs = teacher_members(cfg)
+    assert member_cfgs is not None, "an ensemble is built from cfg.teachers"
+    names = [member["name"] for member in member_cfgs]
     rows = [ReportEntry("teacher", f"ensemble({','.join(names)})", teacher,
                         label=f"teacher: ensemble of {len(names)} ({teacher.aggregate})")]
     rows += [ReportEntry(f"teacher_{i}", name, member, label=f"teacher {i}: {name}")

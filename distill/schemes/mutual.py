@@ -12,7 +12,7 @@ holds the peers, so DDP, checkpoints and resume work as for any run.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -21,11 +21,13 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from torch import nn
+from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from distill.epoch_means import EpochMeans, log_epoch_means
 from distill.export import export_model
 from distill.fit import fit_module, seed_everything
+from distill.losses.base import sum_terms
 from distill.losses.logits import kd_loss
 from distill.models import count_parameters, create_model
 from distill.module import unpack
@@ -73,7 +75,7 @@ class MutualModule(L.LightningModule):
         targets = parts.targets
         logits = [peer(parts.images) for peer in self.peers]
         ce, kl = mutual_losses(logits, targets, self.temperature)
-        total = sum(self.ce_weight * c + self.kl_weight * k for c, k in zip(ce, kl))
+        total = sum_terms(self.ce_weight * c + self.kl_weight * k for c, k in zip(ce, kl))
         accuracy = torch.stack([(z.detach().argmax(1) == targets).float().mean() for z in logits]).mean()
         # Accumulated on the device and logged once per epoch, as DistillationModule does (no per-step sync).
         self.train_means.update(torch.stack([total, *ce, *kl, accuracy]),
@@ -83,11 +85,16 @@ class MutualModule(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         log_epoch_means(self, self.train_means, {name: name for name in self.train_means.names[1:-1]})
 
+    def _split_metrics(self, split: str) -> list[dict[str, Metric]]:
+        """Each peer's metrics of ``split`` (torch types the items of a ModuleDict or ModuleList as plain modules)."""
+        return [{name: cast(Metric, metric) for name, metric in cast(nn.ModuleDict, peer_metrics).items()}
+                for peer_metrics in cast(nn.ModuleList, self.eval_metrics[split])]
+
     def _eval_step(self, batch: tuple[torch.Tensor, ...], split: str) -> None:
         parts = unpack(batch)
         images, targets = parts.images, parts.targets
         losses = []
-        for peer, metrics in zip(self.peers, self.eval_metrics[split]):
+        for peer, metrics in zip(self.peers, self._split_metrics(split)):
             logits = peer(images)
             losses.append(F.cross_entropy(logits, targets))
             for metric in metrics.values():
@@ -96,9 +103,10 @@ class MutualModule(L.LightningModule):
 
     def _log_epoch(self, split: str) -> None:
         """Each peer's accuracy, and their mean under the usual name (``val/acc_top1``) for monitors and sweeps."""
-        for name in self.eval_metrics[split][0]:
+        peer_metrics = self._split_metrics(split)
+        for name in peer_metrics[0]:
             values = []
-            for index, metrics in enumerate(self.eval_metrics[split]):
+            for index, metrics in enumerate(peer_metrics):
                 values.append(metrics[name].compute())
                 metrics[name].reset()
                 self.log(f"{split}/peer{index}/{name}", values[-1])
@@ -146,7 +154,7 @@ def run_mutual(cfg: DictConfig, datamodule: Any, output_dir: Path) -> dict[str, 
     name, metrics = cfg.student.name, result.metrics
     report, exported = None, []
     try:
-        if rank_zero_only.rank == 0:
+        if rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # .rank: set at runtime
             kwargs = model_kwargs(cfg.student, datamodule)
             exported = [str(export_model(peer, name, kwargs, output_dir, stem=f"peer_{index}",
                                          extra={"input_shape": list(datamodule.input_shape)}))

@@ -17,7 +17,7 @@ from distill.errors import ConfigError
 from distill.models import check_model_name
 
 # What a list entry sets; the rest of ``cfg.teacher`` (its training recipe) is shared by every member.
-MODEL_KEYS = {"name": None, "kwargs": {}, "pretrained": False, "weights": None}
+MODEL_KEYS: dict[str, Any] = {"name": None, "kwargs": {}, "pretrained": False, "weights": None}
 
 
 def scheme_name(cfg: DictConfig) -> str:
@@ -33,7 +33,7 @@ def scheme_name(cfg: DictConfig) -> str:
 
 def _preset(group: str, name: str) -> dict[str, Any] | None:
     path = CONF_DIR / group / f"{name}.yaml"
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=True) if path.is_file() else None
+    return to_dict(OmegaConf.load(path)) if path.is_file() else None
 
 
 def model_entry(entry: Any, key: str, groups: tuple[str, ...]) -> dict[str, Any]:
@@ -86,7 +86,9 @@ def ensemble_temperature(cfg: DictConfig) -> float:
 
 
 def _listing(value: Any) -> str:
-    return "[" + ",".join(str(v) for v in (to_dict(value) if isinstance(value, ListConfig) else value)) + "]"
+    items = OmegaConf.to_container(value, resolve=True) if isinstance(value, ListConfig) else value
+    assert isinstance(items, (list, tuple)), f"expected a list, got {items!r}"
+    return "[" + ",".join(str(v) for v in items) + "]"
 
 
 def check_scheme(cfg: DictConfig) -> None:
@@ -102,14 +104,16 @@ def check_scheme(cfg: DictConfig) -> None:
     if weights is not None and teachers is None:
         raise ConfigError(f"ensemble.weights={_listing(weights)} is set but there is no ensemble; set "
                           "teachers=[...] too, or drop ensemble.weights")
-    if weights is not None and len(weights) != len(teachers):
-        raise ConfigError(f"ensemble.weights={_listing(weights)} has {len(weights)} weight(s) for "
-                          f"{len(teachers)} teachers {_listing(teachers)}; give one per teacher, e.g. "
-                          f"ensemble.weights=[{','.join(['1'] * len(teachers))}]")
-    numbers = weights is None or all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights)
-    if not numbers or (weights is not None and (min(weights) < 0 or sum(weights) <= 0)):
-        raise ConfigError(f"ensemble.weights={_listing(weights)} must be >= 0 with a positive sum, e.g. "
-                          f"ensemble.weights=[{','.join(['1'] * len(teachers))}]")
+    if weights is not None:
+        assert teachers is not None  # refused just above
+        if len(weights) != len(teachers):
+            raise ConfigError(f"ensemble.weights={_listing(weights)} has {len(weights)} weight(s) for "
+                              f"{len(teachers)} teachers {_listing(teachers)}; give one per teacher, e.g. "
+                              f"ensemble.weights=[{','.join(['1'] * len(teachers))}]")
+        numbers = all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights)
+        if not numbers or min(weights) < 0 or sum(weights) <= 0:
+            raise ConfigError(f"ensemble.weights={_listing(weights)} must be >= 0 with a positive sum, e.g. "
+                              f"ensemble.weights=[{','.join(['1'] * len(teachers))}]")
     if chain is not None and (not isinstance(chain, ListConfig) or len(chain) < 2):
         raise ConfigError(f"chain={_listing(chain) if isinstance(chain, ListConfig) else chain} needs at least a "
                           "teacher and a student, e.g. chain=[cifar_resnet32x4,cifar_resnet20,cifar_resnet8x4]")
