@@ -68,6 +68,8 @@ def check_presets(argv: Sequence[str], conf_dir: Path, config_name: str = "train
         args, _ = get_args_parser().parse_known_args(list(argv))
     except SystemExit:  # an unknown flag: Hydra's own parser says which
         return
+    if args.shell_completion or args.hydra_help or args.info:  # no job config is composed from the overrides
+        return
     try:
         parsed = OverridesParser.create().parse_overrides(list(args.overrides))
     except OverrideParseException as error:

@@ -210,7 +210,7 @@ def build_cost_text(build_passes: int, live_passes: int, runs: int = 1) -> str:
     """How a build compares with the live teacher of the runs that would share the entry (its key has no seed)."""
     ratio = build_passes / max(1, live_passes)  # limit_train_batches=0 trains nothing: no live passes
     shared = f" x {runs} runs (teacher_cache.runs_sharing)" if runs > 1 else ""
-    return (f"building the cache takes {build_passes:,} teacher passes, {ratio:.1f}x the {live_passes:,} of "
+    return (f"a cache build takes {build_passes:,} teacher passes, {ratio:.1f}x the {live_passes:,} of "
             f"this run's live teacher{shared}")
 
 
@@ -349,7 +349,7 @@ def cached_teacher_outputs(cfg: DictConfig, teacher: nn.Module, datamodule: Any)
                      "that share it: teacher_cache.runs_sharing=N; to build it anyway: "
                      "teacher_cache.augmentations=true)", cost)
             return None
-        log.info("teacher_cache: building the cache: %s%s", cost, " (teacher_cache.augmentations=true)" if forced
+        log.info("teacher_cache: building it: %s%s", cost, " (teacher_cache.augmentations=true)" if forced
                  else "; it pays within the runs that share it")
     outputs = load_or_compute(cfg.paths.cache_dir, key, teacher, splits, datamodule.num_classes, settings.top_k,
                               temperature, settings.memory_mapped, train_variants=variants)

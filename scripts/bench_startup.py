@@ -26,24 +26,31 @@ sys.path.insert(0, str(ROOT))
 
 from distill.io import write_json  # noqa: E402
 
+# name: (arguments, the exit code the command must end with: a timing of a command that failed is no timing)
 COMMANDS = {
-    "python -c 'import torch'": ["-c", "import torch"],
-    "distill-train --help": ["-m", "distill.train", "--help"],
-    "distill-train optimizer.lr=abc (bad value)": ["-m", "distill.train", "optimizer.lr=abc", "logger=none"],
-    "distill-train student=nope (bad preset)": ["-m", "distill.train", "student=nope"],
-    "distill-train tab completion (student=)": ["-m", "distill.train", "-sc", "query=bash", "student="],
-    "distill-layers --help": ["-m", "distill.layers", "--help"],
-    "distill-eval --help": ["-m", "distill.evaluate", "--help"],
-    "distill-compress --help": ["-m", "distill.compress.cli", "--help"],
+    "python -c 'import torch'": (["-c", "import torch"], 0),
+    "distill-train --help": (["-m", "distill.train", "--help"], 0),
+    "distill-train optimizer.lr=abc (bad value)": (["-m", "distill.train", "optimizer.lr=abc", "logger=none"], 2),
+    "distill-train student=nope (bad preset)": (["-m", "distill.train", "student=nope"], 2),
+    "distill-train tab completion (student=)": (["-m", "distill.train", "-sc", "query=bash"], 0),
+    "distill-layers --help": (["-m", "distill.layers", "--help"], 0),
+    "distill-eval --help": (["-m", "distill.evaluate", "--help"], 0),
+    "distill-compress --help": (["-m", "distill.compress.cli", "--help"], 0),
 }
 
 
-def timed(args: list[str], source: Path, cwd: Path) -> float:
+def timed(args: list[str], expected: int | None, source: Path, cwd: Path) -> float:
+    """Seconds from start to exit of ``python <args>`` with ``source`` first on the path; with ``expected``, a
+    command that exits otherwise (or prints a traceback) stops the benchmark."""
+    # Bash's completion calls the command with `-sc query=bash` and the line typed so far in COMP_LINE.
     env = {**os.environ, "PYTHONPATH": str(source), "COMP_LINE": "distill-train student=", "COMP_POINT": "22"}
     start = time.perf_counter()
-    subprocess.run([sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   timeout=300)
-    return time.perf_counter() - start
+    result = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    seconds = time.perf_counter() - start
+    if expected is not None and (result.returncode != expected or "Traceback" in result.stderr):
+        raise SystemExit(f"{' '.join(args)} in {source} exited with {result.returncode} (expected {expected}):\n"
+                         f"{result.stderr[-2000:]}")
+    return seconds
 
 
 def main() -> None:
@@ -62,9 +69,11 @@ def main() -> None:
         try:
             times: dict[str, dict[str, list[float]]] = {tree: {name: [] for name in COMMANDS} for tree in trees}
             for _ in range(args.repeats):
-                for name, command in COMMANDS.items():
+                for name, (command, expected) in COMMANDS.items():
                     for tree, source in trees.items():
-                        times[tree][name].append(timed(command, source, Path(scratch)))
+                        # The older commit is timed as it behaves (distill-layers --help failed there).
+                        times[tree][name].append(timed(command, expected if tree == "now" else None, source,
+                                                       Path(scratch)))
         finally:
             if args.before:
                 subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT, capture_output=True)

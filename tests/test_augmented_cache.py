@@ -73,7 +73,7 @@ def test_a_sweep_over_seeds_builds_the_augmented_cache_once(make_cfg, caplog):
     data = instantiate(make_cfg(*overrides).data)
     data.setup()
     build, live = 18 * len(data.splits["train"].labels), 3 * data.batch_size
-    assert caplog.text.count("building the cache takes") == 1
+    assert caplog.text.count("teacher_cache: building it: a cache build takes") == 1
     assert (f"takes {build:,} teacher passes, {build / live:.1f}x the {live:,} of this run's live teacher x 200 runs "
             "(teacher_cache.runs_sharing); it pays within the runs that share it") in caplog.text
 
@@ -82,7 +82,7 @@ def test_by_default_a_build_that_costs_more_than_the_run_is_not_made(make_cfg, c
     with caplog.at_level(logging.INFO, logger="distill"):
         assert run(make_cfg(*SHORT_RUN)) is not None
     assert "teacher outputs computed once" not in caplog.text
-    assert "teacher_cache: the teacher runs live: building the cache takes" in caplog.text
+    assert "teacher_cache: the teacher runs live: a cache build takes" in caplog.text
     assert "teacher_cache.runs_sharing=N" in caplog.text and "teacher_cache.augmentations=true" in caplog.text
     caplog.clear()
     forced = make_cfg(*SHORT_RUN, "teacher_cache.augmentations=true", run="forced")

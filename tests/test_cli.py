@@ -95,3 +95,11 @@ def test_the_startup_benchmark_times_every_command(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == 8 and all(row["now"]["median_s"] > 0 for row in rows)
     assert "| distill-train --help |" in result.stdout
+
+
+def test_shell_completion_lists_presets(tmp_path):
+    env = {**__import__("os").environ, "COMP_LINE": "distill-train student=", "COMP_POINT": "22"}
+    result = subprocess.run([sys.executable, "-m", "distill.train", "-sc", "query=bash"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "student=cifar_resnet8x4" in result.stdout and "student=small_cnn" in result.stdout
