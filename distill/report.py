@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,27 +57,43 @@ def profile_model(entry: ReportEntry, datamodule: Any, settings: dict[str, Any],
     }
 
 
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """numerator / denominator, or None where it is undefined (a zero, a missing or a NaN value)."""
+    if numerator is None or denominator is None or not denominator:
+        return None
+    ratio = numerator / denominator
+    return ratio if math.isfinite(ratio) else None
+
+
+def _share(ratio: float | None, what: str) -> str:
+    return f"{100 * ratio:.1f} % of {what}" if ratio is not None else f"an undefined share of {what}"
+
+
 def compare(student: dict, teacher: dict) -> dict[str, Any]:
-    """Ratios student/teacher and the accuracy gap, with the one-line verdict users quote."""
+    """Ratios student/teacher and the accuracy gap, with the one-line verdict users quote. Any accuracy works,
+    0 % and NaN included: a ratio that is undefined is None and says so in the verdict."""
     s_top1, t_top1 = student["accuracy"]["top1"], teacher["accuracy"]["top1"]
     s_latency = student["speed"]["latency_ms_batch1"]["median"]
     t_latency = teacher["speed"]["latency_ms_batch1"]["median"]
     stable = all(m["speed"]["latency_ms_batch1"].get("stable", True) for m in (student, teacher))
-    kept = 100 * s_top1 / t_top1 if t_top1 else None
-    macs_share = 100 * student["macs"] / teacher["macs"] if teacher["macs"] else None
+    kept = _ratio(s_top1, t_top1)
+    macs_ratio = _ratio(student["macs"], teacher["macs"])
+    params_ratio = _ratio(student["params"], teacher["params"])
+    latency_ratio = _ratio(s_latency, t_latency) if stable else None
+    gap = 100 * (s_top1 - t_top1) if s_top1 is not None and t_top1 is not None else None
+    latency_text = (_share(latency_ratio, "its batch-1 latency") if stable else
+                    "an unmeasured share of its batch-1 latency (the timings spread too widely on this busy "
+                    "machine; distill-eval measures again)")
     return {
         "student": student["label"],
         "teacher": teacher["label"],
-        "params_ratio": student["params"] / teacher["params"],
-        "macs_ratio": student["macs"] / teacher["macs"] if teacher["macs"] else None,
-        "latency_ratio": s_latency / t_latency if stable else None,
-        "accuracy_gap_points": 100 * (s_top1 - t_top1),
-        "accuracy_kept_percent": kept,
-        "summary": (f"{student['label']} kept {kept:.1f} % of the teacher's top-1 accuracy at {macs_share:.1f} % of "
-                    f"its MACs, {100 * student['params'] / teacher['params']:.1f} % of its parameters and "
-                    + (f"{100 * s_latency / t_latency:.1f} % of its batch-1 latency" if stable else
-                       "an unmeasured share of its batch-1 latency (the timings spread too widely on this busy "
-                       "machine; distill-eval measures again)")),
+        "params_ratio": params_ratio,
+        "macs_ratio": macs_ratio,
+        "latency_ratio": latency_ratio,
+        "accuracy_gap_points": gap if gap is None or math.isfinite(gap) else None,
+        "accuracy_kept_percent": 100 * kept if kept is not None else None,
+        "summary": (f"{student['label']} kept {_share(kept, 'the teacher' + chr(39) + 's top-1 accuracy')} at "
+                    f"{_share(macs_ratio, 'its MACs')}, {_share(params_ratio, 'its parameters')} and {latency_text}"),
     }
 
 
@@ -129,12 +146,12 @@ def report_markdown(report: dict[str, Any]) -> str:
     lines = [f"# Efficiency report — {report['dataset']}, input {tuple(report['input_shape'])}, "
              f"{report['test_samples']} test images", "", *rows, ""]
     for comparison in report["comparisons"]:
-        lines.append(
-            f"- **{comparison['summary']}** (accuracy gap {comparison['accuracy_gap_points']:+.2f} points; "
-            f"params x{comparison['params_ratio']:.3f}, MACs x{comparison['macs_ratio']:.3f}, "
-            + (f"latency x{comparison['latency_ratio']:.3f})." if comparison["latency_ratio"] is not None
-               else "latency not compared: unstable timings).")
-        )
+        numbers = [("accuracy gap", comparison["accuracy_gap_points"], "{:+.2f} points"),
+                   ("params", comparison["params_ratio"], "x{:.3f}"), ("MACs", comparison["macs_ratio"], "x{:.3f}"),
+                   ("latency", comparison["latency_ratio"], "x{:.3f}")]
+        details = ", ".join(f"{name} {fmt.format(value) if value is not None else 'n/a'}"
+                            for name, value, fmt in numbers)
+        lines.append(f"- **{comparison['summary']}** ({details}).")
     if report["models"]:
         speed = report["models"][0]["speed"]
         energy = report["models"][0]["speed"]["energy"]
@@ -202,7 +219,11 @@ MIN_ACCURACY_SPAN = 10.0  # percentage points: a y axis never magnifies differen
 
 def accuracy_limits(values: list[float], min_span: float = MIN_ACCURACY_SPAN) -> tuple[float, float]:
     """y limits (%) holding ``values`` with a margin, at least ``min_span`` points tall, within [0, 100]:
-    a 0.3-point gap between two models looks like one, not like the whole height of the plot."""
+    a 0.3-point gap between two models looks like one, not like the whole height of the plot. NaN values (a
+    model that could not be scored) are left out; with none left, the whole 0-100 range."""
+    values = [value for value in values if math.isfinite(value)]
+    if not values:
+        return 0.0, 100.0
     low, high = min(values), max(values)
     margin = max(0.15 * (high - low), 0.5)
     low, high = low - margin, high + margin
@@ -278,11 +299,10 @@ def log_report(loggers: list[Any], report: dict[str, Any], plot: Path | None = N
                         f"{prefix}/latency_ms": p["speed"]["latency_ms_batch1"]["median"],
                         f"{prefix}/throughput": p["speed"]["throughput_images_per_s"]["median"]})
     for comparison in report["comparisons"]:
-        metrics.update({"report/params_ratio": comparison["params_ratio"],
-                        "report/macs_ratio": comparison["macs_ratio"],
-                        "report/accuracy_gap_points": comparison["accuracy_gap_points"]})
-        if comparison["latency_ratio"] is not None:  # an unstable timing is not logged as a result
-            metrics["report/latency_ratio"] = comparison["latency_ratio"]
+        # A ratio that is undefined (a 0 % teacher, an unstable timing) is not logged as a result.
+        metrics.update({f"report/{name}": comparison[name] for name in
+                        ("params_ratio", "macs_ratio", "accuracy_gap_points", "latency_ratio")
+                        if comparison[name] is not None})
     from lightning.pytorch.loggers import WandbLogger
 
     for logger in loggers:

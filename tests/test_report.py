@@ -171,3 +171,26 @@ def test_an_unstable_latency_is_not_turned_into_a_ratio():
     assert steady["latency_ratio"] == pytest.approx(0.1) and "10.0 % of its batch-1 latency" in steady["summary"]
     busy = compare(entry("student", 0.97, 10, 100, 0.0001, False), entry("teacher", 0.98, 100, 1000, 2.0, True))
     assert busy["latency_ratio"] is None and "an unmeasured share of its batch-1 latency" in busy["summary"]
+
+
+@pytest.mark.parametrize("teacher_top1", [0.0, float("nan")])
+def test_the_report_survives_a_teacher_at_zero_or_nan_accuracy(tmp_path, teacher_top1):
+    from distill.report import compare, report_markdown
+
+    def entry(label, top1):
+        return {"label": label, "role": label, "accuracy": {"top1": top1, "top5": None}, "params": 10, "macs": 100,
+                "bytes": {"fp32": 40}, "memory": {"peak_forward_bytes": 1024},
+                "speed": {"latency_ms_batch1": {"median": 0.2, "p25": 0.2, "p75": 0.2, "stable": True},
+                          "throughput_images_per_s": {"median": 10.0}, "throughput_batch": 4,
+                          "energy": {"measured": False, "reason": "no counter"}, "device": "cpu",
+                          "device_name": "cpu", "threads": 1, "warmup": 1, "repeats": 3}}
+
+    student, teacher = entry("student", 0.5), entry("teacher", teacher_top1)
+    comparison = compare(student, teacher)
+    assert comparison["accuracy_kept_percent"] is None
+    assert "kept an undefined share of the teacher's top-1 accuracy" in comparison["summary"]
+    report = {"dataset": "d", "input_shape": [1, 8, 8], "test_samples": 4, "models": [teacher, student],
+              "comparisons": [comparison]}
+    assert "kept an undefined share" in report_markdown(report)
+    write_report(report, tmp_path)  # plots and files too
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "accuracy_vs_macs.png").is_file()
