@@ -12,6 +12,7 @@ from distill.data import DatasetNotFoundError, DigitsDataModule, FashionMNISTDat
 from distill.data.base import augment_batch
 from distill.data.fashion_mnist import read_idx
 from distill.data.sampling import EpochShuffleSampler, TensorBatchSampler
+from distill.errors import ConfigError
 from tests.image_folders import make_image_folder
 
 FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")
@@ -135,3 +136,48 @@ def test_digits_loaders_hand_out_index_tensors_and_the_same_images():
     assert torch.equal(images, split.images[:first]) and torch.equal(labels, split.labels[:first])
     seen = torch.cat([batch[2] for batch in data.train_dataloader()])
     assert sorted(seen.tolist()) == list(range(len(data.splits["train"].labels)))
+
+
+def image_folder_data(root):
+    from distill.data import ImageFolderDataModule
+
+    return ImageFolderDataModule(root=str(root), image_size=8, batch_size=4, eval_batch_size=4, num_workers=0,
+                                 pin_memory=False)
+
+
+def test_every_split_uses_the_training_splits_class_indices(tmp_path):
+    make_image_folder(tmp_path, per_class=2)
+    for image in (tmp_path / "val" / "cat").iterdir():  # val holds dogs only: torchvision alone would call them 0
+        image.unlink()
+    (tmp_path / "val" / "cat").rmdir()
+    data = image_folder_data(tmp_path)
+    data.setup()
+    assert data.datasets["train"].class_to_idx == {"cat": 0, "dog": 1}
+    assert data.datasets["val"].targets == [1, 1] and data.datasets["val"].classes == ["cat", "dog"]
+
+
+def flatten_val(root):
+    """val/ with its images directly inside, no class folders."""
+    for image in list((root / "val").glob("*/*.png")):
+        image.rename(root / "val" / f"{image.parent.name}_{image.name}")
+    for folder in ("cat", "dog"):
+        (root / "val" / folder).rmdir()
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda root: (root / "val" / "fox").mkdir(), r"val holds class folder\(s\) fox that .*train lacks"),
+    (lambda root: (root / "train" / "emu").mkdir(), r"class folder\(s\) .*train/emu hold no readable image"),
+    (flatten_val, r"val has no class folders"),
+])
+def test_class_folders_that_cannot_be_right_are_refused(tmp_path, change, message):
+    make_image_folder(tmp_path, per_class=2)
+    change(tmp_path)
+    with pytest.raises(ConfigError, match=message):
+        image_folder_data(tmp_path).setup()
+
+
+def test_a_single_class_is_refused(tmp_path):
+    make_image_folder(tmp_path, per_class=2)
+    __import__("shutil").rmtree(tmp_path / "train" / "dog")
+    with pytest.raises(ConfigError, match=r"train has a single class folder \(cat\)"):
+        image_folder_data(tmp_path).setup()

@@ -64,6 +64,51 @@ def _to_rgb(image):
     return image.convert("RGB")
 
 
+def class_folders(folder: Path) -> list[str]:
+    return sorted(entry.name for entry in folder.iterdir() if entry.is_dir())
+
+
+def class_mapping(train_folder: Path) -> dict[str, int]:
+    """Class name -> index, from the training split's class folders (sorted, as torchvision sorts them); every
+    split uses it, so a class has one index everywhere."""
+    classes = class_folders(train_folder)
+    if not classes:
+        raise ConfigError(f"{train_folder} has no class folders; expected {train_folder}/<class>/<image> with one "
+                          "folder per class")
+    if len(classes) == 1:
+        raise ConfigError(f"{train_folder} has a single class folder ({classes[0]}); a classifier needs at least two")
+    return {name: index for index, name in enumerate(classes)}
+
+
+def check_split_classes(folder: Path, mapping: dict[str, int], train_folder: Path) -> None:
+    """A split may lack classes of the training split, but holds no class the training split lacks."""
+    present = class_folders(folder)
+    if not present:
+        raise ConfigError(f"{folder} has no class folders; expected {folder}/<class>/<image> with the class "
+                          f"folders of {train_folder}")
+    unknown = [name for name in present if name not in mapping]
+    if unknown:
+        raise ConfigError(f"{folder} holds class folder(s) {', '.join(unknown)} that {train_folder} lacks; the "
+                          f"classes come from the training split ({', '.join(mapping)}): add them there or remove them")
+
+
+def use_mapping(dataset: Any, mapping: dict[str, int]) -> None:
+    """Relabel an ImageFolder (indexed by its own class folders) with the training split's ``mapping``."""
+    own = dataset.classes
+    dataset.samples = [(path, mapping[own[label]]) for path, label in dataset.samples]
+    dataset.imgs, dataset.targets = dataset.samples, [label for _, label in dataset.samples]
+    dataset.classes, dataset.class_to_idx = list(mapping), dict(mapping)
+
+
+def check_no_empty_class(dataset: Any, folder: Path) -> None:
+    """A class folder with no image (or only unreadable ones, left out) is a mistake, not a class to skip."""
+    counted = {label for _, label in dataset.samples}
+    empty = [name for name in class_folders(folder) if dataset.class_to_idx[name] not in counted]
+    if empty:
+        raise ConfigError(f"class folder(s) {', '.join(str(folder / name) for name in empty)} hold no readable "
+                          "image; add images or remove the folder")
+
+
 class ImageFolderDataModule(SplitLoadersMixin, L.LightningDataModule):
     def __init__(
         self,
@@ -148,9 +193,14 @@ class ImageFolderDataModule(SplitLoadersMixin, L.LightningDataModule):
                         "so test top-1 is measured on the data it was chosen on (optimistic). Add %s/ with one "
                         "folder per class (used when present) or set data.test_dir=<folder>",
                         self.root / self.dirs["val"], self.root / "test")
+        mapping = class_mapping(self.root / self.dirs["train"])
         for split, folder in self.dirs.items():
-            dataset = ImageFolder(str(self.root / folder), transform=self._transform(split == "train"))
+            check_split_classes(self.root / folder, mapping, self.root / self.dirs["train"])
+            dataset = ImageFolder(str(self.root / folder), transform=self._transform(split == "train"),
+                                  allow_empty=True)
+            use_mapping(dataset, mapping)
             self._drop_unreadable(split, dataset)
+            check_no_empty_class(dataset, self.root / folder)
             self.datasets[split] = dataset
 
     def _drop_unreadable(self, split: str, dataset) -> None:
