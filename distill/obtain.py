@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from distill.config import fit_config, to_dict
+from distill.errors import ConfigError
 from distill.fit import fit_model, seed_everything
 from distill.teacher_cache import TeacherCache, teacher_cache_key
 from distill.tracking import apply_to_wandb_loggers
@@ -53,6 +54,10 @@ def obtain_teacher(cfg: DictConfig, teacher: nn.Module, datamodule: Any, output_
         resume = cfg.get("ckpt_path") if cfg.stage == "teacher" else None
         result = fit_model(teacher_cfg, teacher, datamodule, cfg.teacher.train.loss, cfg.teacher.train.optimizer,
                            cfg.teacher.train.scheduler, ckpt_path=resume)
+        if result.module.trainer.global_step == 0:  # limit_train_batches=0, max_steps=0: nothing was trained
+            raise ConfigError(f"teacher {cfg.teacher.name} trained for 0 optimizer steps (see "
+                              "trainer.limit_train_batches, trainer.max_steps): an untrained teacher is neither cached "
+                              "nor distilled from; let it train at least one step")
         return {"trained_in": str(train_dir), "metrics": result.metrics, "wandb_sync": result.wandb_sync,
                 "best_checkpoint": result.best_checkpoint, "last_checkpoint": result.last_checkpoint}
 

@@ -241,6 +241,9 @@ def baseline_loss(loss_cfg: DictConfig, overrides: Sequence[str] = ()) -> DictCo
         ce["weight"] = 1.0
         reason = ("the student alone trains on labels at full weight; the loss preset's CE weight is a mixing "
                   "weight for distillation (set loss.ce.weight=<w> to choose another)")
+    if not ce["weight"]:
+        raise ConfigError(f"stage=student trains on cross-entropy alone and {explicit[-1]} gives it weight 0: "
+                          "nothing would be learned; leave loss.ce.weight out (the baseline uses 1)")
     log.info("stage=student: the undistilled baseline, cross-entropy with the labels alone at weight %g: %s",
              ce["weight"], reason)
     return OmegaConf.create({"ce": ce})

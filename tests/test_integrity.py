@@ -165,3 +165,22 @@ def test_two_sweeps_started_together_on_an_empty_cache_train_the_teacher_once(tm
     assert len(summaries) == 4
     assert sum(summary["teacher"]["trained_now"] for summary in summaries) == 1
     assert len({summary["teacher"]["cache_key"] for summary in summaries}) == 1
+
+
+def test_a_run_that_would_learn_nothing_is_refused(make_cfg, tmp_path):
+    with pytest.raises(ConfigError, match=r"every term of loss has weight 0 \(loss.ce.weight=0, loss.kd.weight=0\)"):
+        prepare(make_cfg("loss.ce.weight=0", "loss.kd.weight=0"))
+    with pytest.raises(ConfigError, match=r"every term of teacher.train.loss has weight 0"):
+        prepare(make_cfg("stage=teacher", "teacher.train.loss.ce.weight=0"))
+    prepare(make_cfg("stage=student", "loss.kd.weight=0"))  # the baseline trains on CE at weight 1
+    from distill.runner import baseline_loss
+
+    with pytest.raises(ConfigError, match=r"stage=student trains on cross-entropy alone and loss.ce.weight=0"):
+        baseline_loss(make_cfg("stage=student", "loss.ce.weight=0").loss, ["loss.ce.weight=0"])
+
+
+def test_a_teacher_trained_for_zero_steps_never_enters_the_cache(make_cfg):
+    cfg = make_cfg("trainer.limit_train_batches=0")
+    with pytest.raises(ConfigError, match=r"teacher small_cnn trained for 0 optimizer steps"):
+        run(cfg)
+    assert not list((Path(cfg.paths.cache_dir) / "teachers").glob("*/teacher.json"))

@@ -187,6 +187,20 @@ def validate_config(cfg: DictConfig) -> None:
     for rule in [*RULES, *loss_rules(cfg.get("loss")), *loss_rules(cfg.teacher.train.get("loss"),
                                                                   "teacher.train.loss")]:
         check_value(cfg, rule)
+    if cfg.get("stage") == "distill":  # stage=student trains on CE at weight 1; mutual learning on its own terms
+        check_something_to_learn(cfg.get("loss"), "loss")
+    if cfg.get("stage") in ("distill", "teacher"):
+        check_something_to_learn(cfg.teacher.train.get("loss"), "teacher.train.loss")
+
+
+def check_something_to_learn(loss: DictConfig | None, prefix: str) -> None:
+    """A loss whose every term has weight 0 trains nothing, and its "result" would be the initial weights."""
+    weights = {name: options.get("weight", 1.0) for name, options in (loss or {}).items() if options is not None}
+    zero = all(isinstance(w, (int, float)) and not isinstance(w, bool) and w == 0 for w in weights.values())
+    if weights and zero:
+        settings = ", ".join(f"{prefix}.{name!s}.weight=0" for name in weights)
+        raise ConfigError(f"every term of {prefix} has weight 0 ({settings}): nothing would be learned; give at "
+                          "least one term a weight > 0")
 
 
 def check_monitor(cfg: DictConfig, monitors: list[str]) -> None:
