@@ -115,6 +115,8 @@ def fit_module(cfg: DictConfig, module: L.LightningModule, datamodule: L.Lightni
         fit_monitor = trainer.callback_metrics.get(cfg.get("monitor", ""))
         checkpoint = next((cb for cb in callbacks if isinstance(cb, ModelCheckpoint) and cb.monitor), None)
         last_writer = next((cb for cb in callbacks if isinstance(cb, LastCheckpoint)), None)
+        # Read now: testing from best.ckpt restores the callbacks' state as it was when best.ckpt was written.
+        last = last_writer.last_model_path if last_writer is not None and last_writer.last_model_path else None
         best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
         # The weights as training left them, before "best" replaces them (benchmarks report both numbers).
         last_test = trainer.test(module, datamodule=datamodule, verbose=False) if cfg.get("test_last") else []
@@ -134,7 +136,6 @@ def fit_module(cfg: DictConfig, module: L.LightningModule, datamodule: L.Lightni
         monitored = metrics[cfg.monitor]
     elif torch.is_tensor(fit_monitor):
         monitored = float(fit_monitor)
-    last = last_writer.last_model_path if last_writer is not None and last_writer.last_model_path else None
     role = "teacher" if cfg.get("stage") == "teacher" else "student"
     name = OmegaConf.select(cfg, f"{role}.name", default="")
     tested = ", ".join(f"{key.removeprefix('test/')} {value:.4f}" for key, value in sorted(metrics.items())

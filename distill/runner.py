@@ -5,8 +5,10 @@ or train), distil, export, summarise. The command line itself is distill/train.p
 from __future__ import annotations
 
 import logging
+import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -28,6 +30,8 @@ from distill.losses.base import LossTerm, check_sample_labels
 from distill.models import check_input_fits, count_parameters, create_model
 from distill.module import DistillationModule
 from distill.obtain import model_kwargs, obtain_teacher
+from distill.reliability.errors import InterruptedAfterTraining
+from distill.reliability.interrupts import terminate_raises
 from distill.reliability.resume import (
     auto_resume_checkpoint,
     check_checkpoint,
@@ -321,14 +325,16 @@ def run_single(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]
                            teacher=plan.teacher, ckpt_path=plan.ckpt_path, keep_loggers_open=True,
                            teacher_outputs=teacher_outputs)
         try:
-            exported = None
-            if rank_zero():
-                exported = export_model(plan.model, plan.model_cfg.name,
-                                        model_kwargs(plan.model_cfg, plan.datamodule), output_dir, stem="student",
-                                        extra={"input_shape": list(plan.datamodule.input_shape)})
-            summary = summarize(cfg, plan, result, teacher_info, exported)
-            summary["loss"] = describe_loss(loss_cfg)
-            summary["report"] = efficiency_report(cfg, plan, output_dir, result.loggers)
+            # Training is over: a SIGTERM now (no Lightning handler any more) says so instead of ending silently.
+            with terminate_raises(), stopped_after_training("the export and the efficiency report", result):
+                exported = None
+                if rank_zero():
+                    exported = export_model(plan.model, plan.model_cfg.name,
+                                            model_kwargs(plan.model_cfg, plan.datamodule), output_dir,
+                                            stem="student", extra={"input_shape": list(plan.datamodule.input_shape)})
+                summary = summarize(cfg, plan, result, teacher_info, exported)
+                summary["loss"] = describe_loss(loss_cfg)
+                summary["report"] = efficiency_report(cfg, plan, output_dir, result.loggers)
         finally:
             result.close_loggers()
         teacher_fit = (teacher_info or {}).get("fit") or {}  # a teacher trained in this run has its own wandb run
@@ -337,6 +343,20 @@ def run_single(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]
         monitored = result.monitored
     summary["monitored"] = monitored
     return summary
+
+
+@contextmanager
+def stopped_after_training(phase: str, result: FitResult) -> Iterator[None]:
+    """Turn the SystemExit that ``terminate_raises`` makes of a SIGTERM into an ``InterruptedAfterTraining``
+    naming ``phase`` and the checkpoint a resume continues from (the command line prints the command)."""
+    try:
+        yield
+    except SystemExit as error:
+        if error.code != 128 + signal.SIGTERM:
+            raise
+        trainer = result.module.trainer
+        raise InterruptedAfterTraining(phase, signal.SIGTERM, result.last_checkpoint, trainer.current_epoch,
+                                       trainer.global_step) from error
 
 
 def run_command(cfg: DictConfig, overrides: Sequence[str], sweep_dir: str | None) -> float | None:

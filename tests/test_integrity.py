@@ -184,3 +184,33 @@ def test_a_teacher_trained_for_zero_steps_never_enters_the_cache(make_cfg):
     with pytest.raises(ConfigError, match=r"teacher small_cnn trained for 0 optimizer steps"):
         run(cfg)
     assert not list((Path(cfg.paths.cache_dir) / "teachers").glob("*/teacher.json"))
+
+
+def test_sigterm_during_the_report_says_so_and_the_run_resumes(make_cfg, monkeypatch):
+    import os
+    import signal
+
+    import distill.runner
+    from distill.reliability.errors import InterruptedAfterTraining
+
+    real_report = distill.runner.efficiency_report
+
+    def stopped_report(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # the scheduler's stop arrives while the report is measured
+        return real_report(*args, **kwargs)
+
+    monkeypatch.setattr(distill.runner, "efficiency_report", stopped_report)
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as in a distill-train process after its fit
+    try:
+        cfg = make_cfg("trainer.max_epochs=1", run="stopped")
+        with pytest.raises(InterruptedAfterTraining, match=r"stopped by SIGTERM during the export and the efficiency "
+                                                           r"report, after training finished \(checkpoint: .*last.ckpt"):
+            run(cfg)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    folder = Path(cfg.paths.output_dir)
+    assert not (folder / "metrics.json").exists() and (folder / "checkpoints" / "last.ckpt").is_file()
+    monkeypatch.setattr(distill.runner, "efficiency_report", real_report)
+    resumed = make_cfg("trainer.max_epochs=1", f"ckpt_path={folder / 'checkpoints' / 'last.ckpt'}", run="resumed")
+    run(resumed)
+    assert read_metrics(resumed)["student"]["test_acc_top1"] is not None

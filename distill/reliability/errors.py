@@ -35,3 +35,11 @@ class RunInterrupted(RunStopped):
         self.code = 128 + signal_number  # the shell's convention for "ended by signal N"
         where = f"checkpoint written: {checkpoint}" if checkpoint else "no checkpoint could be written"
         super().__init__(f"stopped by {signal_name} at epoch {epoch}, step {step}; {where}")
+
+
+class InterruptedAfterTraining(RunInterrupted):
+    """SIGTERM after training finished (during the export or the report): the run's last checkpoint holds it all."""
+
+    def __init__(self, phase: str, signal_number: int, checkpoint: str | None, epoch: int, step: int) -> None:
+        super().__init__("SIGTERM", signal_number, checkpoint, epoch, step)
+        self.args = (f"stopped by SIGTERM during {phase}, after training finished (checkpoint: {checkpoint})",)
