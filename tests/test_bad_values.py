@@ -86,3 +86,20 @@ def test_the_command_line_entry_imports_no_heavy_library():
             "'wandb', 'sklearn') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "[]", result.stdout + result.stderr[-2000:]
+
+
+def test_more_cpu_processes_than_cores_get_a_warning_with_the_numbers(caplog, monkeypatch):
+    import os
+
+    from omegaconf import OmegaConf
+
+    from distill.reliability.schema import warn_oversubscribed
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    with caplog.at_level("WARNING", logger="distill"):
+        warn_oversubscribed(OmegaConf.create({"accelerator": "cpu", "devices": 4}))
+        assert "trainer.devices=4 CPU processes on 2 core(s)" in caplog.text
+        caplog.clear()
+        warn_oversubscribed(OmegaConf.create({"accelerator": "cpu", "devices": 2}))
+        warn_oversubscribed(OmegaConf.create({"accelerator": "gpu", "devices": 8}))
+    assert "CPU processes" not in caplog.text

@@ -246,3 +246,19 @@ def check_trainer(trainer_cfg: DictConfig) -> None:
                           "trainer.precision and trainer.strategy)") from None
     finally:
         quiet.setLevel(level)
+    warn_oversubscribed(trainer_cfg)
+
+
+def warn_oversubscribed(trainer_cfg: DictConfig) -> None:
+    """More CPU processes than cores work, but each step waits on the others: say so with the numbers."""
+    import logging
+    import os
+
+    devices = trainer_cfg.get("devices")
+    if trainer_cfg.get("accelerator") != "cpu" or not isinstance(devices, int) or isinstance(devices, bool):
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if devices > cores:
+        logging.getLogger("distill").warning(
+            "trainer.devices=%d CPU processes on %d core(s): they take turns on the cores and each step waits for "
+            "the slowest; trainer.devices=%d or fewer runs faster", devices, cores, cores)
