@@ -145,18 +145,16 @@ def stable_latency(call: Callable[[], Any], device: torch.device, warmup: int, r
                    attempts: int = LATENCY_ATTEMPTS) -> dict[str, Any]:
     """Batch-1 latency in ms (``spread``), measured up to ``attempts`` times until the quartiles lie within
     ``UNSTABLE_SPREAD`` of the median; the narrowest measurement is kept, with ``stable`` and ``attempts``."""
-    best: dict[str, Any] | None = None
-    for attempt in range(1, attempts + 1):
+    measured: list[dict[str, Any]] = []
+    for _ in range(attempts):
         latency: dict[str, Any] = spread(t * 1e3 for t in time_calls(call, device, warmup, repeats))
         latency["relative_iqr"] = (latency["p75"] - latency["p25"]) / latency["median"] if latency["median"] else 0.0
-        latency["attempts"] = attempt
-        if best is None or latency["relative_iqr"] < best["relative_iqr"]:
-            best = latency
+        measured.append(latency)
         if latency["relative_iqr"] <= UNSTABLE_SPREAD:
             break
-    assert best is not None
+    best = min(measured, key=lambda latency: latency["relative_iqr"])
     best["stable"] = best["relative_iqr"] <= UNSTABLE_SPREAD
-    best["attempts"] = attempt
+    best["attempts"] = len(measured)
     return best
 
 

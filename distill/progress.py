@@ -35,10 +35,9 @@ def short_metrics(values: dict[str, Any]) -> dict[str, Any]:
     for key, label in SHOWN.items():
         if key not in values:
             continue
-        value = values[key]
-        text = f"{label}={value:.3g}" if isinstance(value, float) else f"{label}={value}"
-        if width + len(text) + 2 > METRICS_WIDTH:
+        value = f"{values[key]:.3g}" if isinstance(values[key], float) else values[key]
+        width += len(f"{label}={value}, ")
+        if width > METRICS_WIDTH:
             break
-        shown[label] = f"{value:.3g}" if isinstance(value, float) else value
-        width += len(text) + 2
+        shown[label] = value
     return shown

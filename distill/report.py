@@ -65,6 +65,9 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return ratio if math.isfinite(ratio) else None
 
 
+TEACHER_ACCURACY = "the teacher's top-1 accuracy"
+
+
 def _share(ratio: float | None, what: str) -> str:
     return f"{100 * ratio:.1f} % of {what}" if ratio is not None else f"an undefined share of {what}"
 
@@ -92,8 +95,8 @@ def compare(student: dict, teacher: dict) -> dict[str, Any]:
         "latency_ratio": latency_ratio,
         "accuracy_gap_points": gap if gap is None or math.isfinite(gap) else None,
         "accuracy_kept_percent": 100 * kept if kept is not None else None,
-        "summary": (f"{student['label']} kept {_share(kept, 'the teacher' + chr(39) + 's top-1 accuracy')} at "
-                    f"{_share(macs_ratio, 'its MACs')}, {_share(params_ratio, 'its parameters')} and {latency_text}"),
+        "summary": (f"{student['label']} kept {_share(kept, TEACHER_ACCURACY)} at {_share(macs_ratio, 'its MACs')}, "
+                    f"{_share(params_ratio, 'its parameters')} and {latency_text}"),
     }
 
 
@@ -260,20 +263,30 @@ def plot_accuracy_vs_macs(points: list[dict[str, Any]], path: str | Path, title:
     return save_log_x_plot(figure, axes, f"MACs per image (log scale){std_note}", title, path)
 
 
-def save_log_x_plot(figure: Any, axes: Any, xlabel: str, title: str, path: str | Path) -> Path:
-    """Finish an accuracy plot (log x, labels, grid) and write it as PNG atomically; closes the figure."""
-    import matplotlib.pyplot as plt
-
+def format_log_x_plot(axes: Any, xlabel: str, title: str) -> None:
+    """The axes of an accuracy plot: log x, the axis labels, the title, a grid."""
     axes.set_xscale("log")
     axes.set_xlabel(xlabel)
     axes.set_ylabel("test top-1 accuracy (%)")
     axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)
+
+
+def save_figure(figure: Any, path: str | Path) -> Path:
+    """Lay the figure out, write it as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
     figure.tight_layout()
     path = Path(path)
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
     plt.close(figure)
     return path
+
+
+def save_log_x_plot(figure: Any, axes: Any, xlabel: str, title: str, path: str | Path) -> Path:
+    """Finish an accuracy plot (``format_log_x_plot``) and save it (``save_figure``)."""
+    format_log_x_plot(axes, xlabel, title)
+    return save_figure(figure, path)
 
 
 def write_report(report: dict[str, Any], folder: str | Path, title: str = "accuracy vs MACs") -> dict[str, Path]:

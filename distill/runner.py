@@ -15,7 +15,6 @@ from typing import Any, cast
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -30,6 +29,7 @@ from distill.losses.base import LossTerm, check_sample_labels
 from distill.models import check_input_fits, count_parameters, create_model
 from distill.module import DistillationModule
 from distill.obtain import model_kwargs, obtain_teacher
+from distill.ranks import is_rank_zero
 from distill.reliability.errors import InterruptedAfterTraining
 from distill.reliability.interrupts import terminate_raises
 from distill.reliability.resume import (
@@ -61,11 +61,6 @@ from distill.tracking import apply_to_wandb_loggers, sweep_dashboard_fields
 from teachers import build_teacher
 
 log = logging.getLogger("distill")
-
-
-def rank_zero() -> bool:
-    """Whether this process is the first of a DDP run (or the only one): the one that writes shared files."""
-    return getattr(rank_zero_only, "rank", 0) == 0
 
 STAGES = ("distill", "teacher", "student", "mutual")  # mutual: distill/schemes/mutual.py
 
@@ -157,7 +152,7 @@ def check_loss_terms(cfg: DictConfig, student: nn.Module, teacher: nn.Module, da
 
 def efficiency_report(cfg: DictConfig, plan: Plan, output_dir: Path, loggers: list[Any]) -> dict[str, Any] | None:
     """Measure teacher and student side by side (see distill/report.py); write and log the result."""
-    if not cfg.report.enabled or not rank_zero():
+    if not cfg.report.enabled or not is_rank_zero():
         return None
     if cfg.stage == "teacher":
         entries = [ReportEntry("teacher", cfg.teacher.name, plan.model)]
@@ -182,7 +177,7 @@ def compress_student(cfg: DictConfig, plan: Plan, output_dir: Path) -> dict[str,
 
     Imported only when asked for: onnxruntime, Torch-Pruning and torchao cost seconds to import.
     """
-    if not rank_zero() or not check_compress_settings(cfg.get("compress")):
+    if not is_rank_zero() or not check_compress_settings(cfg.get("compress")):
         return None
     from distill.compress.pipeline import compress
 
@@ -271,13 +266,13 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> float | None:
             log.info("resume=auto: continuing the unfinished run from %s", last)
             cfg.ckpt_path = last
         (output_dir / "error.json").unlink(missing_ok=True)
-    if rank_zero():
+    if is_rank_zero():
         record_run_config(cfg, output_dir)
     # A chain or born-again generations call run_single once per model (distill/schemes).
     start = time.perf_counter()
     summary = run_scheme(cfg, overrides, run_single)
     summary["seconds"] = time.perf_counter() - start  # this call only: a resumed run counts its last part
-    if rank_zero():  # DDP workers run this script too; one writes the summary
+    if is_rank_zero():  # DDP workers run this script too; one writes the summary
         write_json(output_dir / "metrics.json", summary)
         print_summary(summary)
     return summary["monitored"]
@@ -292,7 +287,7 @@ def run_single(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]
     if cfg.stage == "teacher":
         teacher_info = obtain_teacher(cfg, plan.model, plan.datamodule, output_dir)
         exported = None
-        if rank_zero():
+        if is_rank_zero():
             exported = export_model(plan.model, cfg.teacher.name, model_kwargs(cfg.teacher, plan.datamodule),
                                     output_dir, stem="teacher")
         fit = teacher_info.get("fit")
@@ -313,13 +308,7 @@ def run_single(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]
         teacher_outputs = None
         if plan.teacher is not None:
             teacher_outputs = cached_teacher_outputs(cfg, plan.teacher, plan.datamodule)
-        teacher_name = f"ensemble of {len(cfg.teachers)}" if cfg.get("teachers") else cfg.teacher.name
-        log.info("%s: %s, loss %s, %s epochs%s", "training" if plan.teacher is None else "distilling",
-                 (f"teacher {teacher_name} -> " if plan.teacher is not None else "") + f"student "
-                 f"{plan.model_cfg.get('label', plan.model_cfg.name)} ({count_parameters(plan.model):,} parameters)",
-                 describe_loss(loss_cfg), cfg.trainer.max_epochs,
-                 "" if plan.teacher is None else ", teacher outputs from the cache" if teacher_outputs is not None
-                 else ", live teacher")
+        log.info("%s", training_line(cfg, plan, loss_cfg, cached=teacher_outputs is not None))
         seed_everything(cfg.seed)
         result = fit_model(cfg, plan.model, plan.datamodule, loss_cfg, cfg.optimizer, cfg.get("scheduler"),
                            teacher=plan.teacher, ckpt_path=plan.ckpt_path, keep_loggers_open=True,
@@ -328,7 +317,7 @@ def run_single(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]
             # Training is over: a SIGTERM now (no Lightning handler any more) says so instead of ending silently.
             with terminate_raises(), stopped_after_training("the export and the efficiency report", result):
                 exported = None
-                if rank_zero():
+                if is_rank_zero():
                     exported = export_model(plan.model, plan.model_cfg.name,
                                             model_kwargs(plan.model_cfg, plan.datamodule), output_dir,
                                             stem="student", extra={"input_shape": list(plan.datamodule.input_shape)})
@@ -343,6 +332,18 @@ def run_single(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]
         monitored = result.monitored
     summary["monitored"] = monitored
     return summary
+
+
+def training_line(cfg: DictConfig, plan: Plan, loss_cfg: DictConfig, cached: bool) -> str:
+    """The one line said when the student starts training: who teaches whom, with which loss, for how long."""
+    student = (f"student {plan.model_cfg.get('label', plan.model_cfg.name)} "
+               f"({count_parameters(plan.model):,} parameters)")
+    schedule = f"loss {describe_loss(loss_cfg)}, {cfg.trainer.max_epochs} epochs"
+    if plan.teacher is None:
+        return f"training: {student}, {schedule}"
+    teacher = f"ensemble of {len(cfg.teachers)}" if cfg.get("teachers") else cfg.teacher.name
+    source = "teacher outputs from the cache" if cached else "live teacher"
+    return f"distilling: teacher {teacher} -> {student}, {schedule}, {source}"
 
 
 @contextmanager

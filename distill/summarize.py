@@ -215,7 +215,7 @@ def plot_methods(rows: list[dict[str, Any]], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from distill.report import accuracy_limits  # imports torch: only when plotting
+    from distill.report import accuracy_limits, save_figure  # imports torch: only when plotting
 
     # Points with error bars, not bars: a bar's length reads as the value, which a y axis that does not start
     # at 0 would misstate; points on a stated range do not.
@@ -237,10 +237,7 @@ def plot_methods(rows: list[dict[str, Any]], path: Path) -> Path:
     seeds = sorted({r["seeds"] for r in rows if r.get("seeds")})
     axes.set_title("student accuracy per method" + (f" ({'/'.join(map(str, seeds))} seeds each)" if seeds else ""))
     axes.grid(True, axis="y", alpha=0.3)
-    figure.tight_layout()
-    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def summarize_sweep(sweep: Path, output: Path | None = None) -> dict[str, Any]:
@@ -248,7 +245,7 @@ def summarize_sweep(sweep: Path, output: Path | None = None) -> dict[str, Any]:
 
     sweep = Path(sweep).expanduser()
     if not sweep.is_dir():
-        raise SystemExit(f"error: {sweep} is not a folder")
+        raise ConfigError(f"{sweep} is not a folder; give a Hydra sweep folder such as outputs/multirun/<date_time>")
     output = Path(output) if output else sweep
     records = find_runs(sweep)
     failures = [r for r in records if r.error]

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -28,6 +27,7 @@ from distill.errors import ConfigError
 from distill.export import export_model
 from distill.io import read_json, write_json
 from distill.models import load_weights
+from distill.ranks import is_rank_zero
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class TeacherCache:
         Returns the entry's summary and whether this call trained.
         """
         self.root.mkdir(parents=True, exist_ok=True)
-        if rank_zero_only.rank != 0:  # type: ignore[attr-defined]  # .rank: set at runtime
+        if not is_rank_zero():
             # A DDP worker: it must join rank 0's teacher fit, so it cannot wait on rank 0's lock; it
             # trains alongside (same data, same seed) and leaves publishing the entry to rank 0.
             cached = self._load_readable(key, model, quarantine=False)

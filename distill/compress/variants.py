@@ -16,7 +16,7 @@ from torch import nn
 
 from distill import measure
 from distill.compress import ort_runtime
-from distill.report import accuracy_limits, save_log_x_plot
+from distill.report import accuracy_limits, format_log_x_plot, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -94,16 +94,13 @@ def plot_accuracy_vs_latency(rows: list[dict[str, Any]], path: str | Path, title
     front_points = sorted(p for p, on in zip(points, front) if on)
     if front_points:
         axes.step(*zip(*front_points), where="post", color="tab:red", alpha=0.6)
-    axes.set_xscale("log")
     axes.set_ylim(*accuracy_limits([top1 for _, top1 in points]))
     legend = [plt.Line2D([], [], color="tab:red", alpha=0.6, label="Pareto front\n(red: on it,\ngrey: beaten)"),
               plt.Line2D([], [], marker="o", linestyle="", color="black", label="fp32"),
               plt.Line2D([], [], marker="s", linestyle="", color="black", label="int8")]
     axes.legend(handles=legend, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
     axes.margins(x=0.45)
-    axes.set_xlabel("batch-1 latency (ms, log scale); label: file size")
-    axes.set_ylabel("test top-1 accuracy (%)")
-    axes.set_title(title)
+    format_log_x_plot(axes, "batch-1 latency (ms, log scale); label: file size", title)
     figure.tight_layout()  # the final layout first: the label placement below works in its pixels
     # Each label names the file size (what ships). A label is a box right of its point; one that would cover an
     # earlier label or another point moves down a line.
@@ -123,4 +120,4 @@ def plot_accuracy_vs_latency(rows: list[dict[str, Any]], path: str | Path, title
         boxes.append((x + 5, y + shift))
         axes.annotate(f"{row['variant']} ({row['bytes'] / 1024:,.1f} KiB)", (latency, top1),
                       textcoords="offset points", xytext=(5, shift * 72 / figure.dpi), fontsize=7)
-    return save_log_x_plot(figure, axes, "batch-1 latency (ms, log scale); label: file size", title, path)
+    return save_figure(figure, path)

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -27,6 +26,7 @@ from distill.export import export_model
 from distill.io import write_json
 from distill.models import create_model, load_weights
 from distill.obtain import model_kwargs
+from distill.ranks import is_rank_zero
 from distill.report import ReportEntry
 from distill.schemes.ensemble import TeacherEnsemble
 from distill.schemes.options import chain_links, check_scheme, scheme_name
@@ -120,7 +120,7 @@ def run_chain(cfg: DictConfig, overrides: Sequence[str], run_single: SingleRun) 
                "wandb_sync": [command for s, now in summaries if now for command in s.get("wandb_sync", [])]}
     summary["scheme"] = {"name": scheme, "method": scheme_method(scheme, links, cfg), "links": records,
                          "trained_now": len(trained_links)}
-    if rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # .rank: set at runtime
+    if is_rank_zero():
         summary["exported"] = str(export_model(models[-1], links[-1]["name"],
                                                model_kwargs(OmegaConf.create(links[-1]), datamodule), run_dir,
                                                stem="student"))

@@ -18,7 +18,6 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from torch import nn
 from torchmetrics import Metric
@@ -32,6 +31,7 @@ from distill.losses.logits import kd_loss
 from distill.models import count_parameters, create_model
 from distill.module import unpack
 from distill.obtain import model_kwargs
+from distill.ranks import is_rank_zero
 from distill.report import ReportEntry
 from distill.schemes.reporting import scheme_report
 
@@ -154,7 +154,7 @@ def run_mutual(cfg: DictConfig, datamodule: Any, output_dir: Path) -> dict[str, 
     name, metrics = cfg.student.name, result.metrics
     report, exported = None, []
     try:
-        if rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # .rank: set at runtime
+        if is_rank_zero():
             kwargs = model_kwargs(cfg.student, datamodule)
             exported = [str(export_model(peer, name, kwargs, output_dir, stem=f"peer_{index}",
                                          extra={"input_shape": list(datamodule.input_shape)}))

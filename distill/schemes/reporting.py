@@ -5,17 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from distill.config import to_dict
+from distill.ranks import is_rank_zero
 from distill.report import ReportEntry, build_report, log_report, write_report
 
 
 def scheme_report(cfg: DictConfig, entries: list[ReportEntry], datamodule: Any, output_dir: Path,
                   loggers: list[Any] | None = None, title: str = "accuracy vs MACs") -> dict[str, Any] | None:
     """Measure ``entries`` side by side (see distill/report.py); None when the report is off or on a DDP worker."""
-    if not cfg.report.enabled or rank_zero_only.rank != 0:  # type: ignore[attr-defined]  # .rank: set at runtime
+    if not cfg.report.enabled or not is_rank_zero():
         return None
     report = build_report(entries, datamodule, to_dict(cfg.report))
     paths = write_report(report, output_dir, title=title)
