@@ -1,7 +1,8 @@
 """Teachers trained here are cached under a key of everything that shapes them, and trained once.
 
 The key hashes the teacher's architecture and training recipe, the data config that changes what it
-sees, and the seed. Entries are published by renaming a finished folder into place, under a file lock,
+sees, the data itself (distill/data/identity.py: ``data.root`` is not in the key, what it holds is), and the
+seed. Entries are published by renaming a finished folder into place, under a file lock,
 so concurrent jobs of a sweep wait for the one that trains instead of training again, and a crash never
 leaves a half-written entry.
 """
@@ -23,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from distill.config import DATA_LOADING_KEYS
+from distill.data.identity import data_identity
 from distill.errors import ConfigError
 from distill.export import export_model
 from distill.io import read_json, write_json
@@ -31,7 +33,7 @@ from distill.ranks import is_rank_zero
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the data's identity joined the key
 # Data settings that change speed or where files live, not what the teacher learns (it is evaluated in eval
 # mode, so the evaluation batch size cannot change it either).
 DATA_KEYS_IGNORED = (*DATA_LOADING_KEYS, "eval_batch_size")
@@ -48,7 +50,8 @@ def teacher_cache_key(cfg: DictConfig) -> str:
     data = {k: v for k, v in data_cfg.items() if k not in DATA_KEYS_IGNORED}
     trainer = {key: cfg.trainer.get(key) for key in TRAINER_KEYS_KEPT}
     # The teacher's own seed is in teacher["train"]["seed"]; the run's seed only drives the student.
-    recipe = {"format": CACHE_FORMAT, "teacher": teacher, "data": data, "trainer": trainer}
+    recipe = {"format": CACHE_FORMAT, "teacher": teacher, "data": data, "trainer": trainer,
+              "data_identity": data_identity(cfg.data)}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -43,7 +43,7 @@ from distill.reliability.interrupts import terminate_raises
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: the data's identity joined the key
 SPLITS = ("train", "val", "test")
 
 
@@ -55,12 +55,13 @@ def weights_fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def teacher_outputs_key(teacher: nn.Module, data_config: dict[str, Any], top_k: int | None,
+def teacher_outputs_key(teacher: nn.Module, data_config: dict[str, Any], data_identity: str, top_k: int | None,
                         temperature: float | None, variants: int = 1) -> str:
+    """The entry's key: the teacher's weights, the data (its settings and its identity), what is stored."""
     ignored = (*DATA_LOADING_KEYS, "batch_size", "eval_batch_size")  # outputs are stored per image
     data = {k: v for k, v in data_config.items() if k not in ignored}
     recipe = {"format": FORMAT, "teacher": weights_fingerprint(teacher), "data": data, "top_k": top_k,
-              "temperature": temperature if top_k else None}
+              "temperature": temperature if top_k else None, "data_identity": data_identity}
     if variants > 1:  # entries without augmentation keep the keys they had before variants existed
         recipe["variants"] = variants
     return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -335,7 +336,7 @@ def cached_teacher_outputs(cfg: DictConfig, teacher: nn.Module, datamodule: Any)
     if settings.top_k and temperature is None:
         raise ConfigError("teacher_cache.top_k keeps probabilities at the KD temperature, but no loss term has one")
     datamodule.setup("fit")
-    key = teacher_outputs_key(teacher, to_dict(cfg.data), settings.top_k, temperature,
+    key = teacher_outputs_key(teacher, to_dict(cfg.data), datamodule.identity(), settings.top_k, temperature,
                               variants.count if variants else 1)
     splits = {name: split.images for name, split in datamodule.splits.items()}
     if not entry_exists(cfg.paths.cache_dir, key):

@@ -217,7 +217,7 @@ def bench_data(dataset: str, batch_size: int, fashion_root: str, samples: int | 
 def cached_outputs(cache: str, teacher: torch.nn.Module, dataset: str, data: InMemoryDataModule) -> Any:
     """The teacher's logits on the (unaugmented) training images, computed once into ``cache``."""
     train = data.splits["train"]
-    key = teacher_outputs_key(teacher, {"dataset": dataset, "samples": len(train.labels)}, None, None)
+    key = teacher_outputs_key(teacher, {"dataset": dataset, "samples": len(train.labels)}, data.identity(), None, None)
     return load_or_compute(cache, key, teacher, {"train": train.images}, data.num_classes, None, None,
                            memory_mapped=False)
 
@@ -299,8 +299,8 @@ def augmented(data, student, teacher, kd, args, accelerator, device) -> dict:
         teacher.to(device)
         start = time.perf_counter()
         variants = Variants(data.augmentation_variants, data.augment_variant)
-        key = teacher_outputs_key(teacher, {"samples": len(train.labels), "augmented": True}, None, None,
-                                  variants.count)
+        key = teacher_outputs_key(teacher, {"samples": len(train.labels), "augmented": True}, data.identity(), None,
+                                  None, variants.count)
         outputs = load_or_compute(cache, key, teacher, {"train": train.images}, data.num_classes, None, None,
                                   memory_mapped=False, train_variants=variants)
         build_s = time.perf_counter() - start

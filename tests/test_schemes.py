@@ -71,7 +71,8 @@ def test_teacher_output_cache_keys_differ_by_teacher_set_aggregate_and_weights()
     a, b, c = small_cnn(0), small_cnn(1), small_cnn(2)
 
     def key(teachers, aggregate="mean_probs", weights=None, temperature=4.0):
-        return teacher_outputs_key(TeacherEnsemble(teachers, aggregate, weights, temperature), data, None, None)
+        ensemble = TeacherEnsemble(teachers, aggregate, weights, temperature)
+        return teacher_outputs_key(ensemble, data, "digits", None, None)
 
     keys = [key([a, b]), key([a, c]), key([a, b, c]), key([a, b], "mean_logits"), key([a, b], weights=[2, 1]),
             key([a, b], temperature=2.0)]

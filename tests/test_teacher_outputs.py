@@ -43,7 +43,7 @@ def test_cached_and_live_teacher_give_the_same_loss(digits, tmp_path):
     cfg, data = digits
     teacher = trained_like_teacher()
     splits = {name: split.images for name, split in data.splits.items()}
-    key = teacher_outputs_key(teacher, dict(cfg.data), None, None)
+    key = teacher_outputs_key(teacher, dict(cfg.data), "digits", None, None)
     outputs = load_or_compute(tmp_path, key, teacher, splits, 10, None, None, memory_mapped=True)
 
     def module(cached):
@@ -72,7 +72,7 @@ def test_cached_and_live_teacher_give_the_same_loss(digits, tmp_path):
 def test_a_build_removes_what_a_killed_build_of_the_same_key_left(digits, tmp_path):
     cfg, data = digits
     teacher = trained_like_teacher()
-    key = teacher_outputs_key(teacher, dict(cfg.data), None, None)
+    key = teacher_outputs_key(teacher, dict(cfg.data), "digits", None, None)
     root = tmp_path / "teacher_outputs"
     (root / f".{key}.abc123").mkdir(parents=True)  # what tempfile.mkdtemp made before the kill
     (root / f".{key}.abc123" / "train_logits.npy").write_bytes(b"partial")
@@ -89,7 +89,7 @@ def test_sigterm_during_a_build_leaves_no_staging_folder(digits, tmp_path):
 
     cfg, data = digits
     teacher = trained_like_teacher()
-    key = teacher_outputs_key(teacher, dict(cfg.data), None, None)
+    key = teacher_outputs_key(teacher, dict(cfg.data), "digits", None, None)
 
     class Stopped(torch.nn.Module):  # the build is under way (staging exists) when the scheduler stops the job
         def __init__(self) -> None:
@@ -133,15 +133,15 @@ def test_top_k_keeps_the_largest_probabilities_and_spreads_the_rest():
 def test_key_changes_with_teacher_weights_and_transforms(make_cfg):
     cfg = make_cfg()
     teacher = trained_like_teacher()
-    base = teacher_outputs_key(teacher, dict(cfg.data), None, None)
-    assert teacher_outputs_key(teacher, dict(cfg.data), None, None) == base
-    assert teacher_outputs_key(teacher, {**cfg.data, "num_workers": 3}, None, None) == base
+    base = teacher_outputs_key(teacher, dict(cfg.data), "digits", None, None)
+    assert teacher_outputs_key(teacher, dict(cfg.data), "digits", None, None) == base
+    assert teacher_outputs_key(teacher, {**cfg.data, "num_workers": 3}, "digits", None, None) == base
     for change in ({"image_size": 16}, {"mean": [0.5]}, {"random_crop_padding": 1}, {"split_seed": 1}):
-        assert teacher_outputs_key(teacher, {**cfg.data, **change}, None, None) != base, change
-    assert teacher_outputs_key(teacher, dict(cfg.data), 3, 4.0) != base
+        assert teacher_outputs_key(teacher, {**cfg.data, **change}, "digits", None, None) != base, change
+    assert teacher_outputs_key(teacher, dict(cfg.data), "digits", 3, 4.0) != base
     with torch.no_grad():
         teacher.fc.bias[0] += 1e-3
-    assert teacher_outputs_key(teacher, dict(cfg.data), None, None) != base
+    assert teacher_outputs_key(teacher, dict(cfg.data), "digits", None, None) != base
 
 
 def test_cache_is_not_used_where_it_would_be_stale(make_cfg, caplog):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, TensorDataset
 
+from distill.data.identity import content_identity
 from distill.data.sampling import (
     EpochShuffleSampler,
     ResumableLoader,
@@ -129,6 +131,15 @@ class InMemoryDataModule(SplitLoadersMixin, L.LightningDataModule):
         A 'val' entry is optional; without one, a stratified ``val_fraction`` of train is held out.
         """
         raise NotImplementedError
+
+    def source_files(self) -> list[Path]:
+        """The files the raw arrays are read from (their bytes are the data's identity)."""
+        raise NotImplementedError
+
+    def identity(self) -> str:
+        """A digest of the data itself (the files' bytes), so caches never serve another dataset's entries."""
+        self.check()
+        return content_identity(self.source_files())
 
     def value_range(self) -> float:
         """The raw images' maximum value (255 for uint8 images), mapped to 1.0 before normalising."""

@@ -35,6 +35,11 @@ class _CIFARDataModule(InMemoryDataModule):
             f"Fix: set data.download=true to fetch it, or point data.root=<folder holding {self.folder}>."
         )
 
+    def source_files(self) -> list[Path]:
+        if not (self.root / self.folder).is_dir():  # data.download=true and not fetched yet
+            self._dataset(train=True)
+        return sorted(path for path in (self.root / self.folder).rglob("*") if path.is_file())
+
     def load_raw(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         self.check()
         raw = {}

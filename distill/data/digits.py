@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from sklearn.datasets import load_digits
 
@@ -18,6 +20,11 @@ class DigitsDataModule(InMemoryDataModule):
     def __init__(self, test_fraction: float = 0.2, **kwargs) -> None:
         super().__init__(**kwargs)
         self.test_fraction = test_fraction
+
+    def source_files(self) -> list[Path]:
+        import sklearn.datasets
+
+        return [Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"]
 
     def value_range(self) -> float:
         return 16.0

@@ -62,6 +62,11 @@ class FashionMNISTDataModule(InMemoryDataModule):
             "or point data.root=<folder with the IDX files>, or set data.download=true to fetch them."
         )
 
+    def source_files(self) -> list[Path]:
+        found = [self._find(stem) for files in IDX_FILES.values() for stem in files]
+        assert all(path is not None for path in found), "check() found or downloaded every file"
+        return [path for path in found if path is not None]
+
     def load_raw(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         self.check()
         raw = {}

@@ -20,6 +20,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from distill.data.base import SplitLoadersMixin, resolve_workers
+from distill.data.folder_scan import class_folders, scan_split
+from distill.data.identity import listing_identity
 from distill.errors import ConfigError, DatasetNotFoundError
 
 log = logging.getLogger("distill")
@@ -64,10 +66,6 @@ def _to_rgb(image):
     return image.convert("RGB")
 
 
-def class_folders(folder: Path) -> list[str]:
-    return sorted(entry.name for entry in folder.iterdir() if entry.is_dir())
-
-
 def class_mapping(train_folder: Path) -> dict[str, int]:
     """Class name -> index, from the training split's class folders (sorted, as torchvision sorts them); every
     split uses it, so a class has one index everywhere."""
@@ -92,12 +90,26 @@ def check_split_classes(folder: Path, mapping: dict[str, int], train_folder: Pat
                           f"classes come from the training split ({', '.join(mapping)}): add them there or remove them")
 
 
-def use_mapping(dataset: Any, mapping: dict[str, int]) -> None:
-    """Relabel an ImageFolder (indexed by its own class folders) with the training split's ``mapping``."""
-    own = dataset.classes
-    dataset.samples = [(path, mapping[own[label]]) for path, label in dataset.samples]
-    dataset.imgs, dataset.targets = dataset.samples, [label for _, label in dataset.samples]
-    dataset.classes, dataset.class_to_idx = list(mapping), dict(mapping)
+class FolderImages(Dataset):
+    """(image, label) for a list of (file, label) samples, decoded with PIL (as torchvision's ImageFolder)."""
+
+    def __init__(self, samples: list[tuple[str, int]], mapping: dict[str, int], transform: Any) -> None:
+        self.samples = samples
+        self.targets = [label for _, label in samples]
+        self.classes, self.class_to_idx = list(mapping), dict(mapping)
+        self.transform = transform
+
+    def keep(self, samples: list[tuple[str, int]]) -> None:
+        self.samples, self.targets = samples, [label for _, label in samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        from torchvision.datasets.folder import default_loader
+
+        path, label = self.samples[index]
+        return self.transform(default_loader(path)), label
 
 
 def check_no_empty_class(dataset: Any, folder: Path) -> None:
@@ -158,6 +170,15 @@ class ImageFolderDataModule(SplitLoadersMixin, L.LightningDataModule):
         self.check()
         return sum(1 for entry in (self.root / self.dirs["train"]).iterdir() if entry.is_dir())
 
+    def identity(self) -> str:
+        """A digest of every sample (file, label, size, mtime, inode): cheap (no file is read), and it changes when
+        any file is added, removed, replaced, touched or moved to another class."""
+        self.check()
+        mapping = class_mapping(self.root / self.dirs["train"])
+        samples = [(split, path, label) for split, folder in sorted(self.dirs.items())
+                   for path, label in scan_split(self.root / folder, mapping).samples]
+        return listing_identity(samples, self.root)
+
     def check(self) -> None:
         missing = [str(self.root / d) for d in set(self.dirs.values()) if not (self.root / d).is_dir()]
         if missing:
@@ -183,8 +204,6 @@ class ImageFolderDataModule(SplitLoadersMixin, L.LightningDataModule):
         self.check()
 
     def setup(self, stage: str | None = None) -> None:
-        from torchvision.datasets import ImageFolder
-
         self.check()
         if self.datasets:
             return
@@ -196,9 +215,8 @@ class ImageFolderDataModule(SplitLoadersMixin, L.LightningDataModule):
         mapping = class_mapping(self.root / self.dirs["train"])
         for split, folder in self.dirs.items():
             check_split_classes(self.root / folder, mapping, self.root / self.dirs["train"])
-            dataset = ImageFolder(str(self.root / folder), transform=self._transform(split == "train"),
-                                  allow_empty=True)
-            use_mapping(dataset, mapping)
+            scan = scan_split(self.root / folder, mapping)
+            dataset = FolderImages(scan.samples, mapping, self._transform(split == "train"))
             self._drop_unreadable(split, dataset)
             check_no_empty_class(dataset, self.root / folder)
             self.datasets[split] = dataset
@@ -214,8 +232,7 @@ class ImageFolderDataModule(SplitLoadersMixin, L.LightningDataModule):
             raise ConfigError(f"{len(bad)} unreadable image(s) in {self.root / self.dirs[split]} (first: {shown}); "
                               "fix: remove or replace them, or set data.on_bad_image=skip to leave them out")
         bad_paths = {path for path, _ in bad}
-        dataset.samples = [sample for sample in dataset.samples if sample[0] not in bad_paths]
-        dataset.imgs, dataset.targets = dataset.samples, [label for _, label in dataset.samples]
+        dataset.keep([sample for sample in dataset.samples if sample[0] not in bad_paths])
         self.skipped_images[split] = sorted(bad_paths)
         log.warning("data.on_bad_image=skip: left out %d unreadable image(s) of split '%s' (first: %s)", len(bad),
                     split, shown)

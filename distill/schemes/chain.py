@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from distill.config import fit_config, to_dict
+from distill.data.identity import data_identity
 from distill.export import export_model
 from distill.io import write_json
 from distill.models import create_model, load_weights
@@ -36,7 +37,7 @@ from teachers import build_teacher
 
 log = logging.getLogger("distill")
 
-LINK_FORMAT = 1
+LINK_FORMAT = 2  # 2: the data's identity joined the key
 SingleRun = Callable[[DictConfig, Sequence[str]], dict[str, Any]]
 
 
@@ -56,7 +57,7 @@ def link_cache_key(link_cfg: DictConfig, teacher_key: str) -> str:
     student = {k: v for k, v in to_dict(link_cfg.student).items() if k != "weights"}
     recipe = {"format": LINK_FORMAT, "teacher_key": teacher_key, "student": student, "loss": to_dict(link_cfg.loss),
               "optimizer": to_dict(link_cfg.optimizer), "scheduler": to_dict(link_cfg.get("scheduler")),
-              "data": data, "trainer": trainer, "seed": link_cfg.seed,
+              "data": data, "data_identity": data_identity(link_cfg.data), "trainer": trainer, "seed": link_cfg.seed,
               "top_k": OmegaConf.select(link_cfg, "teacher_cache.top_k")}
     return _digest(recipe)
 
