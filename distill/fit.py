@@ -18,7 +18,7 @@ from torch import nn
 from distill.config import to_dict
 from distill.losses import build_loss_terms
 from distill.module import DistillationModule
-from distill.reliability.checkpoints import LastCheckpoint
+from distill.reliability.checkpoints import AtomicCheckpointIO, LastCheckpoint
 from distill.reliability.interrupts import CheckpointOnSignal
 from distill.reliability.seeding import StepSeeder
 from distill.teacher_outputs import CachedTeacherOutputs
@@ -104,7 +104,10 @@ def fit_module(cfg: DictConfig, module: L.LightningModule, datamodule: L.Lightni
     on_signal = CheckpointOnSignal()
     callbacks += [StepSeeder(), on_signal]
     loggers = instantiate_group(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # Checkpoints written atomically, unless the config brings its own plugins.
+    plugins = None if cfg.trainer.get("plugins") else [AtomicCheckpointIO()]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                     **({"plugins": plugins} if plugins else {}))
     config_container = OmegaConf.to_container(cfg, resolve=True)
     for logger in loggers:
         logger.log_hyperparams(config_container)

@@ -1,13 +1,26 @@
-"""Files written so that a crash mid-write leaves the old file or none, never half a file."""
+"""Files written so that a crash mid-write leaves the old file or none, never half a file.
+
+Every file a run writes (checkpoints through ``AtomicCheckpointIO``, summaries, reports, exports, cache
+entries) goes through ``atomic_write``; a write that fails for lack of space raises ``DiskFull``, which names
+the file and the free space.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from distill.reliability.errors import DiskFull
+
+# A write that failed with less than this free on its file system failed for lack of space, whatever the writer
+# raised (torch.save reports ENOSPC as a RuntimeError "file write failed").
+NEARLY_FULL = 16 * 2**20
 
 
 def current_umask() -> int:
@@ -36,9 +49,32 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
         with open(tmp_path, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp_path, path)
+    except (OSError, RuntimeError) as error:
+        tmp_path.unlink(missing_ok=True)  # first: the space it took is what the message reports as free
+        full = disk_full(error, path)
+        if full is not None:
+            raise full from error
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
     return path
+
+
+def disk_full(error: BaseException, path: Path) -> DiskFull | None:
+    """``DiskFull`` for ``path`` when ``error`` came from a lack of space (ENOSPC, a quota, or a nearly full file
+    system whatever the writer raised); None when it has another cause."""
+    free = free_bytes(path.parent)
+    if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or (free is not None and free < NEARLY_FULL):
+        return DiskFull(str(path), free)
+    return None
+
+
+def free_bytes(folder: Path) -> int | None:
+    """Free bytes on ``folder``'s file system (None when it cannot be read)."""
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
 
 
 def write_json(path: str | Path, data: Any) -> Path:

@@ -39,6 +39,7 @@ from distill.reliability.resume import (
     finished_run,
     record_run_config,
 )
+from distill.reliability.run_folder import check_unused, run_folder_lock
 from distill.reliability.schema import (
     check_monitor,
     check_top_k,
@@ -254,6 +255,14 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> float | None:
     ``overrides`` are the command line's (Hydra's task overrides): they tell an explicit value from a preset's.
     """
     output_dir = Path(cfg.paths.output_dir)
+    if not is_rank_zero():  # DDP workers run this script too; rank zero holds the folder
+        return run_locked(cfg, overrides, output_dir)
+    with run_folder_lock(output_dir):
+        return run_locked(cfg, overrides, output_dir)
+
+
+def run_locked(cfg: DictConfig, overrides: Sequence[str], output_dir: Path) -> float | None:
+    """``run`` once the run folder is held: finish, skip or refuse an earlier run there, then train."""
     if cfg.get("resume") in (True, "auto"):
         finished = finished_run(output_dir)
         last = None if finished is not None else auto_resume_checkpoint(output_dir)
@@ -266,6 +275,8 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> float | None:
             log.info("resume=auto: continuing the unfinished run from %s", last)
             cfg.ckpt_path = last
         (output_dir / "error.json").unlink(missing_ok=True)
+    elif not cfg.get("ckpt_path") and is_rank_zero():
+        check_unused(output_dir)
     if is_rank_zero():
         record_run_config(cfg, output_dir)
     # A chain or born-again generations call run_single once per model (distill/schemes).

@@ -27,6 +27,7 @@ from distill.config import CONF_DIR
 from distill.errors import ConfigError, DatasetNotFoundError
 from distill.io import write_json
 from distill.reliability.errors import RunInterrupted, RunStopped
+from distill.reliability.run_folder import FolderInUse
 from distill.reliability.schema import validate_config
 
 log = logging.getLogger("distill")
@@ -47,9 +48,14 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
         return run_command(cfg, overrides, hydra_cfg.sweep.dir if multirun else None)
     except Exception as error:
-        # The run folder says why it failed, so distill-summarize can list the failure beside the results.
-        write_json(Path(cfg.paths.output_dir) / "error.json",
-                   {"error": f"{type(error).__name__}: {error}", "overrides": overrides})
+        # The run folder says why it failed, so distill-summarize can list the failure beside the results; unless
+        # the folder is another run's (FolderInUse), whose error.json would mark that run as failed.
+        if not isinstance(error, FolderInUse):
+            try:
+                write_json(Path(cfg.paths.output_dir) / "error.json",
+                           {"error": f"{type(error).__name__}: {error}", "overrides": overrides})
+            except (OSError, RunStopped) as unwritten:  # a full disk: the message below still reaches the console
+                log.warning("could not write error.json: %s", unwritten)
         if isinstance(error, RunInterrupted):  # a stopped job stops the whole sweep: no next job starts
             from distill.reliability.resume import resume_command
 

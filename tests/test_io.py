@@ -7,6 +7,7 @@ import os
 import pytest
 
 from distill.io import atomic_write, write_json
+from distill.reliability.errors import DiskFull
 
 
 def test_a_written_file_gets_the_usual_permissions_not_a_temp_files(tmp_path):
@@ -25,7 +26,7 @@ def test_a_write_that_fails_leaves_the_old_file_and_no_temporary_one(tmp_path):
         tmp.write_text("half")
         raise OSError(28, "No space left on device")
 
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(DiskFull, match=r"disk full: could not write .*report.json \(\d+\.\d MiB free there\)"):
         atomic_write(path, broken)
     assert path.read_text().strip().startswith('{\n  "old": true')
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]

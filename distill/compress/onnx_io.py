@@ -19,7 +19,8 @@ from torch import nn
 
 from distill.compress.ort_runtime import run_batches, session
 from distill.errors import ConfigError
-from distill.io import atomic_write
+from distill.io import atomic_write, disk_full
+from distill.reliability.errors import DiskFull
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
@@ -130,7 +131,12 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path
     try:
         _export(model, torch.zeros(2, *input_shape), raw, exporter, opset)
         save_onnx(onnx.load(str(raw)), path)
+    except DiskFull:
+        raise  # not the exporter's fault
     except Exception as error:
+        full = disk_full(error, path)
+        if full is not None:
+            raise full from error
         other = "dynamo" if exporter == "torchscript" else "torchscript"
         plain = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()  # the dynamo exporter colours its messages
         reason = (plain.splitlines() or [""])[0][:300]

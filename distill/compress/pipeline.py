@@ -22,7 +22,7 @@ from distill.compress.settings import check_settings
 from distill.compress.structure import layer_sizes
 from distill.compress.variants import Variant, measure_variant, plot_accuracy_vs_latency
 from distill.export import export_model
-from distill.io import read_json, write_json
+from distill.io import atomic_write, read_json, write_json
 from distill.measure import accuracy
 from distill.report import report_markdown, write_report
 
@@ -213,7 +213,7 @@ def write_variants(run_dir: Path, rows: list[dict[str, Any]], failures: list[dic
         write_report(report, run_dir, title="accuracy vs MACs")
     else:
         write_json(report_path, report)
-        (run_dir / "report.md").write_text(report_markdown(report))
+        atomic_write(run_dir / "report.md", lambda tmp: tmp.write_text(report_markdown(report)))
     summary = {"steps": steps, "settings": OmegaConf.to_container(settings, resolve=True), "variants": rows,
                "failures": failures, "files": {"report": str(run_dir / "report.md"), "plot": str(plot)}}
     write_json(run_dir / "compress.json", summary)

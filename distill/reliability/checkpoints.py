@@ -13,8 +13,12 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
+
+from distill.io import atomic_write
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -44,3 +48,18 @@ class LastCheckpoint(ModelCheckpoint):
         if getattr(trainer, "fast_dev_run", False) or trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return
         self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written by ``atomic_write``: to a temporary file beside the target, fsynced, renamed into place.
+
+    Lightning's own save goes through an fsspec transaction whose temporary file lives in /tmp (a copy, not a
+    rename, when that is another file system) and is never fsynced; on a full disk a run was left with a 0-byte
+    checkpoint. Here a failed save leaves the previous checkpoint, and lack of space is ``DiskFull``.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None or "://" in str(path):  # remote storage: Lightning's own transaction
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))

@@ -43,3 +43,17 @@ class InterruptedAfterTraining(RunInterrupted):
     def __init__(self, phase: str, signal_number: int, checkpoint: str | None, epoch: int, step: int) -> None:
         super().__init__("SIGTERM", signal_number, checkpoint, epoch, step)
         self.args = (f"stopped by SIGTERM during {phase}, after training finished (checkpoint: {checkpoint})",)
+
+
+class DiskFull(RunStopped):
+    """A file could not be written for lack of space: the previous version of it is kept (files are written to a
+    temporary file and renamed into place), and the run can go on once space is freed."""
+
+    code = 5
+
+    def __init__(self, path: str, free_bytes: int | None) -> None:
+        self.path, self.free_bytes = path, free_bytes
+        free = "unknown" if free_bytes is None else f"{free_bytes / 2**20:.1f} MiB"
+        super().__init__(f"disk full: could not write {path} ({free} free there); the previous version of the file, "
+                         "if any, is kept. Fix: free space (or point paths.output_dir / paths.cache_dir elsewhere), "
+                         "then run the same command with resume=auto")
