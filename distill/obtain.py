@@ -15,6 +15,7 @@ from torch import nn
 from distill.config import fit_config, to_dict
 from distill.errors import ConfigError
 from distill.fit import fit_model, seed_everything
+from distill.reliability.resume import resume_checkpoint
 from distill.teacher_cache import TeacherCache, teacher_cache_key
 from distill.tracking import apply_to_wandb_loggers
 from teachers import TeacherSource
@@ -51,7 +52,9 @@ def obtain_teacher(cfg: DictConfig, teacher: nn.Module, datamodule: Any, output_
                 "paths.output_dir": str(train_dir), "trainer.max_epochs": cfg.teacher.train.max_epochs})
         apply_to_wandb_loggers(teacher_cfg.get("logger"), {"job_type": "teacher"})
         seed_everything(cfg.teacher.train.seed)
-        resume = cfg.get("ckpt_path") if cfg.stage == "teacher" else None
+        # stage=teacher: the run's own checkpoint; a student run's teacher continues from <run>/teacher/ on resume.
+        resume = (cfg.get("ckpt_path") if cfg.stage == "teacher"
+                  else resume_checkpoint(cfg, train_dir, f"teacher {cfg.teacher.name}"))
         result = fit_model(teacher_cfg, teacher, datamodule, cfg.teacher.train.loss, cfg.teacher.train.optimizer,
                            cfg.teacher.train.scheduler, ckpt_path=resume)
         if result.module.trainer.global_step == 0:  # limit_train_batches=0, max_steps=0: nothing was trained

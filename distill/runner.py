@@ -39,7 +39,7 @@ from distill.reliability.resume import (
     finished_run,
     record_run_config,
 )
-from distill.reliability.run_folder import check_unused, run_folder_lock
+from distill.reliability.run_folder import check_unused, earlier_run, run_folder_lock
 from distill.reliability.schema import (
     check_monitor,
     check_top_k,
@@ -266,7 +266,7 @@ def run_locked(cfg: DictConfig, overrides: Sequence[str], output_dir: Path) -> f
     if cfg.get("resume") in (True, "auto"):
         finished = finished_run(output_dir)
         last = None if finished is not None else auto_resume_checkpoint(output_dir)
-        if (finished is not None or last) and not cfg.get("ckpt_path"):
+        if earlier_run(output_dir) and not cfg.get("ckpt_path"):  # a teacher or link may have its checkpoints
             check_same_config(cfg, output_dir)
         if finished is not None:
             log.info("resume=auto: %s finished before (metrics.json); not run again", output_dir)

@@ -61,7 +61,8 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
             log.error("%s", error)
             log.error("resume with: %s", resume_command(overrides, error.checkpoint,
-                                                        hydra_cfg.sweep.dir if multirun else None))
+                                                        hydra_cfg.sweep.dir if multirun else None,
+                                                        Path(cfg.paths.output_dir)))
             sys.exit(error.code)
         if multirun or not isinstance(error, (ConfigError, DatasetNotFoundError, RunStopped)):
             raise  # in a sweep Hydra finishes the other jobs, then reports this one

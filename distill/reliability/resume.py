@@ -10,6 +10,7 @@ say what an earlier call trained).
 from __future__ import annotations
 
 import logging
+import shlex
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -69,12 +70,30 @@ def auto_resume_checkpoint(output_dir: Path) -> str | None:
     return str(last)
 
 
-def resume_command(overrides: list[str], checkpoint: str | None, sweep_dir: str | None) -> str:
-    """The command that continues a stopped run (or, in a sweep, every unfinished job of it)."""
+def resume_checkpoint(cfg: DictConfig, train_dir: Path, what: str) -> str | None:
+    """The checkpoint that ``what`` (a teacher, a chain link, a generation), trained in ``train_dir`` inside the
+    run, continues from when the run resumes (``resume=auto``): its readable ``last.ckpt``; None otherwise."""
+    if cfg.get("resume") not in (True, "auto"):
+        return None
+    last = auto_resume_checkpoint(train_dir)
+    if last:
+        log.info("resume=auto: continuing %s from %s", what, last)
+    return last
+
+
+def resume_command(overrides: list[str], checkpoint: str | None, sweep_dir: str | None, output_dir: Path) -> str:
+    """The command that continues a stopped run (or, in a sweep, every unfinished job of it).
+
+    ``ckpt_path=`` only for the run's own model (``<run>/checkpoints/last.ckpt``): a teacher, chain link or
+    generation stopped inside the run continues with ``resume=auto``, which finds each one's checkpoint.
+    """
     if sweep_dir is not None:
         return f"the same distill-train -m command with: hydra.sweep.dir={sweep_dir} resume=auto"
-    kept = [o for o in overrides if not o.lstrip("+~").startswith(("ckpt_path=", "resume="))]
-    return " ".join(["distill-train", *kept, f"ckpt_path={checkpoint}" if checkpoint else "resume=auto"])
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(("ckpt_path=", "resume=", "hydra.run.dir="))]
+    own = checkpoint is not None and Path(checkpoint).resolve() == (output_dir / "checkpoints" / "last.ckpt").resolve()
+    # The run's folder by name: without it Hydra would start a new, timestamped one.
+    return shlex.join(["distill-train", *kept, f"ckpt_path={checkpoint}" if own else "resume=auto",
+                       f"hydra.run.dir={output_dir}"])
 
 
 def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:

@@ -23,11 +23,13 @@ from torch import nn
 
 from distill.config import fit_config, to_dict
 from distill.data.identity import data_identity
+from distill.errors import ConfigError
 from distill.export import export_model
 from distill.io import write_json
 from distill.models import create_model, load_weights
 from distill.obtain import model_kwargs
 from distill.ranks import is_rank_zero
+from distill.reliability.resume import resume_checkpoint
 from distill.report import ReportEntry
 from distill.schemes.ensemble import TeacherEnsemble
 from distill.schemes.options import chain_links, check_scheme, scheme_name
@@ -82,6 +84,9 @@ def run_chain(cfg: DictConfig, overrides: Sequence[str], run_single: SingleRun) 
     """Distil every link in order (each trained, or reused from the cache); summarise and report them all."""
     check_scheme(cfg)
     scheme = scheme_name(cfg)
+    if cfg.get("ckpt_path"):
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path} with {scheme}: a run of several models continues with "
+                          "resume=auto, which finds each model's own checkpoint (links/<i>-<name>/checkpoints/)")
     links = chain_links(cfg)
     run_dir = Path(cfg.paths.output_dir)
     base = fit_config(cfg, chain=None, generations=1, teacher=links[0])
@@ -92,6 +97,7 @@ def run_chain(cfg: DictConfig, overrides: Sequence[str], run_single: SingleRun) 
     for index, student in enumerate(links[1:], 1):
         link_dir = run_dir / "links" / f"{index}-{student['name']}"
         link_cfg = fit_config(base, teacher=teacher, student=student, seed=cfg.seed + index - 1,
+                              ckpt_path=resume_checkpoint(cfg, link_dir, f"{roles[index]} (link {index})"),
                               **{"paths.output_dir": str(link_dir), "report.enabled": False})
         key = link_cache_key(link_cfg, key)
         model = create_model(student["name"], datamodule.num_classes, datamodule.in_chans, student.get("kwargs"),
