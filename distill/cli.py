@@ -130,8 +130,7 @@ def check_keys(loader: Any, config_name: str, parsed: list[Any], group_overrides
     missing = object()
     for override in parsed:
         key = override.key_or_group
-        if not plain(override) or key.startswith(HYDRA_OWNED) or OmegaConf.select(cfg, key, default=missing) \
-                is not missing:
+        if not plain(override) or key.startswith(HYDRA_OWNED) or has_key(cfg, key):
             continue
         parent = key
         while "." in parent:  # the deepest node that exists: its keys are the close matches
@@ -147,6 +146,18 @@ def check_keys(loader: Any, config_name: str, parsed: list[Any], group_overrides
         hint = close_matches(key, siblings)
         raise ConfigError(f"{key} is not a key of the config" + (f" (did you mean {hint}?)" if hint else "")
                           + f"; to add it, write +{key}=...; to see every key: --cfg job")
+
+
+def has_key(cfg: Any, key: str) -> bool:
+    """Whether ``key`` is in ``cfg``, also when its value is mandatory and not yet given (``root: ???``), which
+    ``OmegaConf.select`` reports as absent."""
+    from omegaconf.errors import MissingMandatoryValue
+
+    missing = object()
+    try:
+        return OmegaConf.select(cfg, key, default=missing, throw_on_missing=True) is not missing
+    except MissingMandatoryValue:
+        return True
 
 
 def _single(override: Any) -> str:

@@ -43,3 +43,20 @@ def fit_config(cfg: DictConfig, **overrides: Any) -> DictConfig:
     for key, value in overrides.items():
         OmegaConf.update(copy, key, value, merge=False)
     return copy
+
+
+def instantiate_checked(node: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate``, with our own refusals (ConfigError, DatasetNotFoundError) raised as they are:
+    Hydra wraps whatever a constructor raises in an InstantiationException whose message is a traceback-like
+    block, not the one line the refusal was written to be."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from distill.errors import ConfigError, DatasetNotFoundError
+
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, (ConfigError, DatasetNotFoundError)):
+            raise error.__cause__ from None
+        raise

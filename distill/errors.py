@@ -21,3 +21,13 @@ def close_matches(name: str, candidates: Iterable[str], limit: int = 5) -> str:
     if not matches:  # substring hits help with long timm names ("resnet" -> "resnet18", ...)
         matches = [c for c in candidates if name.lower() in c.lower()][:limit]
     return ", ".join(matches)
+
+
+def one_line(error: BaseException) -> str:
+    """The message of ``error`` for a one-line refusal. An error raised in a DataLoader worker arrives re-raised
+    with the worker's traceback as its message; its last line holds the original ``Type: message``."""
+    message = str(error)
+    if "Original Traceback" in message:
+        last = next((line for line in reversed(message.splitlines()) if line.strip()), message)
+        return last.split(": ", 1)[1] if ": " in last else last
+    return message

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from distill.compress.settings import check_settings as check_compress_settings
-from distill.config import to_dict
+from distill.config import instantiate_checked, to_dict
 from distill.errors import ConfigError
 from distill.export import export_model, load_exported
 from distill.fit import FitResult, fit_model, seed_everything
@@ -35,6 +35,7 @@ from distill.reliability.interrupts import terminate_raises
 from distill.reliability.resume import (
     auto_resume_checkpoint,
     check_checkpoint,
+    check_checkpoint_fits,
     check_same_config,
     finished_run,
     record_run_config,
@@ -89,7 +90,7 @@ def prepare(cfg: DictConfig) -> Plan:
     if ckpt_path:
         check_checkpoint(str(ckpt_path))
     check_trainer(cfg.trainer)
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate_checked(cfg.data)
     datamodule.check()
     check_top_k(cfg, datamodule.num_classes)
     check_monitor(cfg, run_metrics(cfg.stage, datamodule.num_classes, cfg.loss.keys()))
@@ -110,6 +111,8 @@ def prepare(cfg: DictConfig) -> Plan:
         teacher = build_teachers(cfg, datamodule.num_classes, datamodule.in_chans, datamodule.input_shape)
         model, model_cfg = wrap_student(cfg, model, teacher, datamodule)
         check_loss_terms(cfg, model, teacher, datamodule)
+    if ckpt_path and cfg.stage != "mutual":  # mutual learning's checkpoint holds several peers
+        check_checkpoint_fits(str(ckpt_path), model, role, model_cfg.name)
     return Plan(datamodule, model, model_cfg, teacher, str(ckpt_path) if ckpt_path else None)
 
 

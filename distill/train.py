@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from distill.cli import HydraCommand
 from distill.config import CONF_DIR
-from distill.errors import ConfigError, DatasetNotFoundError
+from distill.errors import ConfigError, DatasetNotFoundError, one_line
 from distill.io import write_json
 from distill.reliability.errors import RunInterrupted, RunStopped
 from distill.reliability.run_folder import FolderInUse
@@ -66,7 +66,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
             sys.exit(error.code)
         if multirun or not isinstance(error, (ConfigError, DatasetNotFoundError, RunStopped)):
             raise  # in a sweep Hydra finishes the other jobs, then reports this one
-        log.error("error: %s", error)
+        log.error("error: %s", one_line(error))
         sys.exit(error.code if isinstance(error, RunStopped) else 2)
 
 

@@ -23,6 +23,7 @@ from distill.data.sampling import (
     epoch_generator,
     global_seed,
 )
+from distill.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,25 @@ def resolve_workers(num_workers: int | str, pin_memory: bool | str) -> tuple[int
     return int(num_workers), bool(pin_memory)
 
 
-def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def check_fraction(fraction: Any, key: str) -> None:
+    """A share of a split held out for another: strictly between 0 and 1 (0 or 1 leaves one side empty)."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        raise ConfigError(f"{key}={fraction} must lie strictly between 0 and 1 (0 or 1 leaves a split empty), "
+                          f"e.g. {key}=0.1")
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int, key: str = "data.val_fraction"
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """Indices (kept, held_out) with ``fraction`` of every class held out; fixed by ``seed``."""
     indices = np.arange(len(labels))
-    kept, held_out = train_test_split(indices, test_size=fraction, stratify=labels, random_state=seed)
-    return np.sort(kept), np.sort(held_out)
+    classes = len(np.unique(labels))
+    held_out = round(fraction * len(labels))
+    if held_out < classes or len(labels) - held_out < classes:  # sklearn's own error names neither key nor fix
+        raise ConfigError(f"{key}={fraction} holds out {held_out} of {len(labels)} images, but both sides of a "
+                          f"stratified split need at least one image of each of the {classes} classes; give a "
+                          f"value between {classes / len(labels):.4f} and {1 - classes / len(labels):.4f}")
+    kept, held_out_indices = train_test_split(indices, test_size=fraction, stratify=labels, random_state=seed)
+    return np.sort(kept), np.sort(held_out_indices)
 
 
 class BatchedTensorDataset(TensorDataset):
@@ -115,6 +130,7 @@ class InMemoryDataModule(SplitLoadersMixin, L.LightningDataModule):
                 f"{type(self).__name__}: mean/std need {self.in_chans} values (one per channel), "
                 f"got mean={list(self.mean)} std={list(self.std)}"
             )
+        check_fraction(val_fraction, "data.val_fraction")
         self.val_fraction = val_fraction
         self.split_seed = split_seed
         self.random_crop_padding = random_crop_padding

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.datasets import load_digits
 
-from distill.data.base import InMemoryDataModule, stratified_split
+from distill.data.base import InMemoryDataModule, check_fraction, stratified_split
 
 
 class DigitsDataModule(InMemoryDataModule):
@@ -19,6 +19,7 @@ class DigitsDataModule(InMemoryDataModule):
 
     def __init__(self, test_fraction: float = 0.2, **kwargs) -> None:
         super().__init__(**kwargs)
+        check_fraction(test_fraction, "data.test_fraction")
         self.test_fraction = test_fraction
 
     def source_files(self) -> list[Path]:
@@ -33,5 +34,5 @@ class DigitsDataModule(InMemoryDataModule):
         digits = load_digits()
         images = digits.images.astype(np.float32)[:, None]  # N x 1 x 8 x 8
         labels = digits.target
-        train, test = stratified_split(labels, self.test_fraction, self.split_seed)
+        train, test = stratified_split(labels, self.test_fraction, self.split_seed, key="data.test_fraction")
         return {"train": (images[train], labels[train]), "test": (images[test], labels[test])}

@@ -60,6 +60,6 @@ def listing_identity(samples: Iterable[tuple[str, str, int]], root: Path) -> str
 
 def data_identity(data_cfg: Any) -> str:
     """The identity of the dataset a ``data`` config names (its module is built, no data is loaded)."""
-    from hydra.utils import instantiate
+    from distill.config import instantiate_checked
 
-    return instantiate(data_cfg).identity()
+    return instantiate_checked(data_cfg).identity()

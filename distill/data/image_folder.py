@@ -34,9 +34,21 @@ def unreadable(path: str) -> str | None:
     try:
         with Image.open(path) as image:
             image.size  # noqa: B018  (the header is parsed by open; size proves it)
-    except (UnidentifiedImageError, OSError, ValueError) as error:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
         return str(error).splitlines()[0][:120] or type(error).__name__
     return None
+
+
+class BadImage(ConfigError):
+    """An image whose header reads but whose pixels cannot be decoded, found when a loader reaches it."""
+
+
+def decode(path: str) -> Any:
+    """The image at ``path``, fully decoded (PIL decodes lazily: ``convert`` forces it)."""
+    from PIL import Image
+
+    with open(path, "rb") as handle, Image.open(handle) as image:
+        return image.convert("RGB")
 
 
 class SizedDataset(Protocol):
@@ -91,13 +103,22 @@ def check_split_classes(folder: Path, mapping: dict[str, int], train_folder: Pat
 
 
 class FolderImages(Dataset):
-    """(image, label) for a list of (file, label) samples, decoded with PIL (as torchvision's ImageFolder)."""
+    """(image, label) for a list of (file, label) samples, decoded with PIL (as torchvision's ImageFolder).
 
-    def __init__(self, samples: list[tuple[str, int]], mapping: dict[str, int], transform: Any) -> None:
+    Headers are checked before training; an image whose pixels then fail to decode (a damaged body, a size
+    beyond PIL's decompression-bomb limit) is ``BadImage`` naming the file, or with ``on_bad_image=skip`` is
+    replaced by the next image of its split, with a warning naming it (in a loader worker, so it is not
+    counted in metrics.json's ``skipped_images``, which lists the files found before training).
+    """
+
+    def __init__(self, samples: list[tuple[str, int]], mapping: dict[str, int], transform: Any,
+                 on_bad_image: str = "error") -> None:
         self.samples = samples
         self.targets = [label for _, label in samples]
         self.classes, self.class_to_idx = list(mapping), dict(mapping)
         self.transform = transform
+        self.on_bad_image = on_bad_image
+        self.warned: set[str] = set()
 
     def keep(self, samples: list[tuple[str, int]]) -> None:
         self.samples, self.targets = samples, [label for _, label in samples]
@@ -106,10 +127,22 @@ class FolderImages(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        from torchvision.datasets.folder import default_loader
+        from PIL import Image
 
-        path, label = self.samples[index]
-        return self.transform(default_loader(path)), label
+        for attempt in range(len(self.samples)):
+            path, label = self.samples[(index + attempt) % len(self.samples)]
+            try:
+                return self.transform(decode(path)), label
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+                reason = (str(error).splitlines() or [type(error).__name__])[0][:120]
+                if self.on_bad_image == "error":
+                    raise BadImage(f"{path} cannot be decoded ({reason}) though its header reads; fix: remove or "
+                                   "replace it, or set data.on_bad_image=skip to leave such images out") from None
+                if path not in self.warned:
+                    self.warned.add(path)
+                    log.warning("data.on_bad_image=skip: %s cannot be decoded (%s); the next image of the split "
+                                "stands in for it", path, reason)
+        raise BadImage("no image of the split can be decoded; check the files")
 
 
 def check_no_empty_class(dataset: Any, folder: Path) -> None:
@@ -145,6 +178,9 @@ class ImageFolderDataModule(SplitLoadersMixin, L.LightningDataModule):
             test_dir = "test" if (self.root / "test").is_dir() else val_dir
         self.dirs = {"train": train_dir, "val": val_dir, "test": test_dir}
         self.image_size = image_size
+        if in_chans not in (1, 3):  # every image is converted to grayscale (1) or RGB (3) when decoded
+            raise ConfigError(f"data.in_chans={in_chans}: image folders are read as grayscale (data.in_chans=1) or "
+                              "RGB (data.in_chans=3); images with other channel counts are converted to one of them")
         self.in_chans = in_chans
         self.mean, self.std = tuple(mean), tuple(std)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
@@ -216,7 +252,7 @@ class ImageFolderDataModule(SplitLoadersMixin, L.LightningDataModule):
         for split, folder in self.dirs.items():
             check_split_classes(self.root / folder, mapping, self.root / self.dirs["train"])
             scan = scan_split(self.root / folder, mapping)
-            dataset = FolderImages(scan.samples, mapping, self._transform(split == "train"))
+            dataset = FolderImages(scan.samples, mapping, self._transform(split == "train"), self.on_bad_image)
             self._drop_unreadable(split, dataset)
             check_no_empty_class(dataset, self.root / folder)
             self.datasets[split] = dataset

@@ -49,6 +49,25 @@ def check_checkpoint(path: str | Path, option: str = "ckpt_path") -> None:
                           "give a run's checkpoints/last.ckpt")
 
 
+def check_checkpoint_fits(path: str | Path, model: torch.nn.Module, role: str, name: str) -> None:
+    """Fail with one line, before training, if the checkpoint at ``path`` holds another model than ``model``
+    (Lightning would load it after the teacher has trained, and fail there)."""
+    state = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True, mmap=True)["state_dict"]
+    saved = {key.removeprefix("student."): value.shape for key, value in state.items() if key.startswith("student.")}
+    own = {key: value.shape for key, value in model.state_dict().items()}
+    missing, unexpected = sorted(own.keys() - saved.keys()), sorted(saved.keys() - own.keys())
+    mismatched = sorted(key for key in own.keys() & saved.keys() if own[key] != saved[key])
+    if not (missing or unexpected or mismatched):
+        return
+    details = [f"{len(missing)} layer(s) missing (e.g. {missing[0]})" if missing else "",
+               f"{len(unexpected)} unknown (e.g. {unexpected[0]})" if unexpected else "",
+               f"{len(mismatched)} of another shape (e.g. {mismatched[0]}: {tuple(saved[mismatched[0]])} there, "
+               f"{tuple(own[mismatched[0]])} here)" if mismatched else ""]
+    raise ConfigError(f"ckpt_path={path} holds another model than this run's {role} {name} "
+                      f"({'; '.join(d for d in details if d)}); give a checkpoint of this config's run, or the "
+                      f"{role}=... it was trained with")
+
+
 def finished_run(output_dir: Path) -> dict[str, Any] | None:
     """The summary of a run that finished in ``output_dir`` (its ``metrics.json``), or None."""
     summary_file = output_dir / "metrics.json"

@@ -17,11 +17,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from distill.config import fit_config, to_dict
+from distill.config import fit_config, instantiate_checked, to_dict
 from distill.data.identity import data_identity
 from distill.errors import ConfigError
 from distill.export import export_model
@@ -90,7 +89,7 @@ def run_chain(cfg: DictConfig, overrides: Sequence[str], run_single: SingleRun) 
     links = chain_links(cfg)
     run_dir = Path(cfg.paths.output_dir)
     base = fit_config(cfg, chain=None, generations=1, teacher=links[0])
-    datamodule = instantiate(base.data)
+    datamodule = instantiate_checked(base.data)
     cache = TeacherCache(cfg.paths.cache_dir)
     roles = link_roles(scheme, len(links))
     key, teacher, models, records, summaries = first_key(base), links[0], [], [], []
