@@ -3,24 +3,29 @@ saved model.
 
 See conf/eval.yaml for the forms it takes. Every model is measured on the same test split and device,
 and the report (``report.json``, ``report.md``, ``accuracy_vs_macs.png``) goes to the eval's own folder.
+
+torch, timm and the report are imported by the functions that use them: a run folder, config or model path that
+is not what it should be is refused before those imports, in a second rather than five.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from torch import nn
 
 from distill.config import load_config, to_dict
 from distill.errors import ConfigError
-from distill.export import load_exported
 from distill.io import read_json
-from distill.models import create_model, load_weights
-from distill.report import ReportEntry, build_report, write_report
+from distill.run_files import read_json_object, read_run_config
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from distill.report import ReportEntry
 
 log = logging.getLogger("distill")
 
@@ -30,8 +35,11 @@ def find_runs(folders: list[str]) -> list[Path]:
     runs: list[Path] = []
     for name in folders:
         folder = Path(str(name)).expanduser()
+        if not folder.exists():
+            raise ConfigError(f"runs: {folder} does not exist; give run folders or a sweep folder")
         if not folder.is_dir():
-            raise ConfigError(f"runs: {folder} is not a folder; give run folders or a sweep folder")
+            raise ConfigError(f"runs: {folder} is a file, not a folder; give run folders or a sweep folder (a model "
+                              f"file is model={folder})")
         if (folder / ".hydra" / "config.yaml").is_file():
             runs.append(folder)
             continue
@@ -42,8 +50,31 @@ def find_runs(folders: list[str]) -> list[Path]:
     return runs
 
 
+def load_run_config(folder: Path) -> DictConfig:
+    """A run's ``.hydra/config.yaml``, checked first (valid YAML, a mapping, the keys of a distill run): a folder of
+    another application is refused by name instead of failing on its first missing key."""
+    read_run_config(folder)
+    return load_config(folder / ".hydra" / "config.yaml")
+
+
+def model_file(model: Any) -> Path | None:
+    """The file ``model=`` names, checked to be one; None when it names none."""
+    if not model:
+        return None
+    path = Path(str(model)).expanduser()
+    if not path.exists():
+        raise ConfigError(f"model={path} does not exist")
+    if not path.is_file():
+        raise ConfigError(f"model={path} is a folder, not a model file; give its exported .json (student.json), or "
+                          f"evaluate a run folder with runs=[{path}]")
+    return path
+
+
 def load_model_file(path: Path, architecture: str | None, kwargs: dict[str, Any], datamodule: Any) -> nn.Module:
     """An exported .json, or a weights file / checkpoint for ``architecture`` (checked against the data)."""
+    from distill.export import load_exported
+    from distill.models import create_model, load_weights
+
     if path.suffix == ".json":
         model, description = load_exported(path)
         expected = {"num_classes": datamodule.num_classes, "in_chans": datamodule.in_chans}
@@ -61,11 +92,15 @@ def load_model_file(path: Path, architecture: str | None, kwargs: dict[str, Any]
 
 def run_entries(run_dir: Path, run_cfg: DictConfig, datamodule: Any) -> list[ReportEntry]:
     """The student (or baseline) of a run, and its teacher when the run had one."""
-    summary = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
+    from distill.report import ReportEntry
+
+    summary = read_json_object(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
     tag = f"{run_dir.name}" + (f" ({'+'.join(run_cfg.loss)})" if run_cfg.stage == "distill" else "")
     entries = []
     teacher_source = None
-    teacher_info = summary.get("teacher") or {}
+    teacher_info = summary.get("teacher")
+    if not isinstance(teacher_info, dict):  # none: a run without a teacher (stage=student) has no entry
+        teacher_info = {}
     if teacher_info.get("cache_entry"):
         teacher_source = Path(teacher_info["cache_entry"]) / "teacher.json"
     elif teacher_info.get("weights"):
@@ -105,7 +140,7 @@ def unique_teachers(entries: list[ReportEntry]) -> list[ReportEntry]:
 
 def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     runs = find_runs(list(cfg.runs)) if cfg.runs else []
-    run_cfgs = {run: load_config(run / ".hydra" / "config.yaml") for run in runs}
+    run_cfgs = {run: load_run_config(run) for run in runs}
     if cfg.get("data") is not None:
         data_cfg = cfg.data
     elif runs:
@@ -114,17 +149,17 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         raise ConfigError("give the data to evaluate on (data=digits, data=fashion_mnist, ...) or a run folder")
     if not runs and not cfg.model:
         raise ConfigError("nothing to evaluate: give runs=[<run or sweep folder>, ...] or model=<file>")
+    model_path = model_file(cfg.model)
+    from distill.report import ReportEntry, build_report, write_report  # torch: once the paths passed their checks
+
     datamodule = instantiate(data_cfg)
     datamodule.check()
     entries: list[ReportEntry] = []
     for run in runs:
         entries += run_entries(run, run_cfgs[run], datamodule)
-    if cfg.model:
-        path = Path(str(cfg.model)).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"model={path} does not exist")
-        model = load_model_file(path, cfg.architecture, to_dict(cfg.model_kwargs), datamodule)
-        architecture = cfg.architecture or read_json(path)["architecture"]
+    if model_path is not None:
+        model = load_model_file(model_path, cfg.architecture, to_dict(cfg.model_kwargs), datamodule)
+        architecture = cfg.architecture or read_json(model_path)["architecture"]
         entries.append(ReportEntry("model", architecture, model, cfg.label or f"model: {architecture}"))
     report = build_report(unique_teachers(entries), datamodule, to_dict(cfg.report))
     write_report(report, output_dir, title="accuracy vs MACs")

@@ -11,11 +11,22 @@ from pathlib import Path
 from typing import Any
 
 import timm
+import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from distill.compress.structure import resize_layers
-from distill.io import atomic_write, read_json, write_json
+from distill.errors import ConfigError
+from distill.io import atomic_write, write_json
+from distill.models import check_model_name
+from distill.run_files import read_json_object
+
+# What an exported model's description must name: a .json without them was written by something else.
+DESCRIPTION_KEYS = {"architecture": (str, "a timm name"), "model_kwargs": (dict, "an object"),
+                    "weights": (str, "a file name")}
+# The longest quote of a loading error that a refusal carries (PyTorch lists every mismatched tensor).
+QUOTED_ERROR_CHARS = 300
 
 
 def export_model(model: nn.Module, architecture: str, model_kwargs: dict[str, Any], folder: str | Path,
@@ -36,14 +47,74 @@ def export_model(model: nn.Module, architecture: str, model_kwargs: dict[str, An
 
 
 def load_exported(json_path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild an exported model (eval mode) and return it with its description."""
-    json_path = Path(json_path)
-    description = read_json(json_path)
-    import students  # noqa: F401
+    """Rebuild an exported model (eval mode) and return it with its description.
 
-    model = timm.create_model(description["architecture"], **description["model_kwargs"])
-    state_dict = load_file(str(json_path.parent / description["weights"]))
-    if "layers" in description:  # a pruned model: its layers are narrower than the architecture's
-        resize_layers(model, description["layers"], state_dict)
-    model.load_state_dict(state_dict, strict=True)
+    Every way the pair can be wrong (a .json of another kind, an unknown architecture, a missing, cut or
+    mismatched weights file) is a ConfigError that names the file.
+    """
+    json_path = Path(json_path).expanduser()
+    description = read_description(json_path)
+    model = build_described(json_path, description)
+    weights = weights_path(json_path, description)
+    state_dict = read_safetensors(weights)
+    try:
+        if "layers" in description:  # a pruned model: its layers are narrower than the architecture's
+            resize_layers(model, description["layers"], state_dict)
+        model.load_state_dict(state_dict, strict=True)
+    except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as error:
+        raise ConfigError(f"the weights in {weights} do not fit the model {json_path} describes "
+                          f"({description['architecture']} {description['model_kwargs']}): {quoted(error)}; export "
+                          "the pair again, or give the .json that was written with these weights") from None
     return model.eval(), description
+
+
+def read_description(json_path: Path) -> dict[str, Any]:
+    """The description an exported model's .json holds, checked to name its architecture, kwargs and weights."""
+    if not json_path.is_file():
+        what = "is a folder" if json_path.is_dir() else "does not exist"
+        raise ConfigError(f"{json_path} {what}; give an exported model's .json (distill-train writes student.json)")
+    description = read_json_object(json_path)
+    lacking = [f"{key} ({meaning})" for key, (kind, meaning) in DESCRIPTION_KEYS.items()
+               if not isinstance(description.get(key), kind)]
+    if lacking:
+        raise ConfigError(f"{json_path} lacks {', '.join(lacking)}, so it does not describe an exported model "
+                          "(distill-train writes student.json with these beside student.safetensors)")
+    return description
+
+
+def build_described(json_path: Path, description: dict[str, Any]) -> nn.Module:
+    """The architecture the description names, built from its kwargs (weights not loaded yet); our own
+    architectures are in timm's registry since distill.models imports ``students``."""
+    architecture = description["architecture"]
+    try:
+        check_model_name(architecture, role="exported")
+    except ConfigError as error:
+        raise ConfigError(f"{json_path}: {error}") from None
+    try:
+        return timm.create_model(architecture, **description["model_kwargs"])
+    except Exception as error:  # a constructor refuses bad kwargs in many ways (TypeError, assert, ValueError)
+        raise ConfigError(f"{json_path}: {architecture} cannot be built from its model_kwargs "
+                          f"{description['model_kwargs']}: {quoted(error)}") from None
+
+
+def weights_path(json_path: Path, description: dict[str, Any]) -> Path:
+    """The weights file the description names; it lies beside the .json."""
+    path = json_path.parent / description["weights"]
+    if not path.is_file():
+        raise ConfigError(f"{json_path} names the weights file {path}, which does not exist; keep the .json and "
+                          "its .safetensors together")
+    return path
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise ConfigError(f"cannot read weights from {path} ({quoted(error)}): the file is cut short or corrupt; "
+                          "export the model again or copy the file whole") from None
+
+
+def quoted(error: BaseException) -> str:
+    """An error's text on one line, cut to QUOTED_ERROR_CHARS: a refusal is one line on the console."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= QUOTED_ERROR_CHARS else text[:QUOTED_ERROR_CHARS] + " ..."

@@ -6,7 +6,6 @@ mismatched weights file into one clear message before training starts.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -86,16 +85,22 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     ``module.``/``_orig_mod.`` wrapper prefixes).
     """
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"weights file {path} is a folder; give the weights file itself (e.g. <run>/student.json)")
     if not path.is_file():
         raise ConfigError(f"weights file not found: {path}. Fix: check the path (absolute, or relative to the run)")
     if path.suffix == ".json":  # an exported model: the weights file it names lies beside it
-        path = path.parent / json.loads(path.read_text())["weights"]
+        from distill.export import read_description, weights_path  # here: distill.export imports this module
+
+        path = weights_path(path, read_description(path))
     try:
         state_dict = timm.models.load_state_dict(str(path), use_ema=False, weights_only=True)
     except Exception as error:
         raise ConfigError(
-            f"cannot read weights from {path}: {type(error).__name__}: {error}. Expected a .safetensors file, a "
-            "PyTorch state dict (.pth/.pt) or a distill checkpoint (.ckpt); the file may be truncated or corrupt"
+            # Unpickling errors span many lines: a refusal is one line on the console.
+            f"cannot read weights from {path}: {type(error).__name__}: {' '.join(str(error).split())[:300]}. "
+            "Expected a .safetensors file, a PyTorch state dict (.pth/.pt) or a distill checkpoint (.ckpt); the "
+            "file may be truncated or corrupt"
         ) from error
     if any(key.startswith(CHECKPOINT_MODEL_PREFIX) for key in state_dict):
         # A distill Lightning checkpoint: keep the trained network, drop adapters and the teacher.

@@ -1,7 +1,8 @@
 """``distill-summarize <sweep folder>``: one table over a sweep's runs, seeds aggregated, plus plots.
 
 It reads the run folders (``metrics.json``, ``report.json``, ``.hydra/``), so it works offline and
-without wandb. Runs that failed are listed with their error line.
+without wandb. Runs that failed are listed with their error line. A folder of another application, or a run file
+that cannot be read (cut short, edited), is refused by name before anything is written into the sweep folder.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from distill.cli import fail
 from distill.errors import ConfigError
-from distill.io import atomic_write, read_json, write_json
+from distill.io import atomic_write, write_json
+from distill.run_files import read_json_object, read_run_config, read_yaml
 
 IGNORED_OVERRIDE_PREFIXES = ("seed=", "hydra.", "paths.", "logger", "trainer.enable_progress_bar")
+
+
+# What distill-summarize reads of a run's config (a sweep's rows are grouped by them).
+SUMMARY_KEYS = ("stage", "loss")
 
 
 @dataclass
@@ -42,14 +46,10 @@ class Group:
     runs: list[RunRecord] = field(default_factory=list)
 
 
-def _load_yaml(path: Path) -> Any:
-    return yaml.safe_load(path.read_text()) if path.is_file() else None
-
-
 def read_run(folder: Path) -> RunRecord:
-    overrides = _load_yaml(folder / ".hydra" / "overrides.yaml") or []
-    hydra_cfg = _load_yaml(folder / ".hydra" / "hydra.yaml") or {}
-    config = _load_yaml(folder / ".hydra" / "config.yaml") or {}
+    config = read_run_config(folder, SUMMARY_KEYS)
+    overrides = [str(o) for o in read_yaml(folder / ".hydra" / "overrides.yaml", list) or []]
+    hydra_cfg = read_yaml(folder / ".hydra" / "hydra.yaml", dict) or {}
     choices = (hydra_cfg.get("hydra") or {}).get("runtime", {}).get("choices", {})
     stage = config.get("stage", "distill")
     method = {"student": "baseline (student alone)", "teacher": "teacher alone"}.get(stage)
@@ -60,13 +60,14 @@ def read_run(folder: Path) -> RunRecord:
             and not o.startswith("stage=")]
     record = RunRecord(folder, method, kept, config.get("seed"))
     if (folder / "metrics.json").is_file():
-        record.summary = read_json(folder / "metrics.json")
+        record.summary = read_json_object(folder / "metrics.json")
         # A scheme (distill/schemes) names its own method: "chain a>b>c kd", "mutual learning x2", ...
         record.method = (record.summary.get("scheme") or {}).get("method", record.method)
         if (folder / "report.json").is_file():
-            record.report = read_json(folder / "report.json")
+            record.report = read_json_object(folder / "report.json")
     elif (folder / "error.json").is_file():
-        record.error = read_json(folder / "error.json")["error"].splitlines()[0]
+        error = str(read_json_object(folder / "error.json").get("error") or "error.json names no error")
+        record.error = (error.splitlines() or [error])[0]
     else:
         record.error = _last_error_line(folder) or "no metrics.json: the run stopped before it finished"
     return record
@@ -104,7 +105,7 @@ def _summary(record: RunRecord) -> dict[str, Any]:
 def _model_profile(report: dict | None, role: str) -> dict | None:
     if not report:
         return None
-    return next((m for m in report["models"] if m["role"] == role), None)
+    return next((m for m in report.get("models", []) if m.get("role") == role), None)
 
 
 def summarize_groups(records: list[RunRecord]) -> list[dict[str, Any]]:
@@ -240,13 +241,21 @@ def plot_methods(rows: list[dict[str, Any]], path: Path) -> Path:
     return save_figure(figure, path)
 
 
-def summarize_sweep(sweep: Path, output: Path | None = None) -> dict[str, Any]:
-    from distill.report import plot_accuracy_vs_macs
-
-    sweep = Path(sweep).expanduser()
+def check_sweep_folder(sweep: Path) -> None:
+    """Refuse a sweep path that is missing or a file (the summary is written into the sweep folder)."""
+    hint = "give a Hydra sweep folder such as outputs/multirun/<date_time>"
+    if not sweep.exists():
+        raise ConfigError(f"{sweep} holds no runs: it does not exist; {hint}")
     if not sweep.is_dir():
-        raise ConfigError(f"{sweep} is not a folder; give a Hydra sweep folder such as outputs/multirun/<date_time>")
-    output = Path(output) if output else sweep
+        raise ConfigError(f"{sweep} is a file, not a folder; {hint}")
+
+
+def summarize_sweep(sweep: Path, output: Path | None = None) -> dict[str, Any]:
+    sweep = Path(sweep).expanduser()
+    check_sweep_folder(sweep)
+    output = Path(output).expanduser() if output else sweep
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"--output {output} is a file, not a folder; give the folder to write the summary into")
     records = find_runs(sweep)
     failures = [r for r in records if r.error]
     rows = summarize_groups(records)
@@ -274,6 +283,8 @@ def summarize_sweep(sweep: Path, output: Path | None = None) -> dict[str, Any]:
     if rows:
         files["methods_plot"] = plot_methods(rows, output / "summary_methods.png")
     if points:
+        from distill.report import plot_accuracy_vs_macs  # imports torch: only once the runs were read
+
         files["macs_plot"] = plot_accuracy_vs_macs(points, output / "summary_accuracy_vs_macs.png",
                                                    "sweep: accuracy vs MACs")
     return {"rows": rows, "failures": failures, "table": table, "files": files, "runs": len(records)}

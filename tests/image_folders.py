@@ -17,3 +17,14 @@ def make_image_folder(root: Path, per_class: int = 4, bad: int = 0, splits: tupl
                 Image.new("RGB", (12, 10), (color, i * 10, 0)).save(folder / f"{i}.png")
     for i in range(bad):
         (root / "train" / "cat" / f"broken{i}.jpg").write_bytes(b"not an image at all")
+
+
+def truncated_png(path: Path) -> None:
+    """A PNG whose header reads (size, mode) but whose pixel data is cut short: only decoding finds it."""
+    import numpy as np
+    from PIL import Image
+
+    noise = np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])

@@ -8,13 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from distill.data.image_folder import unreadable
 from distill.errors import ConfigError
 from distill.runner import prepare, run
-from tests.image_folders import make_image_folder
+from tests.image_folders import make_image_folder, truncated_png
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,16 +66,6 @@ IMAGE_RUN = ["data=image_folder", "data.image_size=16", "data.batch_size=4", "da
              "data.num_workers=1", "teacher=small_cnn", "teacher.train.max_epochs=1", "student=small_cnn",
              "trainer.max_epochs=1", "logger=csv", "~callbacks.progress_bar", "trainer.enable_progress_bar=false",
              "report.enabled=false"]
-
-
-def truncated_png(path: Path) -> None:
-    """A PNG whose header reads (size, mode) but whose pixel data is cut short."""
-    from PIL import Image
-
-    noise = np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)
-    Image.fromarray(noise).save(path)
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
 
 
 @pytest.mark.parametrize("mode", ["error", "skip"])

@@ -15,23 +15,32 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from distill.cli import HydraCommand
+from distill.cli import HydraCommand, fail
 from distill.compress.settings import check_settings
 from distill.config import CONF_DIR, load_config
 from distill.errors import ConfigError, DatasetNotFoundError
 from distill.reliability.errors import RunStopped
+from distill.run_files import read_run_config
 
 log = logging.getLogger("distill")
 
 
 def run_folder(run: Any) -> Path:
-    """The run folder ``run`` names, checked to hold a config and an exported student."""
+    """The run folder ``run`` names, checked to hold a distill run's config and an exported student.
+
+    Every check runs before anything is written: the new files go into this folder, which may not be ours.
+    """
     if not run:
         raise ConfigError("give the run to compress: distill-compress run=outputs/distill/<date_time> compress=int8")
     folder = Path(str(run)).expanduser()
+    hint = "give a folder made by distill-train, e.g. outputs/distill/<date_time>"
+    if not folder.exists():
+        raise ConfigError(f"run={folder} is not a distill run folder: it does not exist; {hint}")
+    if not folder.is_dir():
+        raise ConfigError(f"run={folder} is not a distill run folder: it is a file; {hint}")
     if not (folder / ".hydra" / "config.yaml").is_file():
-        raise ConfigError(f"run={folder} is not a distill run folder (no .hydra/config.yaml); give a folder made "
-                          "by distill-train, e.g. outputs/distill/<date_time>")
+        raise ConfigError(f"run={folder} is not a distill run folder (no .hydra/config.yaml); {hint}")
+    read_run_config(folder)
     if not (folder / "student.json").is_file():
         raise ConfigError(f"run={folder} has no exported student (student.json): compress a run that finished "
                           "(distill-train exports the student at its end), or finish it with ckpt_path=<its "
@@ -41,11 +50,11 @@ def run_folder(run: Any) -> Path:
 
 def compress_run(run: Any, settings: DictConfig) -> dict[str, Any] | None:
     """Rebuild the run's data, student and teacher (exported to ONNX beside the student); run the steps."""
+    folder = run_folder(run)
     from hydra.utils import instantiate  # here, not at the top: --help and bad input answer without torch
 
     from distill.export import load_exported
 
-    folder = run_folder(run)
     run_cfg = load_config(folder / ".hydra" / "config.yaml")
     cfg = OmegaConf.merge(run_cfg, {"compress": settings})
     assert isinstance(cfg, DictConfig)
@@ -77,8 +86,7 @@ def hydra_main(cfg: DictConfig) -> None:
     try:
         result = compress_run(cfg.run, cfg.compress)
     except (ConfigError, DatasetNotFoundError) as error:
-        log.error("error: %s", error)
-        sys.exit(2)
+        fail(error)  # one line on stderr, exit code 2: as the refusals before Hydra starts
     except RunStopped as error:  # a step failed: the variants made before it are in the report
         log.error("error: %s", error)
         sys.exit(error.code)
