@@ -85,7 +85,7 @@ def load_model_file(path: Path, architecture: str | None, kwargs: dict[str, Any]
     if not architecture:
         raise ConfigError(f"model={path} is not an exported .json: say which architecture it holds "
                           "(architecture=<timm name> model_kwargs={...})")
-    model = create_model(architecture, datamodule.num_classes, datamodule.in_chans, kwargs, role="model")
+    model = create_model(architecture, datamodule.num_classes, datamodule.in_chans, kwargs, role="architecture")
     load_weights(model, path, role=f"model '{architecture}'")
     return model
 

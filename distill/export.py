@@ -20,11 +20,8 @@ from distill.compress.structure import resize_layers
 from distill.errors import ConfigError
 from distill.io import atomic_write, write_json
 from distill.models import check_model_name
-from distill.run_files import read_json_object
+from distill.run_files import read_description, weights_path
 
-# What an exported model's description must name: a .json without them was written by something else.
-DESCRIPTION_KEYS = {"architecture": (str, "a timm name"), "model_kwargs": (dict, "an object"),
-                    "weights": (str, "a file name")}
 # The longest quote of a loading error that a refusal carries (PyTorch lists every mismatched tensor).
 QUOTED_ERROR_CHARS = 300
 
@@ -68,20 +65,6 @@ def load_exported(json_path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     return model.eval(), description
 
 
-def read_description(json_path: Path) -> dict[str, Any]:
-    """The description an exported model's .json holds, checked to name its architecture, kwargs and weights."""
-    if not json_path.is_file():
-        what = "is a folder" if json_path.is_dir() else "does not exist"
-        raise ConfigError(f"{json_path} {what}; give an exported model's .json (distill-train writes student.json)")
-    description = read_json_object(json_path)
-    lacking = [f"{key} ({meaning})" for key, (kind, meaning) in DESCRIPTION_KEYS.items()
-               if not isinstance(description.get(key), kind)]
-    if lacking:
-        raise ConfigError(f"{json_path} lacks {', '.join(lacking)}, so it does not describe an exported model "
-                          "(distill-train writes student.json with these beside student.safetensors)")
-    return description
-
-
 def build_described(json_path: Path, description: dict[str, Any]) -> nn.Module:
     """The architecture the description names, built from its kwargs (weights not loaded yet); our own
     architectures are in timm's registry since distill.models imports ``students``."""
@@ -95,15 +78,6 @@ def build_described(json_path: Path, description: dict[str, Any]) -> nn.Module:
     except Exception as error:  # a constructor refuses bad kwargs in many ways (TypeError, assert, ValueError)
         raise ConfigError(f"{json_path}: {architecture} cannot be built from its model_kwargs "
                           f"{description['model_kwargs']}: {quoted(error)}") from None
-
-
-def weights_path(json_path: Path, description: dict[str, Any]) -> Path:
-    """The weights file the description names; it lies beside the .json."""
-    path = json_path.parent / description["weights"]
-    if not path.is_file():
-        raise ConfigError(f"{json_path} names the weights file {path}, which does not exist; keep the .json and "
-                          "its .safetensors together")
-    return path
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:

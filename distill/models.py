@@ -16,6 +16,7 @@ from torch import nn
 
 import students  # noqa: F401  (registers our architectures into timm's registry)
 from distill.errors import ConfigError, close_matches
+from distill.run_files import read_description, weights_path
 
 # Prefixes of the state dicts our Lightning checkpoints hold: the trained network is ``student``.
 CHECKPOINT_MODEL_PREFIX = "student."
@@ -90,8 +91,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ConfigError(f"weights file not found: {path}. Fix: check the path (absolute, or relative to the run)")
     if path.suffix == ".json":  # an exported model: the weights file it names lies beside it
-        from distill.export import read_description, weights_path  # here: distill.export imports this module
-
         path = weights_path(path, read_description(path))
     try:
         state_dict = timm.models.load_state_dict(str(path), use_ema=False, weights_only=True)

@@ -17,6 +17,9 @@ from distill.io import read_json
 # distill-eval and distill-compress rebuild a run's data and models from all of them, distill-summarize reads two.
 RUN_CONFIG_KEYS = ("stage", "loss", "student.name", "teacher.name", "data._target_")
 # Said with every refusal of a run's file: these files are written by Hydra and distill-train, never by hand.
+# What an exported model's description must name: a .json without them was written by something else.
+DESCRIPTION_KEYS = {"architecture": (str, "a timm name"), "model_kwargs": (dict, "an object"),
+                    "weights": (str, "a file name")}
 RUN_FILE_FIX = "restore the file, or move its run folder out of the way"
 
 
@@ -78,3 +81,26 @@ def read_run_config(folder: Path, keys: tuple[str, ...] = RUN_CONFIG_KEYS) -> di
         raise ConfigError(f"{folder} is not a distill run: its .hydra/config.yaml has no {', '.join(lacking)} (a run "
                           "of another application?); give folders that distill-train made")
     return config
+
+
+def read_description(json_path: Path) -> dict[str, Any]:
+    """The description an exported model's .json holds, checked to name its architecture, kwargs and weights."""
+    if not json_path.is_file():
+        what = "is a folder" if json_path.is_dir() else "does not exist"
+        raise ConfigError(f"{json_path} {what}; give an exported model's .json (distill-train writes student.json)")
+    description = read_json_object(json_path)
+    lacking = [f"{key} ({meaning})" for key, (kind, meaning) in DESCRIPTION_KEYS.items()
+               if not isinstance(description.get(key), kind)]
+    if lacking:
+        raise ConfigError(f"{json_path} lacks {', '.join(lacking)}, so it does not describe an exported model "
+                          "(distill-train writes student.json with these beside student.safetensors)")
+    return description
+
+
+def weights_path(json_path: Path, description: dict[str, Any]) -> Path:
+    """The weights file the description names; it lies beside the .json."""
+    path = json_path.parent / description["weights"]
+    if not path.is_file():
+        raise ConfigError(f"{json_path} names the weights file {path}, which does not exist; keep the .json and "
+                          "its .safetensors together")
+    return path

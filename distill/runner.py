@@ -80,9 +80,9 @@ class Plan:
 
 def prepare(cfg: DictConfig) -> Plan:
     """Validate every input that can be checked cheaply, so bad input fails before any training."""
+    validate_config(cfg)  # first, as distill-train runs it: the same value gets the same message either way
     if cfg.stage not in STAGES:
         raise ConfigError(f"unknown stage '{cfg.stage}'; choose one of: {', '.join(STAGES)}")
-    validate_config(cfg)
     check_scheme(cfg)
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(str(ckpt_path)).expanduser().is_file():

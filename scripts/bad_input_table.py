@@ -95,7 +95,7 @@ def run_row(row: Row, scratch: Path) -> dict[str, Any]:
     if built is not None and hasattr(built, "close"):  # a lock held for the case: released
         built.close()
     output = result.stdout + result.stderr
-    trained = bool(set(scratch.rglob("*.ckpt")) - checkpoints_before) or (scratch / "cache" / "teachers").exists()
+    trained = bool(set(scratch.rglob("*.ckpt")) - checkpoints_before) or any(scratch.glob("cache/teachers/*/*.json"))
     message = message_line(output).replace(str(scratch), "…")  # the case's scratch folder, as in the args column
     return {"id": row.id, "command": row.command, "args": row.args, "exit_code": result.returncode,
             "seconds": round(seconds, 2), "message": message, "trained": trained, "traceback": "Traceback" in output,

@@ -42,7 +42,7 @@ BAD_VALUES: list[tuple[list[str], str]] = [
     (["trainer.log_every_n_steps=0"], r"trainer.log_every_n_steps=0 is out of range"),
     (["monitor=val/acc"],
      r"monitor='val/acc' is not a metric this run logs \(did you mean val/acc_top5, val/acc_top1\?\)"),
-    (["stage=baseline"], r"unknown stage 'baseline'"),
+    (["stage=baseline"], r"stage='baseline' is not a valid choice; expected one of distill, teacher"),
     (["resume=sometimes"], r"resume='sometimes' is not a valid choice"),
     (["guard.on_non_finite=ignore"], r"guard.on_non_finite='ignore' is not a valid choice"),
     (["student.name=cifar_resnet8x5"], r"unknown student model 'cifar_resnet8x5'.*cifar_resnet8x4"),

@@ -191,5 +191,6 @@ CASES: list[InputCase] = [
     InputCase("an unknown key", ["trainer.max_epoch=3"], "did you mean trainer.max_epochs"),
     InputCase("an unreadable override", ["trainer.max_epochs=[1"], "cannot read the override"),
     InputCase("a missing --config-dir", ["--config-dir", "{scratch}/no_conf"], "no such folder"),
-    InputCase("an image too small for the model", ["student=cifar_resnet20", "data.image_size=2"], "image"),
+    InputCase("images the model cannot take", ["student=timm", "student.name=vit_tiny_patch16_224"],
+              "cannot take inputs of shape (1, 8, 8)"),
 ]
