@@ -216,7 +216,7 @@ class ImageFolderDataModule(SplitLoadersMixin, L.LightningDataModule):
         return listing_identity(samples, self.root)
 
     def check(self) -> None:
-        missing = [str(self.root / d) for d in set(self.dirs.values()) if not (self.root / d).is_dir()]
+        missing = [str(self.root / d) for d in sorted(set(self.dirs.values())) if not (self.root / d).is_dir()]
         if missing:
             raise DatasetNotFoundError(
                 f"image folder(s) not found: {', '.join(missing)}. Fix: set data.root=<folder> holding "
