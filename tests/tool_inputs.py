@@ -161,12 +161,17 @@ WITHOUT_STUDENT = config_without("student", "data")
 CUT_WEIGHTS = truncated("student.safetensors", 10)
 EMPTY_WEIGHTS = truncated("student.safetensors", 0)
 
+# Run configs that distill-eval and distill-compress (which rebuild a run's models and data) both refuse.
+NOT_A_RUN_CONFIG: list[tuple[str, Builder, str]] = [
+    ("foreign app", foreign_app, "is not a distill run"),
+    ("config without student", WITHOUT_STUDENT, "has no student.name, data._target_"),
+    ("invalid yaml", replaced(".hydra/config.yaml", INVALID_YAML), "is not valid YAML"),
+    ("empty config", replaced(".hydra/config.yaml", ""), "config.yaml is empty"),
+    ("config is a list", replaced(".hydra/config.yaml", A_LIST), "holds a list"),
+]
+
 CASES = [
-    eval_runs("foreign app", foreign_app, "is not a distill run"),
-    eval_runs("config without student", WITHOUT_STUDENT, "has no student.name, data._target_"),
-    eval_runs("invalid yaml", replaced(".hydra/config.yaml", INVALID_YAML), "is not valid YAML"),
-    eval_runs("empty config", replaced(".hydra/config.yaml", ""), "config.yaml is empty"),
-    eval_runs("config is a list", replaced(".hydra/config.yaml", A_LIST), "holds a list"),
+    *(eval_runs(*case) for case in NOT_A_RUN_CONFIG),
     eval_runs("weights cut to 10 bytes", CUT_WEIGHTS, "cannot read weights from"),
     eval_runs("weights missing", removed("student.safetensors"), "student.safetensors, which does not exist"),
     eval_runs("json invalid", replaced("student.json", BAD_JSON), "student.json is not valid JSON"),
@@ -185,11 +190,7 @@ CASES = [
                "architecture=small_cnnn"),
     eval_model("a folder", run_copy, "is a folder"),
     eval_model("missing", missing, "does not exist"),
-    compress("foreign app", foreign_app, "is not a distill run"),
-    compress("config without student", WITHOUT_STUDENT, "has no student.name, data._target_"),
-    compress("invalid yaml", replaced(".hydra/config.yaml", INVALID_YAML), "is not valid YAML"),
-    compress("empty config", replaced(".hydra/config.yaml", ""), "config.yaml is empty"),
-    compress("config is a list", replaced(".hydra/config.yaml", A_LIST), "holds a list"),
+    *(compress(*case) for case in NOT_A_RUN_CONFIG),
     compress("weights of 0 bytes", EMPTY_WEIGHTS, "cannot read weights from"),
     compress("json invalid", replaced("student.json", BAD_JSON), "student.json is not valid JSON"),
     compress("json lacks keys", description(architecture=None), "lacks architecture"),
