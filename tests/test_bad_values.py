@@ -103,3 +103,16 @@ def test_more_cpu_processes_than_cores_get_a_warning_with_the_numbers(caplog, mo
         warn_oversubscribed(OmegaConf.create({"accelerator": "cpu", "devices": 2}))
         warn_oversubscribed(OmegaConf.create({"accelerator": "gpu", "devices": 8}))
     assert "CPU processes" not in caplog.text
+
+
+def test_the_bad_input_table_runs_its_cases_through_the_real_command(tmp_path):
+    doc = tmp_path / "reliability.md"
+    doc.write_text("before\n<!-- bad-input-table:start -->\nSTALE TABLE\n<!-- bad-input-table:end -->\nafter\n")
+    result = subprocess.run([sys.executable, "scripts/bad_input_table.py", "--only", "ckpt_path=/no/such",
+                             "--out", str(doc), "--json", str(tmp_path / "table.json")], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = doc.read_text()
+    assert text.startswith("before\n") and text.endswith("after\n") and "STALE TABLE" not in text
+    assert "| ckpt_path=/no/such/last.ckpt | `distill-train ckpt_path=/no/such/last.ckpt` | 2 |" in text
+    assert "All 1 as promised" in text

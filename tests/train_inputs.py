@@ -29,6 +29,13 @@ class InputCase:
     args: list[str]  # "{scratch}" stands for the case's scratch folder
     message: str  # a part of the one line the command must answer with
     build: Build | None = None
+    exit_code: int = 2  # a refusal; other outcomes (a full disk, a signal, a run that must go on) differ
+    trains: bool = False  # whether the command trains before its answer (a signal mid-training)
+    output: str | None = None  # a part of another line the output must hold (a warning, a log line)
+    # None: the console script, from the scratch folder; a module: ``python -m <module>`` from the repository, where
+    # tests/ imports (tests.disk_full: distill-train on a full disk; a signal callback of tests/process_signals.py)
+    module: str | None = None
+    env: dict[str, str] | None = None
 
 
 def images(scratch: Path, **kwargs: Any) -> Path:
@@ -121,6 +128,23 @@ def unfinished_run(scratch: Path) -> None:
     (run / "checkpoints" / "last.ckpt").write_bytes(b"half a checkpoint")
 
 
+def trained_on_other_images(scratch: Path) -> None:
+    """A teacher cached for one image folder; the case's folder has the same class names, the classes swapped."""
+    import subprocess
+    import sys
+
+    for name in ("images", "first"):
+        make_image_folder(scratch / name)
+    for split in ("train", "val"):
+        folder = scratch / "images" / split
+        os.rename(folder / "cat", folder / "tmp")
+        os.rename(folder / "dog", folder / "cat")
+        os.rename(folder / "tmp", folder / "dog")
+    args = [arg.replace("{scratch}/images", str(scratch / "first")) for arg in IMAGE_FOLDER]
+    subprocess.run([sys.executable, "-m", "distill.train", *args, "logger=none", f"paths.cache_dir={scratch / 'cache'}",
+                    f"hydra.run.dir={scratch / 'first_run'}"], check=True, capture_output=True, timeout=600)
+
+
 def run_of_another_config(scratch: Path) -> None:
     run = scratch / "run"
     run.mkdir(parents=True)
@@ -128,6 +152,10 @@ def run_of_another_config(scratch: Path) -> None:
     (run / "metrics.json").write_text(json.dumps({"monitored": 0.5}))
 
 
+# The signal callback of tests/process_signals.py, firing in the teacher's fit only (its seed is 0, the run's 1).
+SIGTERM_IN_TEACHER = ["+callbacks.kill._target_=tests.process_signals.SignalAtBatch",
+                      "+callbacks.kill.signal_name=SIGTERM", "+callbacks.kill.epoch=1", "+callbacks.kill.batch=8",
+                      "+callbacks.kill.seed=0"]
 IMAGE_FOLDER = ["data=image_folder", "data.root={scratch}/images", "data.image_size=16", "data.batch_size=4",
                 "data.eval_batch_size=4", "teacher.train.max_epochs=1", "trainer.max_epochs=1"]
 
@@ -191,6 +219,19 @@ CASES: list[InputCase] = [
     InputCase("an unknown key", ["trainer.max_epoch=3"], "did you mean trainer.max_epochs"),
     InputCase("an unreadable override", ["trainer.max_epochs=[1"], "cannot read the override"),
     InputCase("a missing --config-dir", ["--config-dir", "{scratch}/no_conf"], "no such folder"),
+    # outcomes that are not refusals: each class of #31 that is not about bad input has its row too
+    InputCase("the same class names, other images (a cached teacher of other data)",
+              [*IMAGE_FOLDER, "data.num_workers=0"], "run folder:", trained_on_other_images, exit_code=0, trains=True,
+              output="no cached weights for this config"),
+    InputCase("a full disk at a checkpoint write", ["teacher=small_cnn", "teacher.train.max_epochs=2"],
+              "disk full: could not write", exit_code=5, trains=True, module="tests.disk_full",
+              env={"DISK_FULL_AT": "3"}),
+    InputCase("SIGTERM while the teacher trains", ["teacher=small_cnn", "teacher.train.max_epochs=2", "seed=1",
+                                                  *SIGTERM_IN_TEACHER], "resume=auto hydra.run.dir=", exit_code=143,
+              trains=True, output="stopped by SIGTERM at epoch 1", module="distill.train"),
+    InputCase("more CPU processes than cores", ["trainer.accelerator=cpu", "trainer.devices=64",
+                                                "data=fashion_mnist", "data.root={scratch}/nowhere"],
+              "Fashion-MNIST files not found", output="trainer.devices=64 CPU processes on"),
     InputCase("images the model cannot take", ["student=timm", "student.name=vit_tiny_patch16_224"],
               "cannot take inputs of shape (1, 8, 8)"),
 ]
