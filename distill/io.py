@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from distill.reliability.errors import DiskFull
+from distill.errors import DiskFull
 
 # A write that failed with less than this free on its file system failed for lack of space, whatever the writer
 # raised (torch.save reports ENOSPC as a RuntimeError "file write failed").

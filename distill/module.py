@@ -18,10 +18,9 @@ from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from distill.epoch_means import EpochMeans, log_epoch_means
-from distill.errors import ConfigError
+from distill.errors import ConfigError, DivergenceError
 from distill.features import FeatureTaps
 from distill.losses import DistillBatch, LossTerm
-from distill.reliability.errors import DivergenceError
 from distill.reliability.guard import NonFiniteWatch
 from distill.teacher_outputs import CachedTeacherOutputs
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from distill.compress.settings import check_settings as check_compress_settings
 from distill.config import instantiate_checked, to_dict
-from distill.errors import ConfigError
+from distill.errors import ConfigError, InterruptedAfterTraining
 from distill.export import export_model, load_exported
 from distill.fit import FitResult, fit_model, seed_everything
 from distill.io import write_json
@@ -30,7 +30,6 @@ from distill.models import check_input_fits, count_parameters, create_model
 from distill.module import DistillationModule
 from distill.obtain import model_kwargs, obtain_teacher
 from distill.ranks import is_rank_zero
-from distill.reliability.errors import InterruptedAfterTraining
 from distill.reliability.interrupts import terminate_raises
 from distill.reliability.resume import (
     auto_resume_checkpoint,

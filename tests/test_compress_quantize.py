@@ -92,8 +92,8 @@ def test_int8_qoperator_file_is_smaller_than_qdq_and_computes_the_same_classes(d
 
 
 def test_a_compression_step_that_fails_fails_the_run_and_keeps_what_was_made(make_cfg, monkeypatch):
-    from distill.compress.errors import CompressionFailed
     from distill.compress.pipeline import Compressor
+    from distill.errors import CompressionFailed
     from distill.runner import run
 
     def broken_qat(self):

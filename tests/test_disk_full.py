@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from distill.errors import DiskFull
 from distill.io import atomic_write, write_json
-from distill.reliability.errors import DiskFull
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = ["teacher=small_cnn", "teacher.train.max_epochs=2", "student=small_cnn", "trainer.max_epochs=1",

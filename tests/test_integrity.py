@@ -191,7 +191,7 @@ def test_sigterm_during_the_report_says_so_and_the_run_resumes(make_cfg, monkeyp
     import signal
 
     import distill.runner
-    from distill.reliability.errors import InterruptedAfterTraining
+    from distill.errors import InterruptedAfterTraining
 
     real_report = distill.runner.efficiency_report
 

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
+from distill.errors import DiskFull
 from distill.io import atomic_write, write_json
-from distill.reliability.errors import DiskFull
 
 
 def test_a_written_file_gets_the_usual_permissions_not_a_temp_files(tmp_path):

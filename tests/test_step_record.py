@@ -19,10 +19,10 @@ from lightning.pytorch.loggers import CSVLogger
 
 from distill.data import DigitsDataModule
 from distill.epoch_means import EpochMeans
+from distill.errors import DivergenceError
 from distill.losses import build_loss_terms
 from distill.models import create_model
 from distill.module import DistillationModule, weighted_total
-from distill.reliability.errors import DivergenceError
 from distill.reliability.guard import NonFiniteWatch
 
 NAMES = ("total", "ce", "kd", "acc_top1")

@@ -18,8 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from distill.cli import HydraCommand, fail
 from distill.compress.settings import check_settings
 from distill.config import CONF_DIR, load_config
-from distill.errors import ConfigError, DatasetNotFoundError
-from distill.reliability.errors import RunStopped
+from distill.errors import ConfigError, DatasetNotFoundError, RunStopped
 from distill.run_files import read_run_config
 
 log = logging.getLogger("distill")

@@ -18,9 +18,8 @@ import torch
 from torch import nn
 
 from distill.compress.ort_runtime import run_batches, session
-from distill.errors import ConfigError
+from distill.errors import ConfigError, DiskFull
 from distill.io import atomic_write, disk_full
-from distill.reliability.errors import DiskFull
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"

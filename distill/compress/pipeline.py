@@ -17,10 +17,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from distill.compress import onnx_io, prune, qat, quantize, recover
-from distill.compress.errors import CompressionFailed
 from distill.compress.settings import check_settings
 from distill.compress.structure import layer_sizes
 from distill.compress.variants import Variant, measure_variant, plot_accuracy_vs_latency
+from distill.errors import CompressionFailed
 from distill.export import export_model
 from distill.io import atomic_write, read_json, write_json
 from distill.measure import accuracy

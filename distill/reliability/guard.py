@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from distill.reliability.errors import DivergenceError
+from distill.errors import DivergenceError
 
 # (rows, names, runs): ``rows[start:stop]`` were steps of batch size ``weight`` for each (start, stop, weight).
 RowsConsumer = Callable[[torch.Tensor, tuple[str, ...], list[tuple[int, int, int]]], None]

@@ -20,7 +20,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from distill.reliability.errors import RunInterrupted
+from distill.errors import RunInterrupted
 
 log = logging.getLogger("distill")
 
