@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from distill.features import PRE_ACT, PRE_LOGITS, FeatureTaps, feature_layer_names, pre_activation_layers
+from distill.feature_taps import PRE_ACT, PRE_LOGITS, FeatureTaps, feature_layer_names, pre_activation_layers
 from distill.models import check_input_fits, classifier_name, create_model
 
 

@@ -19,7 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from distill.epoch_means import EpochMeans, log_epoch_means
 from distill.errors import ConfigError, DivergenceError
-from distill.features import FeatureTaps
+from distill.feature_taps import FeatureTaps
 from distill.losses import DistillBatch, LossTerm
 from distill.reliability.guard import NonFiniteWatch
 from distill.teacher_outputs import CachedTeacherOutputs

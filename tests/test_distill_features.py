@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from distill.errors import ConfigError
-from distill.features import FeatureTaps
+from distill.feature_taps import FeatureTaps
 from distill.losses import build_loss_terms
 from distill.models import create_model
 from distill.module import DistillationModule

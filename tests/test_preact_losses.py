@@ -13,7 +13,7 @@ from torch import nn
 from torch.testing import assert_close
 
 from distill.errors import ConfigError
-from distill.features import FeatureTaps
+from distill.feature_taps import FeatureTaps
 from distill.losses import (
     ab_loss,
     activation_boundary_loss,

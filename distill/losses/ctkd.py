@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distill.errors import ConfigError
-from distill.features import unwrap
+from distill.feature_taps import unwrap
 from distill.losses.base import DistillBatch, LossTerm
 from distill.losses.logits import kd_loss, standardize_logits
 from distill.losses.registry import register_loss

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from distill.errors import ConfigError
-from distill.features import PRE_ACT, pre_activation_modules, split_option
+from distill.feature_taps import PRE_ACT, pre_activation_modules, split_option
 from distill.losses.base import DistillBatch
 from distill.losses.features import LayerPairsTerm
 from distill.losses.maps import pool_to, require_maps

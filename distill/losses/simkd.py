@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distill.errors import ConfigError
-from distill.features import FeatureTaps, unwrap
+from distill.feature_taps import FeatureTaps, unwrap
 from distill.losses.base import DistillBatch, LossTerm, WrappedStudent
 from distill.losses.maps import pool_to
 from distill.losses.registry import register_loss
