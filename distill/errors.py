@@ -13,6 +13,11 @@ class ConfigError(ValueError):
     """A configuration value that cannot work: the message says which value and how to fix it."""
 
 
+class FolderInUse(ConfigError):
+    """The run folder belongs to another run (running now, or earlier): refused before anything is written there
+    (not even error.json, which would mark the other run as failed)."""
+
+
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset's files are not where the config says; the message names the path and how to get them."""
 

@@ -41,7 +41,7 @@ def obtain_teacher(cfg: DictConfig, teacher: nn.Module, datamodule: Any, output_
         log.info("teacher %s: timm pretrained weights used as they are (teacher.train.max_epochs=0)", cfg.teacher.name)
         return info
 
-    key = teacher_cache_key(cfg)
+    key = teacher_cache_key(cfg, datamodule.identity())
     train_dir = output_dir if cfg.stage == "teacher" else output_dir / "teacher"
 
     def train() -> dict[str, Any]:

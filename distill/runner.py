@@ -86,8 +86,7 @@ def prepare(cfg: DictConfig) -> Plan:
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(str(ckpt_path)).expanduser().is_file():
         raise ConfigError(f"ckpt_path={ckpt_path} does not exist; give the path of a run's checkpoints/last.ckpt")
-    if ckpt_path:
-        check_checkpoint(str(ckpt_path))
+    checkpoint = check_checkpoint(str(ckpt_path)) if ckpt_path else None
     check_trainer(cfg.trainer)
     datamodule = instantiate_checked(cfg.data)
     datamodule.check()
@@ -110,8 +109,8 @@ def prepare(cfg: DictConfig) -> Plan:
         teacher = build_teachers(cfg, datamodule.num_classes, datamodule.in_chans, datamodule.input_shape)
         model, model_cfg = wrap_student(cfg, model, teacher, datamodule)
         check_loss_terms(cfg, model, teacher, datamodule)
-    if ckpt_path and cfg.stage != "mutual":  # mutual learning's checkpoint holds several peers
-        check_checkpoint_fits(str(ckpt_path), model, role, model_cfg.name)
+    if checkpoint is not None and cfg.stage != "mutual":  # mutual learning's checkpoint holds several peers
+        check_checkpoint_fits(str(ckpt_path), checkpoint["state_dict"], model, role, model_cfg.name)
     return Plan(datamodule, model, model_cfg, teacher, str(ckpt_path) if ckpt_path else None)
 
 

@@ -42,7 +42,9 @@ TRAINER_KEYS_KEPT = ("fast_dev_run", "limit_train_batches", "precision", "accumu
                      "gradient_clip_val", "gradient_clip_algorithm")
 
 
-def teacher_cache_key(cfg: DictConfig) -> str:
+def teacher_cache_key(cfg: DictConfig, identity: str | None = None) -> str:
+    """The key of the teacher ``cfg`` trains; ``identity``: the data's (``datamodule.identity()``), when the caller
+    has the data module already (else it is computed from ``cfg.data``)."""
     teacher = OmegaConf.to_container(cfg.teacher, resolve=True)
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     assert isinstance(teacher, dict) and isinstance(data_cfg, dict), "cfg.teacher and cfg.data are mappings"
@@ -51,7 +53,7 @@ def teacher_cache_key(cfg: DictConfig) -> str:
     trainer = {key: cfg.trainer.get(key) for key in TRAINER_KEYS_KEPT}
     # The teacher's own seed is in teacher["train"]["seed"]; the run's seed only drives the student.
     recipe = {"format": CACHE_FORMAT, "teacher": teacher, "data": data, "trainer": trainer,
-              "data_identity": data_identity(cfg.data)}
+              "data_identity": identity if identity is not None else data_identity(cfg.data)}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

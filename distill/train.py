@@ -24,9 +24,8 @@ from omegaconf import DictConfig
 
 from distill.cli import HydraCommand
 from distill.config import CONF_DIR
-from distill.errors import ConfigError, DatasetNotFoundError, RunInterrupted, RunStopped, one_line
+from distill.errors import ConfigError, DatasetNotFoundError, FolderInUse, RunInterrupted, RunStopped, one_line
 from distill.io import write_json
-from distill.reliability.run_folder import FolderInUse
 from distill.reliability.schema import validate_config
 
 log = logging.getLogger("distill")

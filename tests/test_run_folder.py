@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.reliability.run_folder import FolderInUse
+from distill.errors import FolderInUse
 from distill.runner import run
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -41,13 +41,6 @@ def resolve_workers(num_workers: int | str, pin_memory: bool | str) -> tuple[int
     return int(num_workers), bool(pin_memory)
 
 
-def check_fraction(fraction: Any, key: str) -> None:
-    """A share of a split held out for another: strictly between 0 and 1 (0 or 1 leaves one side empty)."""
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
-        raise ConfigError(f"{key}={fraction} must lie strictly between 0 and 1 (0 or 1 leaves a split empty), "
-                          f"e.g. {key}=0.1")
-
-
 def stratified_split(labels: np.ndarray, fraction: float, seed: int, key: str = "data.val_fraction"
                      ) -> tuple[np.ndarray, np.ndarray]:
     """Indices (kept, held_out) with ``fraction`` of every class held out; fixed by ``seed``."""
@@ -130,7 +123,6 @@ class InMemoryDataModule(SplitLoadersMixin, L.LightningDataModule):
                 f"{type(self).__name__}: mean/std need {self.in_chans} values (one per channel), "
                 f"got mean={list(self.mean)} std={list(self.std)}"
             )
-        check_fraction(val_fraction, "data.val_fraction")
         self.val_fraction = val_fraction
         self.split_seed = split_seed
         self.random_crop_padding = random_crop_padding

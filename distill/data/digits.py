@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.datasets import load_digits
 
-from distill.data.base import InMemoryDataModule, check_fraction, stratified_split
+from distill.data.base import InMemoryDataModule, stratified_split
 
 
 class DigitsDataModule(InMemoryDataModule):
@@ -19,7 +19,6 @@ class DigitsDataModule(InMemoryDataModule):
 
     def __init__(self, test_fraction: float = 0.2, **kwargs) -> None:
         super().__init__(**kwargs)
-        check_fraction(test_fraction, "data.test_fraction")
         self.test_fraction = test_fraction
 
     def source_files(self) -> list[Path]:

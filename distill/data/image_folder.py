@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from distill.data.base import SplitLoadersMixin, resolve_workers
-from distill.data.folder_scan import class_folders, scan_split
+from distill.data.folder_scan import SplitScan, class_folders, scan_split
 from distill.data.identity import listing_identity
 from distill.errors import ConfigError, DatasetNotFoundError
 
@@ -190,6 +190,7 @@ class ImageFolderDataModule(SplitLoadersMixin, L.LightningDataModule):
             raise ConfigError(f"data.on_bad_image={on_bad_image!r}; choose error or skip")
         self.on_bad_image = on_bad_image
         self.datasets: dict = {}
+        self._scans: dict[str, SplitScan] = {}
         self.skipped_images: dict[str, list[str]] = {}  # split -> unreadable files left out (on_bad_image=skip)
 
     @property
@@ -204,15 +205,24 @@ class ImageFolderDataModule(SplitLoadersMixin, L.LightningDataModule):
     @property
     def num_classes(self) -> int:
         self.check()
-        return sum(1 for entry in (self.root / self.dirs["train"]).iterdir() if entry.is_dir())
+        return len(class_folders(self.root / self.dirs["train"]))
+
+    def _scan(self, split: str) -> SplitScan:
+        """The split's samples, labelled by the training split's classes; listed once per module (the cache key
+        and ``setup`` both need them, and a folder's link warnings are said once)."""
+        if split not in self._scans:
+            self.check()
+            train = self.root / self.dirs["train"]
+            folder = self.root / self.dirs[split]
+            mapping = class_mapping(train)
+            check_split_classes(folder, mapping, train)
+            self._scans[split] = scan_split(folder, mapping)
+        return self._scans[split]
 
     def identity(self) -> str:
         """A digest of every sample (file, label, size, mtime, inode): cheap (no file is read), and it changes when
         any file is added, removed, replaced, touched or moved to another class."""
-        self.check()
-        mapping = class_mapping(self.root / self.dirs["train"])
-        samples = [(split, path, label) for split, folder in sorted(self.dirs.items())
-                   for path, label in scan_split(self.root / folder, mapping).samples]
+        samples = [(split, path, label) for split in sorted(self.dirs) for path, label in self._scan(split).samples]
         return listing_identity(samples, self.root)
 
     def check(self) -> None:
@@ -250,9 +260,8 @@ class ImageFolderDataModule(SplitLoadersMixin, L.LightningDataModule):
                         self.root / self.dirs["val"], self.root / "test")
         mapping = class_mapping(self.root / self.dirs["train"])
         for split, folder in self.dirs.items():
-            check_split_classes(self.root / folder, mapping, self.root / self.dirs["train"])
-            scan = scan_split(self.root / folder, mapping)
-            dataset = FolderImages(scan.samples, mapping, self._transform(split == "train"), self.on_bad_image)
+            scan = self._scan(split)
+            dataset = FolderImages(list(scan.samples), mapping, self._transform(split == "train"), self.on_bad_image)
             self._drop_unreadable(split, dataset)
             check_no_empty_class(dataset, self.root / folder)
             self.datasets[split] = dataset

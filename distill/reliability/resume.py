@@ -32,8 +32,9 @@ UNCHECKED = ("resume", "ckpt_path", "paths.", "logger", "callbacks.progress_bar"
              *(f"data.{key}" for key in DATA_LOADING_KEYS))
 
 
-def check_checkpoint(path: str | Path, option: str = "ckpt_path") -> None:
-    """Fail with one line if ``path`` is not a complete Lightning checkpoint (truncated, corrupt, not ours)."""
+def check_checkpoint(path: str | Path, option: str = "ckpt_path") -> dict[str, Any]:
+    """Fail with one line if ``path`` is not a complete Lightning checkpoint (truncated, corrupt, not ours); return
+    it (memory-mapped: its tensors are read only when used)."""
     path = Path(path).expanduser()
     fix = f"give another checkpoint of the run (checkpoints/best.ckpt, or an earlier {option}), or start over"
     if not zipfile.is_zipfile(path):  # torch saves a zip archive; a truncated one has lost its directory
@@ -47,12 +48,13 @@ def check_checkpoint(path: str | Path, option: str = "ckpt_path") -> None:
     if missing:
         raise ConfigError(f"{option}={path} is not a Lightning training checkpoint (no {', '.join(missing)}); "
                           "give a run's checkpoints/last.ckpt")
+    return checkpoint
 
 
-def check_checkpoint_fits(path: str | Path, model: torch.nn.Module, role: str, name: str) -> None:
-    """Fail with one line, before training, if the checkpoint at ``path`` holds another model than ``model``
-    (Lightning would load it after the teacher has trained, and fail there)."""
-    state = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True, mmap=True)["state_dict"]
+def check_checkpoint_fits(path: str | Path, state: dict[str, Any], model: torch.nn.Module, role: str,
+                          name: str) -> None:
+    """Fail with one line, before training, if the checkpoint at ``path`` (its ``state_dict``: ``state``) holds
+    another model than ``model`` (Lightning would load it after the teacher has trained, and fail there)."""
     saved = {key.removeprefix("student."): value.shape for key, value in state.items() if key.startswith("student.")}
     own = {key: value.shape for key, value in model.state_dict().items()}
     missing, unexpected = sorted(own.keys() - saved.keys()), sorted(saved.keys() - own.keys())

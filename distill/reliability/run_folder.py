@@ -15,16 +15,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from distill.errors import ConfigError
+from distill.errors import FolderInUse
 
 LOCK_FILE = ".run.lock"
 # What a run leaves in its folder once it has started: a recorded config, checkpoints, or a summary.
 EARLIER_RUN = ("run_config.json", "metrics.json", "checkpoints/*.ckpt")
-
-
-class FolderInUse(ConfigError):
-    """The run folder belongs to another run (running now, or earlier): refused before anything is written there
-    (not even error.json, which would mark the other run as failed)."""
 
 
 @contextmanager

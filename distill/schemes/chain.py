@@ -21,7 +21,6 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from distill.config import fit_config, instantiate_checked, to_dict
-from distill.data.identity import data_identity
 from distill.errors import ConfigError
 from distill.export import export_model
 from distill.io import write_json
@@ -46,19 +45,19 @@ def _digest(recipe: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def first_key(cfg: DictConfig) -> str:
+def first_key(cfg: DictConfig, identity: str) -> str:
     """The chain's root: the teacher's cache key, with its weights file (which that key leaves out) when given."""
-    return _digest({"teacher": teacher_cache_key(cfg), "weights": cfg.teacher.get("weights")})
+    return _digest({"teacher": teacher_cache_key(cfg, identity), "weights": cfg.teacher.get("weights")})
 
 
-def link_cache_key(link_cfg: DictConfig, teacher_key: str) -> str:
+def link_cache_key(link_cfg: DictConfig, teacher_key: str, identity: str) -> str:
     """Everything that shapes a distilled link: its teacher's key, its model, loss, optimiser, schedule, data, seed."""
     data = {k: v for k, v in to_dict(link_cfg.data).items() if k not in DATA_KEYS_IGNORED}
     trainer = {key: link_cfg.trainer.get(key) for key in ("max_epochs", "max_steps", *TRAINER_KEYS_KEPT)}
     student = {k: v for k, v in to_dict(link_cfg.student).items() if k != "weights"}
     recipe = {"format": LINK_FORMAT, "teacher_key": teacher_key, "student": student, "loss": to_dict(link_cfg.loss),
               "optimizer": to_dict(link_cfg.optimizer), "scheduler": to_dict(link_cfg.get("scheduler")),
-              "data": data, "data_identity": data_identity(link_cfg.data), "trainer": trainer, "seed": link_cfg.seed,
+              "data": data, "data_identity": identity, "trainer": trainer, "seed": link_cfg.seed,
               "top_k": OmegaConf.select(link_cfg, "teacher_cache.top_k")}
     return _digest(recipe)
 
@@ -92,13 +91,14 @@ def run_chain(cfg: DictConfig, overrides: Sequence[str], run_single: SingleRun) 
     datamodule = instantiate_checked(base.data)
     cache = TeacherCache(cfg.paths.cache_dir)
     roles = link_roles(scheme, len(links))
-    key, teacher, models, records, summaries = first_key(base), links[0], [], [], []
+    identity = datamodule.identity()  # the data's, once for every link's key
+    key, teacher, models, records, summaries = first_key(base, identity), links[0], [], [], []
     for index, student in enumerate(links[1:], 1):
         link_dir = run_dir / "links" / f"{index}-{student['name']}"
         link_cfg = fit_config(base, teacher=teacher, student=student, seed=cfg.seed + index - 1,
                               ckpt_path=resume_checkpoint(cfg, link_dir, f"{roles[index]} (link {index})"),
                               **{"paths.output_dir": str(link_dir), "report.enabled": False})
-        key = link_cache_key(link_cfg, key)
+        key = link_cache_key(link_cfg, key, identity)
         model = create_model(student["name"], datamodule.num_classes, datamodule.in_chans, student.get("kwargs"),
                              role="student")
         summary, trained = cache.get_or_train(key, model, partial(train_link, link_cfg, model, run_single, overrides),
