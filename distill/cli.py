@@ -88,6 +88,8 @@ def check_presets(argv: Sequence[str], conf_dir: Path, config_name: str = "train
             for entry in value:
                 search_path.append("hydra.searchpath in command-line", str(entry))
     loader = ConfigLoaderImpl(config_search_path=search_path)
+    # Read again with the loader: a glob sweep (``loss=glob(*,exclude=[fsp])``) lists the group's options through it.
+    parsed = OverridesParser.create(config_loader=loader).parse_overrides(list(args.overrides))
     group_overrides = []
     for override in parsed:
         group = override.key_or_group
@@ -99,6 +101,8 @@ def check_presets(argv: Sequence[str], conf_dir: Path, config_name: str = "train
         group_overrides.append(override)
         values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
         values = [v for value in values for v in (value if isinstance(value, list) else [value])]  # loss=[kd,at]
+        if not values:  # a glob that matches nothing
+            raise ConfigError(f"{override.input_line} selects no preset of '{group}'; available: {', '.join(options)}")
         for value in values:
             if value is None or str(value) in options:
                 continue

@@ -16,9 +16,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from distill.compress.structure import resize_layers
 from distill.errors import ConfigError
 from distill.io import atomic_write, write_json
+from distill.layer_sizes import resize_layers
 from distill.models import check_model_name
 from distill.run_files import read_description, weights_path
 

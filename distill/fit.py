@@ -21,7 +21,7 @@ from distill.module import DistillationModule
 from distill.reliability.checkpoints import AtomicCheckpointIO, LastCheckpoint
 from distill.reliability.interrupts import CheckpointOnSignal
 from distill.reliability.seeding import StepSeeder
-from distill.teacher_outputs import CachedTeacherOutputs
+from distill.teacher.stored_logits import CachedTeacherOutputs
 from distill.tracking import close_loggers
 
 log = logging.getLogger(__name__)

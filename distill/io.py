@@ -77,6 +77,34 @@ def free_bytes(folder: Path) -> int | None:
         return None
 
 
+def publish_folder(target: Path, fill: Callable[[Path], object]) -> Path:
+    """Call ``fill(staging)`` on a new folder beside ``target``, then rename it to ``target``: readers see the whole
+    entry or none. Every cache publishes its entries this way (hold the entry's lock around it).
+
+    The staging folder is removed whatever happens, except after SIGKILL: ``remove_staging`` clears what such a
+    publish left.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        fill(staging)
+        os.replace(staging, target)
+    except OSError as error:
+        full = disk_full(error, target)
+        if full is not None:
+            raise full from error
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def remove_staging(target: Path) -> None:
+    """Remove the staging folders of ``target`` a killed ``publish_folder`` left (call it holding the entry's lock)."""
+    for stale in target.parent.glob(f".{target.name}.*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 def write_json(path: str | Path, data: Any) -> Path:
     text = json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
     return atomic_write(path, lambda tmp: tmp.write_text(text))

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 import students  # noqa: F401  (registers our architectures into timm's registry)
+from distill.config import to_dict
 from distill.errors import ConfigError, close_matches
 from distill.run_files import read_description, weights_path
 
@@ -151,3 +152,9 @@ def classifier_name(model: nn.Module) -> str | None:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def model_kwargs(model_cfg: Any, datamodule: Any) -> dict[str, Any]:
+    """The kwargs that rebuild the model with ``timm.create_model`` (written beside exported weights)."""
+    return {**to_dict(model_cfg.get("kwargs")), "num_classes": datamodule.num_classes,
+            "in_chans": datamodule.in_chans}

@@ -22,7 +22,7 @@ from distill.errors import ConfigError, DivergenceError
 from distill.feature_taps import FeatureTaps
 from distill.losses import DistillBatch, LossTerm
 from distill.reliability.guard import NonFiniteWatch
-from distill.teacher_outputs import CachedTeacherOutputs
+from distill.teacher.stored_logits import CachedTeacherOutputs
 
 log = logging.getLogger("distill")
 

@@ -6,7 +6,7 @@
     distill-train stage=student                    # the undistilled baseline: the student on labels alone
 
 torch, Lightning, timm and torchvision are imported only once Hydra has composed a config that passed the
-checks of distill/reliability/schema.py: ``--help``, shell completion and a bad value answer in about the
+checks of distill/config/schema.py: ``--help``, shell completion and a bad value answer in about the
 time Python takes to import torch's config-free parts, not the 5-9 s of the whole stack.
 """
 
@@ -24,9 +24,9 @@ from omegaconf import DictConfig
 
 from distill.cli import HydraCommand
 from distill.config import CONF_DIR
+from distill.config.schema import validate_config
 from distill.errors import ConfigError, DatasetNotFoundError, FolderInUse, RunInterrupted, RunStopped, one_line
 from distill.io import write_json
-from distill.reliability.schema import validate_config
 
 log = logging.getLogger("distill")
 

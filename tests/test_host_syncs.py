@@ -6,7 +6,7 @@ import pytest
 
 import distill.fit
 from distill.runner import run
-from tests.host_syncs import SyncCounter, counting_syncs
+from tests.helpers.host_syncs import SyncCounter, counting_syncs
 
 
 @pytest.mark.parametrize("loss", ["kd", "fitnet"])

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from distill.fit import fit_model, seed_everything
 from distill.models import create_model
 from distill.runner import run
-from tests.wandb_records import logged_history
+from tests.helpers.wandb_records import logged_history
 
 
 def csv_rows(cfg) -> list[dict[str, str]]:
@@ -71,7 +71,7 @@ def test_config_check_leaves_a_teacher_to_train_trainable(make_cfg):
 
 
 def test_cache_key_follows_the_teacher_recipe(make_cfg):
-    from distill.teacher_cache import teacher_cache_key
+    from distill.teacher.weights_cache import teacher_cache_key
 
     base = teacher_cache_key(make_cfg())
     assert teacher_cache_key(make_cfg("student=cifar_resnet8", "trainer.max_epochs=9")) == base

@@ -6,7 +6,6 @@ Used by ``distill-train`` after the student is exported and by ``distill-compres
 
 from __future__ import annotations
 
-import copy
 import logging
 import traceback
 from pathlib import Path
@@ -16,21 +15,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from distill.compress import onnx_io, prune, qat, quantize, recover
+from distill.compress import qat
 from distill.compress.settings import check_settings
-from distill.compress.structure import layer_sizes
-from distill.compress.variants import Variant, measure_variant, plot_accuracy_vs_latency
+from distill.compress.step import STEPS, Variant, Workspace, row_order
+from distill.compress.steps import onnx as onnx_step
+from distill.compress.variants import measure_variant, plot_accuracy_vs_latency
 from distill.errors import CompressionFailed
-from distill.export import export_model
 from distill.io import atomic_write, read_json, write_json
-from distill.measure import accuracy
 from distill.report import report_markdown, write_report
 
 log = logging.getLogger("distill")
-
-# The report row a failed step would have made (the first file the step writes).
-STEP_VARIANTS = {"onnx": "ONNX fp32", "int8": "ONNX int8", "prune": "pruned PyTorch fp32", "qat": "QAT ONNX int8"}
-
 
 def test_images(datamodule: Any, count: int) -> torch.Tensor:
     """The first ``count`` test images: the export check runs on real data, not noise."""
@@ -43,110 +37,27 @@ def test_images(datamodule: Any, count: int) -> torch.Tensor:
     return torch.cat(batches)
 
 
-class Compressor:
-    """Holds what every step needs: the run's config, the data, the student and where files go."""
+def workspace_for(cfg: DictConfig, model: nn.Module, teacher: nn.Module | None, datamodule: Any, run_dir: Path,
+                  architecture: str, model_kwargs: dict[str, Any], steps: list[str]) -> Workspace:
+    """What the steps work on: ``model`` (the student, or a teacher run's teacher) on the CPU in eval mode."""
+    datamodule.setup("fit")
+    datamodule.setup("test")
+    return Workspace(cfg, model.cpu().eval(), teacher, datamodule, run_dir, architecture, model_kwargs,
+                     test_images(datamodule, cfg.compress.onnx.check_images), steps)
 
-    def __init__(self, cfg: DictConfig, student: nn.Module, teacher: nn.Module | None, datamodule: Any,
-                 run_dir: Path, architecture: str, model_kwargs: dict[str, Any]) -> None:
-        self.cfg = cfg
-        self.settings = cfg.compress
-        self.student = student.cpu().eval()
-        self.teacher = teacher
-        self.datamodule = datamodule
-        self.run_dir = Path(run_dir)
-        self.architecture = architecture
-        self.model_kwargs = model_kwargs
-        self.input_shape = tuple(datamodule.input_shape)
-        self.datamodule.setup("fit")
-        self.datamodule.setup("test")
-        self.check_images = test_images(datamodule, self.settings.onnx.check_images)
-        self.variants: list[Variant] = []
-        self.failures: list[dict[str, Any]] = []
 
-    def onnx(self, model: nn.Module, stem: str, label: str) -> Variant:
-        check = onnx_io.export_checked(model, self.input_shape, self.run_dir / f"{stem}.onnx", self.check_images,
-                                       self.settings.onnx, label, self.settings.runtime.threads)
-        log.info("%s.onnx: max |logit diff| %.3g against PyTorch, top-1 agreement %.2f %% (%s exporter)", stem,
-                 check["max_abs_logit_diff"], 100 * check["top1_agreement"], check["exporter"])
-        return self._add(Variant(f"{label} ONNX fp32".strip(), Path(check["file"]), model, "fp32",
-                                 {"export_check": check}))
-
-    def int8(self, fp32: Variant, stem: str, label: str) -> Variant:
-        settings = self.settings.int8
-        images = quantize.training_images(self.datamodule, settings.calibration_images, settings.seed)
-        reader = quantize.TrainingImagesReader(images, settings.calibration_batch_size)
-        info = quantize.quantize_int8(fp32.file, self.run_dir / f"{stem}.int8.onnx", reader, settings)
-        return self._add(Variant(f"{label} ONNX int8".strip(), Path(info["file"]), fp32.model, "int8",
-                                 {"quantization": info}))
-
-    def prune(self) -> Variant:
-        settings = self.settings.prune
-        pruned, info = prune.prune_to_macs(self.student, self.input_shape, settings.macs_ratio, settings.importance,
-                                           settings.round_to, settings.tolerance)
-        info["test_top1_before_recovery"] = accuracy(pruned, self.datamodule.test_dataloader(),
-                                                     self.datamodule.num_classes)["top1"]
-        teacher = copy.deepcopy(self.student) if settings.teacher == "unpruned" else self.teacher
-        assert teacher is not None, "check_settings refuses prune.teacher=teacher without a teacher"
-        loss = recover.loss_config(settings.loss, self.cfg.loss, "prune.loss")
-        result = recover.distill_into(self.cfg, pruned, teacher, self.datamodule, self.run_dir / "compress" / "prune",
-                                      settings.epochs, loss)
-        pruned = pruned.cpu().eval()
-        info.update({"teacher": settings.teacher, "loss": list(loss.keys()), "epochs": settings.epochs,
-                     "test_top1_after_recovery": result.metrics.get("test/acc_top1")})
-        description = export_model(pruned, self.architecture, self.model_kwargs, self.run_dir, stem="pruned",
-                                   extra={"layers": layer_sizes(pruned), "pruning": info,
-                                          "input_shape": list(self.input_shape)})
-        log.info("pruned model: %s (top-1 %.2f %% before recovery, %.2f %% after)", description,
-                 100 * info["test_top1_before_recovery"], 100 * (info["test_top1_after_recovery"] or 0))
-        return self._add(Variant("pruned PyTorch fp32", description.with_suffix(".safetensors"), pruned, "fp32",
-                                 {"pruning": info}))
-
-    def qat(self) -> Variant | None:
-        settings = self.settings.qat
-        prepared = qat.prepare_qat(self.student, self.input_shape)
-        qat.calibrate(prepared, quantize.training_images(self.datamodule, settings.calibration_images))
-        loss = recover.loss_config(settings.loss, self.cfg.loss, "qat.loss")
-        result = recover.distill_into(self.cfg, prepared, copy.deepcopy(self.student), self.datamodule,
-                                      self.run_dir / "compress" / "qat", settings.epochs, loss, lr=settings.lr)
-        path = qat.convert_to_onnx(prepared, self.input_shape, self.run_dir / "qat.int8.onnx",
-                                   self.settings.onnx.opset)
-        info = {"epochs": settings.epochs, "loss": list(loss.keys()), "lr": settings.lr, "versions": qat.versions(),
-                "calibration_images": settings.calibration_images,
-                "test_top1_fake_quantized": result.metrics.get("test/acc_top1"),
-                "flow": "torchao PT2E: prepare_qat_pt2e(X86InductorQuantizer) -> convert_pt2e -> ONNX (dynamo)"}
-        return self._add(Variant("QAT ONNX int8", path, self.student, "int8", {"qat": info}))
-
-    def _add(self, variant: Variant) -> Variant:
-        self.variants.append(variant)
-        return variant
-
-    def run(self, steps: list[str]) -> None:
-        """Run the steps in order. The first that fails ends the sequence and is recorded in ``failures``:
-        the variants made before it are kept (and measured), and ``compress`` then fails the run."""
-        student_file = self.run_dir / "student.safetensors"
-        self._add(Variant("PyTorch fp32", student_file, self.student, "fp32"))
-        step = "onnx"
+def run_steps(workspace: Workspace) -> list[dict[str, Any]]:
+    """Run the workspace's steps in order. The first that fails ends the sequence and is returned as a failure:
+    the variants made before it are kept (and measured), and ``compress`` then fails the run."""
+    workspace.add(Variant("PyTorch fp32", workspace.run_dir / "student.safetensors", workspace.student, "fp32"))
+    for name in workspace.steps:
         try:
-            fp32 = self.onnx(self.student, "student", "")
-            if self.teacher is not None:  # every model a run exports ships as ONNX too, checked the same way
-                self.onnx(self.teacher.cpu().eval(), "teacher", "teacher")
-            if "int8" in steps:
-                step = "int8"
-                self.int8(fp32, "student", "")
-            if "prune" in steps:
-                step = "prune"
-                pruned = self.prune()
-                pruned_onnx = self.onnx(pruned.model, "pruned", "pruned")
-                if "int8" in steps:
-                    self.int8(pruned_onnx, "pruned", "pruned")
-            if "qat" in steps:
-                step = "qat"
-                self.qat()
+            STEPS[name].run(workspace)
         except Exception as error:
-            log.error("compression step %s failed: %s: %s", step, type(error).__name__, error)
-            self.failures.append({"step": step, "variant": STEP_VARIANTS[step],
-                                  "error": f"{type(error).__name__}: {error}", "versions": qat.versions(),
-                                  "traceback": traceback.format_exc()[-4000:]})
+            log.error("compression step %s failed: %s: %s", name, type(error).__name__, error)
+            return [{"step": name, "variant": STEPS[name].rows[0], "error": f"{type(error).__name__}: {error}",
+                     "versions": qat.versions(), "traceback": traceback.format_exc()[-4000:]}]
+    return []
 
 
 def compress(cfg: DictConfig, student: nn.Module, teacher: nn.Module | None, datamodule: Any, run_dir: str | Path,
@@ -161,32 +72,29 @@ def compress(cfg: DictConfig, student: nn.Module, teacher: nn.Module | None, dat
     steps = check_settings(cfg.get("compress"), teacher is not None)
     if not steps:
         return None
-    compressor = Compressor(cfg, student, teacher, datamodule, Path(run_dir), architecture, model_kwargs)
-    compressor.run(steps)
-    rows = [measure_variant(variant, datamodule, cfg.compress.runtime) for variant in compressor.variants]
-    summary = write_variants(Path(run_dir), rows, compressor.failures, steps, cfg.compress, datamodule)
-    if compressor.failures:  # asked for and not made: the run fails, with what was made kept and reported
-        failure = compressor.failures[0]
+    workspace = workspace_for(cfg, student, teacher, datamodule, Path(run_dir), architecture, model_kwargs, steps)
+    failures = run_steps(workspace)
+    rows = [measure_variant(variant, datamodule, cfg.compress.runtime) for variant in workspace.variants]
+    summary = write_variants(Path(run_dir), rows, failures, steps, cfg.compress, datamodule)
+    if failures:  # asked for and not made: the run fails, with what was made kept and reported
+        failure = failures[0]
         raise CompressionFailed(failure["step"], failure["error"], Path(run_dir) / "compress.json")
     return summary
 
 
 def compress_teacher_run(cfg: DictConfig, teacher: nn.Module, datamodule: Any, run_dir: Path) -> dict[str, Any] | None:
     """``teacher.onnx`` of a ``stage=teacher`` run, checked and measured like the student's export."""
-    steps = check_settings(cfg.get("compress"), has_teacher=False, only=("onnx",))
+    steps = check_settings(cfg.get("compress"), has_teacher=False, teacher_run=True)
     if not steps:
         return None
-    skipped = [step for step in steps if step != "onnx"]
+    skipped = [step for step in steps if STEPS[step].student_only]
     if skipped:
         log.warning("compress steps %s apply to students; a stage=teacher run exports only teacher.onnx", skipped)
-    compressor = Compressor(cfg, teacher, None, datamodule, run_dir, cfg.teacher.name, {})
-    variant = compressor.onnx(compressor.student, "teacher", "teacher")
+    workspace = workspace_for(cfg, teacher, None, datamodule, run_dir, cfg.teacher.name, {}, ["onnx"])
+    variant = onnx_step.convert(workspace, Variant("teacher", Path(), workspace.student, "fp32"), "teacher",
+                                "teacher")
     return write_variants(run_dir, [measure_variant(variant, datamodule, cfg.compress.runtime)], [], ["onnx"],
                           cfg.compress, datamodule)
-
-
-VARIANT_ORDER = ("PyTorch fp32", "ONNX fp32", "teacher ONNX fp32", "ONNX int8", "pruned PyTorch fp32",
-                 "pruned ONNX fp32", "pruned ONNX int8", "QAT ONNX int8")
 
 
 def merge_rows(earlier: list[dict[str, Any]], new: list[dict[str, Any]], run_dir: Path) -> list[dict[str, Any]]:
@@ -194,7 +102,7 @@ def merge_rows(earlier: list[dict[str, Any]], new: list[dict[str, Any]], run_dir
     there (``distill-compress compress=qat`` after ``compress=prune`` keeps the pruned rows)."""
     names = {row["variant"] for row in new}
     kept = [row for row in earlier if row["variant"] not in names and (run_dir / row["file"]).is_file()]
-    rank = {name: index for index, name in enumerate(VARIANT_ORDER)}
+    rank = {name: index for index, name in enumerate(row_order())}
     return sorted(kept + new, key=lambda row: rank.get(row["variant"], len(rank)))
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from distill.compress.settings import loss_preset_path
+from distill.compress.checks import loss_preset_path
 from distill.config import fit_config
 from distill.fit import FitResult, fit_model, seed_everything
 

@@ -7,31 +7,17 @@ both on the CPU with the same fixed thread count, so the rows compare like with 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from distill import measure
 from distill.compress import ort_runtime
+from distill.compress.step import Variant
 from distill.report import accuracy_limits, format_log_x_plot, save_figure
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Variant:
-    name: str  # "PyTorch fp32", "ONNX int8", "pruned ONNX int8", ...
-    file: Path
-    model: nn.Module  # the PyTorch network it came from: parameters and MACs are counted on it
-    precision: str  # fp32 | int8
-    details: dict[str, Any] = field(default_factory=dict)  # how it was made (export check, calibration, ...)
-
-    @property
-    def runtime(self) -> str:
-        return "onnxruntime" if self.file.suffix == ".onnx" else "pytorch"
 
 
 def _pytorch_row(variant: Variant, datamodule: Any, runtime: Any, input_shape: tuple[int, ...]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from distill.data.base import InMemoryDataModule
+from distill.data.registry import register_data_module
 from distill.errors import DatasetNotFoundError
 
 
@@ -49,12 +50,14 @@ class _CIFARDataModule(InMemoryDataModule):
         return raw
 
 
+@register_data_module("cifar10")
 class CIFAR10DataModule(_CIFARDataModule):
     num_classes = 10
     dataset_name = "CIFAR10"
     folder = "cifar-10-batches-py"
 
 
+@register_data_module("cifar100")
 class CIFAR100DataModule(_CIFARDataModule):
     num_classes = 100
     dataset_name = "CIFAR100"

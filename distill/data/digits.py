@@ -8,8 +8,10 @@ import numpy as np
 from sklearn.datasets import load_digits
 
 from distill.data.base import InMemoryDataModule, stratified_split
+from distill.data.registry import register_data_module
 
 
+@register_data_module("digits")
 class DigitsDataModule(InMemoryDataModule):
     """Fixed stratified train/val/test split of ``sklearn.datasets.load_digits`` (pixel values 0..16)."""
 

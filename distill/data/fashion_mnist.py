@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from distill.data.base import InMemoryDataModule
+from distill.data.registry import register_data_module
 from distill.errors import DatasetNotFoundError
 
 IDX_FILES = {
@@ -28,6 +29,7 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
+@register_data_module("fashion_mnist")
 class FashionMNISTDataModule(InMemoryDataModule):
     """IDX files from ``root`` (Debian's ``dataset-fashion-mnist`` puts them in /usr/share/datasets)."""
 

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from distill.data.base import SplitLoadersMixin, resolve_workers
 from distill.data.folder_scan import SplitScan, class_folders, scan_split
 from distill.data.identity import listing_identity
+from distill.data.registry import register_data_module
 from distill.errors import ConfigError, DatasetNotFoundError
 
 log = logging.getLogger("distill")
@@ -154,6 +155,7 @@ def check_no_empty_class(dataset: Any, folder: Path) -> None:
                           "image; add images or remove the folder")
 
 
+@register_data_module("image_folder")
 class ImageFolderDataModule(SplitLoadersMixin, L.LightningDataModule):
     def __init__(
         self,

@@ -1,19 +1,12 @@
-"""Distillation losses: pure functions on tensors, thin ``LossTerm`` modules, a registry by name."""
+"""Distillation losses: pure functions on tensors, thin ``LossTerm`` modules, a registry by name.
 
-from distill.losses import (  # noqa: F401  (registers the terms)
-    ab,
-    crd,
-    ctkd,
-    features,
-    ft,
-    logits,
-    maps,
-    ofd,
-    relations,
-    reviewkd,
-    simkd,
-    vid,
-)
+Every module of this package is imported here, so each term registers itself (``register_loss``): a new loss is
+its module and its preset in conf/loss/.
+"""
+
+import importlib
+import pkgutil
+
 from distill.losses.ab import ab_loss, activation_boundary_loss
 from distill.losses.base import DistillBatch, LossTerm
 from distill.losses.crd import nce_loss
@@ -33,6 +26,9 @@ from distill.losses.relations import correlation_congruence_loss, pkt_loss, rkd_
 from distill.losses.reviewkd import hcl_loss
 from distill.losses.simkd import simkd_loss
 from distill.losses.vid import vid_loss
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "LOSSES",

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from distill.data.registry import has_sample_labels, with_sample_labels
 from distill.errors import ConfigError
 
 
@@ -52,6 +53,12 @@ class LossTerm(nn.Module):
     # ``hint_only_epochs`` epochs only such terms train; a term with ``main_stage = False`` is dropped afterwards.
     hint_only_epochs: int = 0
     main_stage: bool = True
+
+    @property
+    def softmax_temperature(self) -> float | None:
+        """The fixed temperature at which the term compares softened class probabilities (KD's ``T``); None for a
+        term without one. The teacher-output cache stores top-k probabilities at it."""
+        return None
 
     def __init__(self, weight: float = 1.0) -> None:
         super().__init__()
@@ -106,7 +113,7 @@ def check_stages(name: str, hint_only_epochs: int, main_stage: bool) -> None:
 def check_sample_labels(name: str, datamodule: Any) -> None:
     """A term with per-sample state needs the data module to hand each sample's index to the step and to
     say every training sample's label (``train_labels``)."""
-    if getattr(type(datamodule), "train_labels", None) is None:
+    if not has_sample_labels(datamodule):
         raise ConfigError(
             f"loss.{name} needs each training sample's index and label, and {type(datamodule).__name__} has no "
-            "train_labels; use a data module that has (digits, fashion_mnist, cifar10, cifar100, image_folder)")
+            f"train_labels; use a data module that has ({', '.join(with_sample_labels())})")

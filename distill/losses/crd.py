@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distill.data.registry import with_sample_labels
 from distill.errors import ConfigError
 from distill.losses.base import DistillBatch, check_sample_labels
 from distill.losses.features import FeaturePairTerm
@@ -139,8 +140,9 @@ class CRDLoss(FeaturePairTerm):
 
     def forward(self, batch: DistillBatch) -> torch.Tensor:
         if batch.indices is None or getattr(self, "memory_student", None) is None:
-            raise ConfigError("loss.crd needs the training samples' indices and its memory banks; they come with an "
-                              "in-memory data module when training starts (digits, fashion_mnist, cifar10, cifar100)")
+            raise ConfigError("loss.crd needs the training samples' indices and its memory banks; they come with a "
+                              f"data module that has train_labels ({', '.join(with_sample_labels())}) when training "
+                              "starts")
         student, teacher = self.pair(batch)
         v_student, v_teacher = self.embed_student(student), self.embed_teacher(teacher)
         contrast = self.contrast_indices(batch.indices, batch.targets)

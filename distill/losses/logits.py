@@ -56,6 +56,10 @@ class LogitTerm(LossTerm):
             raise ConfigError(f"loss.{name}.temperature must be > 0, got {temperature}")
         self.temperature, self.standardize = float(temperature), bool(standardize)
 
+    @property
+    def softmax_temperature(self) -> float | None:
+        return self.temperature
+
     def logits(self, batch: DistillBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Student and teacher logits, z-scored per sample when ``standardize`` is set."""
         teacher_logits = batch.teacher_logits

@@ -4,10 +4,8 @@ Each is a config choice of ``distill-train``: ``teachers=[...]`` (an ensemble re
 ``chain=[...]`` (teacher assistants), ``generations=N`` (born-again), ``stage=mutual`` (mutual learning).
 """
 
-from distill.schemes.ensemble import TeacherEnsemble, build_teachers, obtain_teachers, teacher_report_entries
+from distill.config.schemes import check_scheme, scheme_name
 from distill.schemes.mutual import run_mutual
-from distill.schemes.options import check_scheme, scheme_name
 from distill.schemes.run import run_scheme
 
-__all__ = ["TeacherEnsemble", "build_teachers", "check_scheme", "obtain_teachers", "run_mutual", "run_scheme",
-           "scheme_name", "teacher_report_entries"]
+__all__ = ["check_scheme", "run_mutual", "run_scheme", "scheme_name"]

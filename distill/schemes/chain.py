@@ -21,18 +21,17 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from distill.config import fit_config, instantiate_checked, to_dict
+from distill.config.schemes import chain_links, check_scheme, scheme_name
 from distill.errors import ConfigError
 from distill.export import export_model
 from distill.io import write_json
-from distill.models import create_model, load_weights
-from distill.obtain import model_kwargs
+from distill.models import create_model, load_weights, model_kwargs
 from distill.ranks import is_rank_zero
 from distill.reliability.resume import resume_checkpoint
 from distill.report import ReportEntry
-from distill.schemes.ensemble import TeacherEnsemble
-from distill.schemes.options import chain_links, check_scheme, scheme_name
 from distill.schemes.reporting import loss_method, scheme_report
-from distill.teacher_cache import DATA_KEYS_IGNORED, TRAINER_KEYS_KEPT, TeacherCache, teacher_cache_key
+from distill.teacher.ensemble import TeacherEnsemble
+from distill.teacher.weights_cache import DATA_KEYS_IGNORED, TRAINER_KEYS_KEPT, TeacherCache, teacher_cache_key
 from teachers import build_teacher
 
 log = logging.getLogger("distill")

@@ -28,9 +28,8 @@ from distill.export import export_model
 from distill.fit import fit_module, seed_everything
 from distill.losses.base import sum_terms
 from distill.losses.logits import kd_loss
-from distill.models import count_parameters, create_model
+from distill.models import count_parameters, create_model, model_kwargs
 from distill.module import unpack
-from distill.obtain import model_kwargs
 from distill.ranks import is_rank_zero
 from distill.report import ReportEntry
 from distill.schemes.reporting import scheme_report

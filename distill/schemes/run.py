@@ -7,8 +7,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from distill.config.schemes import scheme_name
 from distill.schemes.chain import SingleRun, run_chain
-from distill.schemes.options import scheme_name
 from distill.schemes.reporting import loss_method
 
 

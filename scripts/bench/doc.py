@@ -1,0 +1,247 @@
+"""The method table's section of a benchmark document (``python -m scripts.bench methods``): the table with
+intervals, which differences are real, every row's curve, how it was made.
+
+Each out-dir (one setting: its setting.json) owns one section of the document, between the markers
+``<!-- method-table:<out-dir name>:start -->`` and ``<!-- method-table:<out-dir name>:end -->``; the rest (what the
+columns mean, what the tables show, other benchmarks) is written by hand and kept as it is.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distill.io import atomic_write
+from scripts.bench.stats import (
+    Interval,
+    gap_closed,
+    mean_std,
+    real_differences,
+    separated_ranks,
+    welch_interval,
+)
+
+BASELINE = "student alone"
+
+
+@dataclass
+class MethodRuns:
+    """One row's runs: test top-1 (%) at the best validation epoch and at the last epoch, per seed."""
+
+    method: str
+    overrides: str
+    best: list[float] = field(default_factory=list)
+    last: list[float] = field(default_factory=list)
+    val_best: list[float] = field(default_factory=list)  # best validation top-1 per seed (chooses, never tests)
+    seconds: list[float] = field(default_factory=list)
+    record: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+    failed: bool = False
+    # Why no seed could start on this setting (the config error every seed stopped with), e.g. a loss that needs
+    # equal channel counts under a student narrower than its teacher: shown as a row, never as a number.
+    not_applicable: str = ""
+    run_dirs: list[Path] = field(default_factory=list)  # the seeds' run folders (their csv/metrics.csv)
+
+    @classmethod
+    def from_summaries(cls, method: str, overrides: str, summaries: list[dict[str, Any]], record: dict[str, Any],
+                       note: str = "") -> MethodRuns:
+        row = cls(method, overrides, record=record, note=note, failed=record.get("returncode", 0) != 0)
+        for summary in summaries:
+            best = (summary.get("student") or {}).get("test_acc_top1")
+            last = (summary.get("metrics") or {}).get("test_last/acc_top1")
+            if best is not None:
+                row.best.append(100 * best)
+            if last is not None:
+                row.last.append(100 * last)
+            if summary.get("monitored") is not None:
+                row.val_best.append(100 * summary["monitored"])
+            if summary.get("seconds") is not None:
+                row.seconds.append(summary["seconds"])
+        return row
+
+
+def plus_minus(values: list[float]) -> str:
+    """"84.89 ± 0.08": mean and sample std over seeds, or n/a."""
+    mean, std = mean_std(values)
+    return "n/a" if mean is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def interval_text(interval: Interval) -> str:
+    """"+1.83 [+1.65, +2.01] *": the estimate, its 95 % interval, a star where the interval excludes 0."""
+    return f"{interval.estimate:+.2f} [{interval.low:+.2f}, {interval.high:+.2f}]{' *' * interval.excludes_zero}"
+
+
+def seeds_text(rows: list[MethodRuns]) -> str:
+    counts = sorted({len(r.best) for r in rows if r.best}) or [0]
+    return f"{counts[0]} seeds" if len(counts) == 1 else f"{counts[0]}–{counts[-1]} seeds"
+
+
+def method_table(rows: list[MethodRuns], teacher_top1: float | None,
+                 published: dict[str, float] | None = None) -> tuple[str, dict[str, int]]:
+    """The markdown table, best-epoch mean first; ranks only where Welch intervals separate.
+
+    ``published``: the papers' numbers per row, shown in their own column (CIFAR-100's CRD setting).
+    """
+    baseline = next((r for r in rows if r.method == BASELINE), None)
+    ranks = separated_ranks({r.method: r.best for r in rows if r.best})
+    lines = ["| rank | method | seeds | top-1 best val epoch (%) | top-1 last epoch (%) | gain over student alone "
+             "(best, 95 % CI) | gap closed | time / run | commit |" + (" published (%) |" if published else ""),
+             "|---:|---|---:|---:|---:|---:|---:|---:|---|" + ("---:|" if published else "")]
+    for row in sorted(rows, key=lambda r: -(mean_std(r.best)[0] or 0)):
+        if row.not_applicable:
+            lines.append(f"| — | {row.method} | 0 | — | — | cannot run here (below) | — | — | "
+                         f"`{row.record.get('commit', 'unknown')}` |" + (" — |" if published else ""))
+            continue
+        gain = welch_interval(row.best, baseline.best) if baseline and row is not baseline else None
+        gain_text = "—" if row is baseline else "n/a (< 2 seeds)"
+        if gain is not None:
+            gain_text = interval_text(gain)
+        closed = gap_closed(mean_std(row.best)[0], mean_std(baseline.best)[0] if baseline else None, teacher_top1)
+        time_text = f"{statistics.median(row.seconds) / 60:.1f} min" if row.seconds else "n/a"
+        closed_text = "—" if closed is None else f"{closed:.2f}"
+        lines.append(f"| {ranks.get(row.method, '—')} | {row.method} | {len(row.best)} | {plus_minus(row.best)} | "
+                     f"{plus_minus(row.last)} | {gain_text} | {closed_text} | {time_text} | "
+                     f"`{row.record.get('commit', 'unknown')}` |"
+                     + (f" {published[row.method]:.2f} |" if published and row.method in published else
+                        " — |" if published else ""))
+    return "\n".join(lines) + "\n", ranks
+
+
+def differences_text(rows: list[MethodRuns]) -> list[str]:
+    """Which rows differ from the student alone, and from each other, by more than their 95 % interval."""
+    baseline = next((r for r in rows if r.method == BASELINE), None)
+    if baseline is None or len(baseline.best) < 2:
+        return ["The student alone has fewer than 2 finished seeds: no interval can be computed yet."]
+    above: list[str] = []
+    below: list[str] = []
+    unresolved: list[str] = []
+    for row in rows:
+        gain = welch_interval(row.best, baseline.best) if row is not baseline else None
+        if gain is None:
+            continue
+        text = f"{row.method} ({gain.estimate:+.2f} [{gain.low:+.2f}, {gain.high:+.2f}])"
+        (above if gain.low > 0 else below if gain.high < 0 else unresolved).append(text)
+    pairs = real_differences({r.method: r.best for r in rows if r.method != BASELINE and len(r.best) > 1})
+    return [
+        f"- **Better than the student alone** (interval above 0): {', '.join(above) or 'none'}.",
+        f"- **Worse than the student alone** (interval below 0): {', '.join(below) or 'none'}.",
+        f"- **Not distinguishable from the student alone** (interval contains 0): {', '.join(unresolved) or 'none'}.",
+        f"- Between methods, {len(pairs)} ordered pair(s) are separated by their 95 % Welch interval"
+        + (": " + "; ".join(f"{a} > {b} ({i.estimate:+.2f} [{i.low:+.2f}, {i.high:+.2f}])" for a, b, i in pairs[:15])
+           + (" …" if len(pairs) > 15 else "") if pairs else "") + ".",
+    ]
+
+
+def not_applicable_text(rows: list[MethodRuns]) -> list[str]:
+    """One bullet per row that stopped before training on every seed, with the error it stopped with."""
+    return [f"- **{r.method}**: {r.not_applicable}" for r in rows if r.not_applicable]
+
+
+def learning_curve(folders: list[Path], metric: str = "val/acc_top1") -> list[tuple[int, float, float]]:
+    """(epoch, mean, std) of ``metric`` over the runs' csv/metrics.csv (Lightning's CSVLogger), in %."""
+    by_epoch: dict[int, list[float]] = {}
+    for folder in folders:
+        path = folder / "csv" / "metrics.csv"
+        if not path.is_file():
+            continue
+        with path.open() as handle:
+            for line in csv.DictReader(handle):
+                if line.get(metric):
+                    by_epoch.setdefault(int(line["epoch"]), []).append(100 * float(line[metric]))
+    curve = []
+    for epoch, values in sorted(by_epoch.items()):
+        mean, std = mean_std(values)
+        assert mean is not None and std is not None  # every epoch here has at least one value
+        curve.append((epoch, mean, std))
+    return curve
+
+
+def curves_table(rows: list[MethodRuns], epochs: int) -> list[str]:
+    """Each row's mean validation top-1 at a quarter, half, three quarters and the end of the schedule: whether a
+    lead is kept to the end or only reached sooner (then the student alone catches up as the rate anneals)."""
+    marks = sorted({max(1, round(epochs * q)) for q in (0.25, 0.5, 0.75, 1.0)})
+    lines = ["| method | " + " | ".join(f"epoch {m}" for m in marks) + " |", "|---|" + "---:|" * len(marks)]
+    for row in sorted(rows, key=lambda r: -(mean_std(r.best)[0] or 0)):
+        by_epoch = {epoch + 1: mean for epoch, mean, _ in learning_curve(row.run_dirs)}
+        if by_epoch:
+            lines.append(f"| {row.method} | "
+                         + " | ".join(f"{by_epoch[m]:.2f}" if m in by_epoch else "—" for m in marks) + " |")
+    return lines
+
+
+def markers(section: str) -> tuple[str, str]:
+    """The lines that open and close the section of the out-dir named ``section``."""
+    return f"<!-- method-table:{section}:start -->", f"<!-- method-table:{section}:end -->"
+
+
+def section_text(rows: list[MethodRuns], teacher: dict[str, Any], command: str, setting: dict[str, Any]) -> str:
+    """One setting's part of the document: what it is, the table, what is real, the curves, how it was made."""
+    teacher_info = teacher.get("teacher") or {}
+    teacher_top1 = 100 * teacher_info["test_acc_top1"] if teacher_info.get("test_acc_top1") is not None else None
+    published = setting.get("published") or {}
+    table, _ = method_table(rows, teacher_top1, published)
+    baseline = next((r for r in rows if r.method == BASELINE), None)
+    commits = sorted({r.record.get("commit", "unknown") for r in rows})
+    not_applicable = not_applicable_text(rows)
+    extra = " ".join(f"`{override}`" for override in setting.get("extra") or [])
+    lines = [
+        f"## {setting['data']}, {setting['epochs']} epochs",
+        "",
+        f"`experiment={setting['experiment']}`" + (f" with {extra}" if extra else "") + ": teacher "
+        f"`{teacher_info.get('architecture')}` ({teacher_info.get('params') or 0:,} parameters, "
+        f"{setting['teacher_epochs']} epochs, cached) at **{'n/a' if teacher_top1 is None else f'{teacher_top1:.2f}'}"
+        " %** test top-1" + (f" (published: {published['teacher']:.2f} %)" if "teacher" in published else "")
+        + f"; student alone **{plus_minus(baseline.best) if baseline else 'n/a'} %**; {setting['epochs']} student "
+        f"epochs, {seeds_text(rows)} per row.",
+        "",
+        table,
+        "### Which differences are real",
+        "",
+        *differences_text(rows),
+        "",
+        *(["### Rows this setting cannot run", "",
+           "Every seed stopped before training with the configuration error quoted; nothing was changed to make "
+           "them run:", "", *not_applicable, ""] if not_applicable else []),
+        "### Every row during training",
+        "",
+        "Validation top-1 (%), mean over seeds, at four points of the schedule:",
+        "",
+        *curves_table(rows, setting["epochs"]),
+        "",
+        "### How this table was made",
+        "",
+        f"- command: `{command}` (resumable: the same command trains only the runs that are missing)",
+        f"- commits: {', '.join(f'`{c}`' for c in commits)} (per row in the table; records.json in the run folder)",
+        "",
+        "<details><summary>Each row's overrides</summary>",
+        "",
+        *[f"- {r.method}: `{r.overrides}`" + (f" ({r.note})" if r.note else "") for r in rows],
+        "",
+        "</details>",
+    ]
+    return "\n".join(lines)
+
+
+def write_doc(path: Path, rows: list[MethodRuns], teacher: dict[str, Any], out_dir: Path, command: str,
+              setting: dict[str, Any]) -> Path:
+    """Write the section of ``out_dir`` into ``path``: replaced between its markers, appended when the document
+    has none yet, or a new document (a title and the section) when there is no document."""
+    start, end = markers(out_dir.name)
+    section = f"{start}\n{section_text(rows, teacher, command, setting)}\n{end}"
+    if not path.is_file():
+        text = (f"# Benchmark: distillation methods on {setting['data']}\n\nWhat the columns mean and how to read "
+                f"them: docs/benchmarks.md of the repository.\n\n{section}\n")
+    else:
+        old = path.read_text()
+        if start not in old:
+            text = f"{old.rstrip()}\n\n{section}\n"
+        elif end not in old.split(start, 1)[1]:
+            raise SystemExit(f"error: {path} has the line {start} but no {end} after it; put the end marker back "
+                             "where the section ends (the text between the two is rewritten)")
+        else:
+            head, rest = old.split(start, 1)
+            text = head + section + rest.split(end, 1)[1]
+    return atomic_write(path, lambda tmp: tmp.write_text(text))

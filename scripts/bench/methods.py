@@ -1,0 +1,362 @@
+"""The method table (issue #13): every loss preset, the schemes and the student alone, seeds, honest intervals.
+
+    python -m scripts.bench methods --plan             # the grid, what is done, the estimated time; trains nothing
+    nice -n 10 python -m scripts.bench methods --first # the first sitting (about 2 h), writes docs/benchmarks.md
+    nice -n 10 python -m scripts.bench methods         # the rest: trains only what outputs/benchmark lacks
+    python -m scripts.bench methods --methods kd dkd   # chosen rows (the table shows every row already run)
+    python -m scripts.bench methods --mini --out-dir /tmp/b    # 1 seed, 1 epoch of 3 batches: checks the command
+    python -m scripts.bench methods --cifar100 --plan  # the CRD setting, for a GPU box with CIFAR-100
+    python -m scripts.bench methods --epochs 60 --out-dir outputs/benchmark_e60 teacher_cache.augmentations=true \
+        --methods "student alone" kd                   # another schedule: its table in the out-dir, not docs/
+    python -m scripts.bench methods ... --results docs/results/benchmark_e60 --doc docs/benchmarks.md
+                                                       # finished runs kept in the repo, the table published
+
+Each method is one Hydra multirun over the seeds in ``<out-dir>/<method>/`` with ``resume=auto``; a method
+whose seed folders all hold metrics.json is not started, an unfinished run resumes from its last.ckpt.
+``<out-dir>/records.json`` keeps the commit and command that trained each method, so the table says which
+commit made each row. The teacher is trained (and cached) first, by ``stage=teacher`` in ``<out-dir>/teacher``.
+The rows (every loss preset, the schemes) and the two settings are defined in grid.py; the table is the
+out-dir's section of the document (doc.py). ``--results DIR`` keeps the small files of every finished run and
+the teacher's weights in DIR (to commit) and puts them back on a machine that lacks them (results.py): a grid
+spans machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from distill.io import read_json, write_json
+from distill.losses import build_loss_terms
+from distill.teacher.logits_cache import live_teacher_reason
+from distill.teacher.weights_cache import teacher_cache_key
+from scripts.bench.doc import MethodRuns, write_doc
+from scripts.bench.grid import CIFAR100, FIRST_SITTING, FMNIST, ROOT, Method, folder_name, grid
+from scripts.bench.results import restore, save_row, save_teacher, save_top
+
+# Seconds on 2 CPU cores with nothing else running, for the estimate of --plan (batch 128): a training step of
+# the width-8 student, a forward pass of the width-32 teacher, a training step of that teacher, a validation
+# pass (5,000 images), the fixed cost of one run (start-up, two test passes, export, report), a batch of 128
+# images in the build of the teacher-output cache. Fitted to the 60-epoch grid of docs/benchmarks.md (a
+# 2-core AMD EPYC; the median run of each row): the student alone 78 s, the cached KD rows 76-87 s, the
+# cheapest live-teacher rows (feature_distance, SP, PKT, CC) 197-205 s, the teacher 321 s, the first cache
+# build 610 s (50 variants of 55,000 images). The first machine of that grid was 2.5-3.4x slower. Expect ± 50 %.
+COST = {"student_step": 0.0088, "teacher_forward": 0.022, "teacher_step": 0.048, "validation": 0.25, "run": 10.0,
+        "cache_batch": 0.028}
+
+
+def finished_seeds(folder: Path, seeds: int) -> list[int]:
+    return [seed for seed in range(seeds) if (folder / str(seed) / "metrics.json").is_file()]
+
+
+# What a run executes or reads: an uncommitted change here marks the row "+dirty" (a change to docs or to
+# another script, made while a long grid runs, does not change what the grid trains).
+RUN_PATHS = ("distill", "conf", "students", "teachers", "scripts/bench/methods.py", "scripts/bench/grid.py",
+             "pyproject.toml")
+
+
+def commit() -> str:
+    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *RUN_PATHS], cwd=ROOT,
+                           capture_output=True, text=True).stdout.strip()
+    return (result.stdout.strip() or "unknown") + ("+dirty" if dirty else "")
+
+
+def common_overrides(args: argparse.Namespace) -> list[str]:
+    batches = [f"trainer.limit_train_batches={args.batches}"] if args.batches else []
+    return [f"experiment={args.setting.experiment}", f"trainer.max_epochs={args.epochs}", *batches,
+            f"teacher.train.max_epochs={args.teacher_epochs}", f"paths.cache_dir={args.cache_dir}", "resume=auto",
+            *args.setting.extra, *args.extra]
+
+
+def composed(args: argparse.Namespace, *overrides: str) -> DictConfig:
+    """The config the runs get (the setting's overrides and the extra ones), composed as distill-train does."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=[*common_overrides(args), *overrides])
+
+
+def train(command: list[str], log_file: Path) -> tuple[int, float]:
+    """Run one distill-train command; its output goes to ``log_file`` (a benchmark's progress is one line each)."""
+    start = time.perf_counter()
+    with log_file.open("a") as log:
+        returncode = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
+    return returncode, time.perf_counter() - start
+
+
+def train_teacher(args: argparse.Namespace) -> dict | None:
+    """The teacher first (cached by its config), so no student run's time includes it; read back when done."""
+    folder = args.out_dir / "teacher"
+    if not (folder / "metrics.json").is_file():
+        command = [sys.executable, "-m", "distill.train", "stage=teacher", f"hydra.run.dir={folder}",
+                   *common_overrides(args)]
+        print(f"training: teacher ({args.teacher_epochs} epochs)", flush=True)
+        code = commit()
+        returncode, seconds = train(command, args.out_dir / "teacher.log")
+        print(f"teacher {'ok' if returncode == 0 else 'FAILED'} in {seconds / 60:.1f} min", flush=True)
+        if returncode != 0:
+            return None
+        record(args.out_dir, "teacher", command, seconds, returncode, code)
+    return read_json(folder / "metrics.json")
+
+
+def record(out_dir: Path, name: str, command: list[str], seconds: float, returncode: int, code: str) -> None:
+    """The commit (``code``, taken when the training started) and command that trained ``name``, in records.json."""
+    path = out_dir / "records.json"
+    records = read_json(path) if path.is_file() else {}
+    records[name] = {"commit": code, "command": shlex.join(["python", *command[1:]]), "wall_seconds": seconds,
+                     "returncode": returncode, "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+    write_json(path, records)
+
+
+def run_method(method: Method, args: argparse.Namespace) -> bool:
+    """Train the seeds of ``method`` that have no metrics.json yet; False if it was already complete."""
+    folder = args.out_dir / folder_name(method.name)
+    if len(finished_seeds(folder, args.seeds)) == args.seeds:
+        return False
+    seeds = ",".join(str(s) for s in range(args.seeds))
+    command = [sys.executable, "-m", "distill.train", "-m", f"seed={seeds}", f"hydra.sweep.dir={folder}",
+               *common_overrides(args), *method.overrides]
+    print(f"training: {method.name}", flush=True)
+    code = commit()
+    returncode, seconds = train(command, args.out_dir / f"{folder.name}.log")
+    print(f"{method.name:<36} {'ok' if returncode == 0 else 'FAILED'} in {seconds / 60:6.1f} min", flush=True)
+    record(args.out_dir, method.name, command, seconds, returncode, code)
+    return True
+
+
+def estimate(method: Method, args: argparse.Namespace, missing: int) -> float:
+    step = (method.student_steps * COST["student_step"] + method.teacher_forwards * COST["teacher_forward"]
+            + method.extra_step_seconds)
+    epoch = args.batches * step + method.runs_per_seed * COST["validation"]
+    return missing * (method.runs_per_seed * COST["run"] + args.epochs * epoch)
+
+
+def cached_loss_rows(methods: list[Method], args: argparse.Namespace) -> tuple[set[str], int]:
+    """The loss rows whose teacher logits come from the teacher-output cache in this setting, asked of the same
+    rule the runs follow (distill.teacher.logits_cache), and the augmentation variants the cache holds per image."""
+    cfg = composed(args)
+    datamodule = instantiate(cfg.data)  # its settings only: no data is read before setup()
+    cached, count = set(), 1
+    for method in methods:
+        if method.preset is not None:
+            reason, variants = live_teacher_reason(cfg.teacher_cache, build_loss_terms(method.preset), datamodule)
+            if reason is None:
+                cached.add(method.name)
+                count = variants.count if variants else 1
+    return cached, count
+
+
+def plan(methods: list[Method], args: argparse.Namespace) -> float | None:
+    """Print the grid with what is done and what is left, and the estimated time of what is left."""
+    teacher_done = (args.out_dir / "teacher" / "metrics.json").is_file()
+    print(f"setting: experiment={args.setting.experiment}, {args.epochs} student epochs of "
+          f"{args.batches or 'all'} batches, {args.seeds} seeds, teacher {args.teacher_epochs} epochs "
+          f"({'done' if teacher_done else 'to train'}); out: {args.out_dir}")
+    total, teacher_seconds = None, 0.0
+    if args.batches:
+        teacher_seconds = COST["run"] + args.teacher_epochs * (args.batches * COST["teacher_step"] + COST["validation"])
+        total = 0.0 if teacher_done else teacher_seconds
+    cached, variants = cached_loss_rows(methods, args) if args.batches else (set(), 1)
+    # One build of a teacher's cache: every variant of every training image once.
+    build_seconds = COST["cache_batch"] * variants * (args.setting.train_images or 0) / 128
+    # The benchmark teacher's cache, built by the first run that reads it (a row that builds a cache of its own
+    # teachers, the ensemble's, does not read it).
+    readers = [m.name for m in methods if m.name in cached and not m.row_cache_builds]
+    cache_built = any(finished_seeds(args.out_dir / folder_name(name), args.seeds) for name in readers)
+    if readers and not cache_built:
+        assert total is not None  # readers come from cached rows, which need --batches, which sets a total
+        total += build_seconds
+    print(f"{'method':<38} {'done':>5} {'est. min':>8}  overrides")
+    for method in methods:
+        done = len(finished_seeds(args.out_dir / folder_name(method.name), args.seeds))
+        if method.name in cached:
+            method = replace(method, teacher_forwards=0.0, note=f"{method.note}; cached teacher outputs")
+        seconds = estimate(method, args, args.seeds - done) if total is not None else None
+        if reason := config_error(args.out_dir / folder_name(method.name)):
+            seconds, method = 0.0, replace(method, note=f"cannot run here: {reason}")  # tried again: a few seconds
+        if seconds:  # the teachers a row trains for itself, and their output caches
+            once = done == 0
+            seconds += once * method.row_teacher_trainings * teacher_seconds
+            if method.name in cached:
+                seconds += build_seconds * ((args.seeds - done) * method.seed_cache_builds
+                                            + once * method.row_cache_builds)
+        if total is not None:
+            assert seconds is not None  # estimated whenever there is a total
+            total = total + seconds
+        print(f"{method.name:<38} {done:>2}/{args.seeds:<2} {'n/a' if seconds is None else f'{seconds / 60:.1f}':>8}  "
+              + " ".join(method.overrides) + (f"  ({method.note})" if method.note else ""))
+    if total is None:
+        print("no time estimate: the costs in COST are for the CPU setting (2 cores); this one is for a GPU")
+    else:
+        print(f"estimated time for what is left: {total / 3600:.1f} h ({total / 60:.0f} min) on 2 CPU cores with "
+              "nothing else running (± 50 %)")
+    if cached:
+        print(f"{len(cached)} row(s) read the teacher-output cache ({variants} variant(s) an image): "
+              + ("built in an earlier sitting (a cached row has finished runs here)" if cache_built else
+                 "its build is counted once, in the total"))
+    return total
+
+
+def config_error(folder: Path) -> str:
+    """The configuration error with which every seed in ``folder`` stopped before training, or "" (some seed
+    trained, or another error: a crash is a failure to look into, not a method that cannot fit the setting)."""
+    seeds = sorted(folder.glob("[0-9]*"))
+    if not seeds or any((seed / "metrics.json").is_file() or not (seed / "error.json").is_file() for seed in seeds):
+        return ""
+    messages = {read_json(seed / "error.json").get("error", "") for seed in seeds}
+    message = messages.pop() if len(messages) == 1 else ""
+    return message.removeprefix("ConfigError: ") if message.startswith("ConfigError: ") else ""
+
+
+def collect(methods: list[Method], out_dir: Path) -> list[MethodRuns]:
+    records = read_json(out_dir / "records.json") if (out_dir / "records.json").is_file() else {}
+    rows = []
+    for method in methods:
+        folder = out_dir / folder_name(method.name)
+        paths = sorted(folder.glob("*/metrics.json"))
+        summaries = [read_json(path) for path in paths]
+        record = records.get(method.name, {})
+        if summaries:
+            row = MethodRuns.from_summaries(method.name, " ".join(method.overrides), summaries, record, method.note)
+            row.run_dirs = [path.parent for path in paths]
+            rows.append(row)
+        elif reason := config_error(folder):
+            rows.append(MethodRuns(method.name, " ".join(method.overrides), record=record, note=method.note,
+                                   not_applicable=reason))
+    return rows
+
+
+def setting_record(args: argparse.Namespace) -> dict:
+    """What makes the runs of an out-dir comparable: a finished run is read back only under the same record."""
+    return {"experiment": args.setting.experiment, "epochs": args.epochs, "batches": args.batches,
+            "teacher_epochs": args.teacher_epochs, "extra": list(args.setting.extra) + list(args.extra)}
+
+
+def check_setting(args: argparse.Namespace, folder: Path) -> None:
+    """Refuse to mix schedules in one folder: resuming reads back every finished run it finds there."""
+    path = folder / "setting.json"
+    if not path.is_file():
+        return
+    recorded, wanted = read_json(path), setting_record(args)
+    changed = {key: (recorded.get(key), value) for key, value in wanted.items() if recorded.get(key) != value}
+    if changed:
+        details = ", ".join(f"{key} {old!r} there, {new!r} asked" for key, (old, new) in changed.items())
+        sys.exit(f"error: {folder} holds runs of another setting ({details}); give a new --out-dir "
+                 "and --results (or the same options as before)")
+
+
+def default_out_dir(cifar100: bool) -> Path:
+    return ROOT / "outputs" / ("benchmark_cifar100" if cifar100 else "benchmark")
+
+
+def doc_path(args: argparse.Namespace) -> Path:
+    """Where the table goes: docs/ for the default folder's grid only. Runs into another --out-dir (a longer
+    schedule, a miniature) write their table beside the runs, so they never replace the published one."""
+    if args.doc:
+        return args.doc
+    if args.mini or args.out_dir.resolve() != default_out_dir(args.cifar100).resolve():
+        return args.out_dir / "benchmarks.md"
+    return ROOT / "docs" / ("cifar100_benchmark.md" if args.cifar100 else "benchmarks.md")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--plan", action="store_true", help="print the grid and the estimated time; train nothing")
+    parser.add_argument("--cifar100", action="store_true", help="the CRD setting (GPU, CIFAR-100): docs/cifar100.md")
+    parser.add_argument("--epochs", type=int, default=None, help="student epochs (default: the setting's)")
+    parser.add_argument("--teacher-epochs", type=int, default=None)
+    parser.add_argument("--batches", type=int, default=None, help="training batches per epoch (default: setting's)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--methods", nargs="*", default=None, help="train only these rows (the table shows all run)")
+    parser.add_argument("--first", action="store_true", help="the first sitting's rows only (FIRST_SITTING)")
+    parser.add_argument("--out-dir", type=Path, default=None)
+    parser.add_argument("--cache-dir", type=Path, default=Path("~/.cache/distill").expanduser())
+    parser.add_argument("--doc", type=Path, default=None,
+                        help="default: docs/benchmarks.md for the default --out-dir, else <out-dir>/benchmarks.md; "
+                        "the out-dir's section of it is rewritten, the rest kept")
+    parser.add_argument("--mini", action="store_true", help="1 seed, 1 epoch, a few batches: checks the command")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="keep finished runs and the teacher here (to commit); restored on a new machine")
+    parser.add_argument("extra", nargs="*", help="more Hydra overrides for every run")
+    args = parser.parse_intermixed_args(argv)  # overrides may stand before, between and after the options
+    # --methods takes every word after it, so overrides written after it land there; a method name never
+    # holds "=" (a Hydra override always does), so those words go back to the overrides, in their order.
+    if args.methods:
+        args.extra += [word for word in args.methods if "=" in word]
+        args.methods = [word for word in args.methods if "=" not in word]
+    args.setting = CIFAR100 if args.cifar100 else FMNIST
+    args.epochs = args.epochs or args.setting.epochs
+    args.teacher_epochs = args.teacher_epochs or args.setting.teacher_epochs
+    args.batches = args.batches or args.setting.batches
+    args.out_dir = args.out_dir or default_out_dir(args.cifar100)
+    if args.mini:
+        args.seeds, args.epochs, args.teacher_epochs, args.batches = 1, 1, 1, 3
+        args.extra += ["trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
+                       "report.enabled=false"]
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    doc = doc_path(args)
+    methods = grid(args.setting, args.epochs)
+    if args.first:
+        args.methods = [*(args.methods or []), *FIRST_SITTING]
+    unknown = sorted(set(args.methods or []) - {m.name for m in methods})
+    if unknown:
+        sys.exit(f"error: unknown method(s) {unknown}; choose from: {', '.join(m.name for m in methods)}")
+    chosen = [m for m in methods if args.methods is None or m.name in args.methods]
+    teacher_key = teacher_cache_key(composed(args)) if args.results else None  # asked of the cache with --results
+    if teacher_key is not None:  # before anything reads the out-dir: a new machine gets the kept runs and teacher back
+        check_setting(args, args.results)
+        restore(args.results, args.out_dir, args.cache_dir, teacher_key)
+    check_setting(args, args.out_dir)
+    if args.plan:
+        plan(chosen, args)
+        return
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(args.out_dir / "setting.json", setting_record(args))
+    teacher = train_teacher(args)
+    if teacher is None:
+        sys.exit(f"error: the teacher failed; see {args.out_dir / 'teacher.log'}")
+    if teacher_key is not None:
+        if teacher.get("teacher", {}).get("cache_key"):  # a teacher trained here (not a weights file)
+            save_teacher(args.cache_dir, teacher_key, args.results)
+        save_top(args.out_dir, args.results)
+    trained = 0
+    for method in chosen:
+        trained += run_method(method, args)
+        if args.results:  # each row as it finishes: a crash later in the grid loses none of it
+            save_row(args.out_dir, args.results, folder_name(method.name))
+    print(f"trained: {trained} method(s); {len(chosen) - trained} read back from {args.out_dir}", flush=True)
+    for method in methods if args.results else []:  # rows of earlier calls too (chosen or not this time)
+        save_row(args.out_dir, args.results, folder_name(method.name))
+    rows = collect(methods, args.out_dir)
+    command = shlex.join(["python", "-m", "scripts.bench", "methods", *sys.argv[1:]])
+    write_doc(doc, rows, teacher, args.out_dir, command=command,
+              setting={"data": args.setting.data, "experiment": args.setting.experiment, "epochs": args.epochs,
+                       "seeds": args.seeds, "teacher_epochs": args.teacher_epochs,
+                       "published": dict(args.setting.published), "extra": setting_record(args)["extra"]})
+    print(f"wrote {doc}")
+    failed = [r.method for r in rows if r.failed]
+    cannot_run = {r.method for r in rows if r.not_applicable}
+    if cannot_run & {m.name for m in chosen}:
+        print(f"cannot run on this setting (config errors, in {doc}): {sorted(cannot_run)}")
+    missing = [m.name for m in chosen if m.name not in cannot_run
+               and len(finished_seeds(args.out_dir / folder_name(m.name), args.seeds)) < args.seeds]
+    if missing:
+        sys.exit(f"unfinished methods: {missing} (logs in {args.out_dir}; run the same command again to resume)"
+                 + (f"; with failures: {failed}" if failed else ""))
+
+
+if __name__ == "__main__":
+    main()

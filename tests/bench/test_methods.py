@@ -1,0 +1,335 @@
+"""The method table (python -m scripts.bench methods): its statistics against hand computations, the document it
+writes, and a resumable miniature."""
+
+import argparse
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from scripts.bench import methods  # the command's own functions, tested without a subprocess
+from scripts.bench.doc import (
+    MethodRuns,
+    curves_table,
+    differences_text,
+    learning_curve,
+    method_table,
+    write_doc,
+)
+from scripts.bench.stats import gap_closed, real_differences, separated_ranks, welch_interval
+
+ROOT = Path(__file__).resolve().parents[2]
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def test_welch_interval_equal_variances_by_hand():
+    # diff −3; se² = 1/3 + 1/3; dof = (2/3)² / (2 · (1/3)² / 2) = 4; t(0.975, 4) = 2.7764 from a t table.
+    interval = welch_interval([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])
+    half = 2.7764 * math.sqrt(2 / 3)
+    assert interval.estimate == pytest.approx(-3.0)
+    assert interval.dof == pytest.approx(4.0)
+    assert interval.low == pytest.approx(-3.0 - half, abs=1e-3)
+    assert interval.high == pytest.approx(-3.0 + half, abs=1e-3)
+    assert interval.excludes_zero
+
+
+def test_welch_interval_unequal_variances_by_hand():
+    # s_a²/n_a = (5/3)/4, s_b²/n_b = 0.125/2; dof = se⁴ / ((s_a²/n_a)²/3 + (s_b²/n_b)²/1).
+    a, b = [1.0, 2.0, 3.0, 4.0], [2.0, 2.5]
+    var_a, var_b = (5 / 3) / 4, 0.125 / 2
+    interval = welch_interval(a, b)
+    assert interval.estimate == pytest.approx(0.25)
+    assert interval.dof == pytest.approx((var_a + var_b) ** 2 / (var_a**2 / 3 + var_b**2 / 1))
+    assert not interval.excludes_zero
+    assert welch_interval([1.0], b) is None  # one seed: no variance, no interval
+    constant = welch_interval([2.0, 2.0], [1.0, 1.0])
+    assert (constant.low, constant.high) == (1.0, 1.0)
+
+
+def test_gap_closed_by_hand():
+    assert gap_closed(80.0, 70.0, 90.0) == pytest.approx(0.5)
+    assert gap_closed(65.0, 70.0, 90.0) == pytest.approx(-0.25)
+    assert gap_closed(80.0, 70.0, 70.0) is None
+    assert gap_closed(None, 70.0, 90.0) is None
+
+
+def test_ranks_only_where_intervals_separate():
+    samples = {"a": [10.0, 10.1, 9.9], "b": [5.0, 5.1, 4.9], "noisy": [7.0, 12.0, 2.0]}
+    # a beats b clearly; noisy (mean 7, std 5) is separated from neither, so it shares rank 1 with a.
+    assert separated_ranks(samples) == {"a": 1, "b": 2, "noisy": 1}
+    pairs = real_differences(samples)
+    assert [(better, worse) for better, worse, _ in pairs] == [("a", "b")]
+    assert pairs[0][2].estimate == pytest.approx(5.0)
+
+
+def test_table_and_text_say_which_differences_are_real():
+    rows = [MethodRuns("student alone", "stage=student", best=[80.0, 80.2, 79.8], last=[79.0, 79.5, 79.2]),
+            MethodRuns("kd", "loss=kd", best=[82.0, 82.2, 81.8], last=[81.0, 81.1, 81.2], seconds=[60, 90, 120]),
+            MethodRuns("rkd", "loss=rkd", best=[75.0, 85.0, 80.0])]
+    table, ranks = method_table(rows, teacher_top1=90.0)
+    kd_line = next(line for line in table.splitlines() if "| kd |" in line)
+    assert "82.00 ± 0.20" in kd_line and "81.10 ± 0.10" in kd_line  # best and last epoch
+    assert "+2.00 [" in kd_line and "*" in kd_line and "| 0.20 |" in kd_line  # gain, separated; gap closed 2/10
+    assert "1.5 min" in kd_line  # median time per run
+    assert ranks == {"student alone": 2, "kd": 1, "rkd": 1}
+    published, _ = method_table(rows, teacher_top1=90.0, published={"kd": 73.33})
+    assert "published (%)" in published and next(line for line in published.splitlines() if "| kd |" in line
+                                                  ).endswith("| 73.33 |")
+    text = "\n".join(differences_text(rows))
+    assert "Better than the student alone** (interval above 0): kd" in text
+    assert "contains 0): rkd" in text
+
+
+def test_learning_curve(tmp_path):
+    for seed, values in enumerate([(0.5, 0.7), (0.6, 0.9)]):
+        (tmp_path / str(seed) / "csv").mkdir(parents=True)
+        rows = ["epoch,step,train/loss_step,val/acc_top1"]  # CSVLogger: train and val rows apart, blanks between
+        for epoch, value in enumerate(values):
+            rows += [f"{epoch},{epoch * 10 + 9},1.0,", f"{epoch},{epoch * 10 + 9},,{value}"]
+        (tmp_path / str(seed) / "csv" / "metrics.csv").write_text("\n".join(rows) + "\n")
+    curve = learning_curve([tmp_path / "0", tmp_path / "1"])
+    assert [(epoch, round(mean, 6)) for epoch, mean, _ in curve] == [(0, 55.0), (1, 80.0)]
+
+
+def test_each_out_dir_rewrites_its_own_section_and_keeps_the_rest(tmp_path):
+    """One document holds several settings: each out-dir's section between its markers, prose around them."""
+    rows = [MethodRuns("student alone", "stage=student", best=[80.0, 80.2], record={"commit": "abc1234"}),
+            MethodRuns("kd", "loss=kd", best=[82.0, 82.2], record={"commit": "abc1234"}, note="ce 0.1, kd 0.9")]
+    teacher = {"teacher": {"architecture": "small_cnn", "params": 94186, "test_acc_top1": 0.9}}
+    setting = {"data": "Fashion-MNIST", "experiment": "fmnist_benchmark", "epochs": 15, "teacher_epochs": 60,
+               "extra": []}
+    doc = tmp_path / "benchmarks.md"
+    write_doc(doc, rows, teacher, tmp_path / "benchmark", "python -m scripts.bench methods", setting)
+    first = doc.read_text()
+    assert first.startswith("# Benchmark: distillation methods on Fashion-MNIST\n")
+    assert "<!-- method-table:benchmark:start -->\n## Fashion-MNIST, 15 epochs\n" in first
+    assert "at **90.00 %** test top-1; student alone **80.10 ± 0.14 %**" in first and "| kd |" in first
+    assert first.endswith("</details>\n<!-- method-table:benchmark:end -->\n")
+
+    # Prose written around the section, and a second out-dir's section (appended), are kept by later writes.
+    doc.write_text(first.replace("# Benchmark: distillation methods on Fashion-MNIST\n",
+                                 "# Benchmark\n\nWritten by hand.\n") + "\n## Deep mutual learning\n\nkept\n")
+    write_doc(doc, rows, teacher, tmp_path / "benchmark_e60", "python -m scripts.bench methods --epochs 60",
+              {**setting, "epochs": 60, "extra": ["teacher_cache.augmentations=true"]})
+    rows[1].best = [83.0, 83.2]
+    write_doc(doc, rows, teacher, tmp_path / "benchmark", "python -m scripts.bench methods", setting)
+    text = doc.read_text()
+    assert text.startswith("# Benchmark\n\nWritten by hand.\n") and "## Deep mutual learning\n\nkept\n" in text
+    assert text.count("<!-- method-table:benchmark:start -->") == 1 and "83.10 ± 0.14" in text
+    assert "82.10 ± 0.14" in text.split("<!-- method-table:benchmark_e60:start -->")[1]  # the other one untouched
+    assert "`experiment=fmnist_benchmark` with `teacher_cache.augmentations=true`" in text
+
+    doc.write_text(text.replace("<!-- method-table:benchmark:end -->", ""))
+    with pytest.raises(SystemExit, match="method-table:benchmark:start --> but no <!-- method-table:benchmark:end"):
+        write_doc(doc, rows, teacher, tmp_path / "benchmark", "python -m scripts.bench methods", setting)
+
+
+def write_val_curve(folder: Path, values: list[float]) -> Path:
+    """A CSVLogger metrics.csv with one validation top-1 (a fraction) per epoch."""
+    (folder / "csv").mkdir(parents=True)
+    rows = ["epoch,step,val/acc_top1"] + [f"{epoch},{epoch * 10 + 9},{value}" for epoch, value in enumerate(values)]
+    (folder / "csv" / "metrics.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_every_rows_curve_at_quarters_of_the_schedule(tmp_path):
+    # 8 epochs: marks at epochs 2, 4, 6, 8. KD leads early and ends level with the student alone.
+    alone = [write_val_curve(tmp_path / "alone" / str(s), [0.5, 0.6, 0.6, 0.7, 0.7, 0.8, 0.8, 0.85 + s / 100])
+             for s in range(2)]
+    kd = [write_val_curve(tmp_path / "kd" / str(s), [0.7, 0.8, 0.8, 0.8, 0.8, 0.84, 0.84, 0.86]) for s in range(2)]
+    rows = [MethodRuns("student alone", "", best=[85.0, 86.0], run_dirs=alone),
+            MethodRuns("kd", "", best=[86.0, 86.0], run_dirs=kd),
+            MethodRuns("born-again", "", best=[80.0], run_dirs=[tmp_path / "no_csv"])]  # no curve: no line
+    lines = curves_table(rows, epochs=8)
+    assert lines[0] == "| method | epoch 2 | epoch 4 | epoch 6 | epoch 8 |"
+    assert lines[2:] == ["| kd | 80.00 | 80.00 | 84.00 | 86.00 |",
+                         "| student alone | 60.00 | 70.00 | 80.00 | 85.50 |"]
+    assert curves_table(rows, epochs=15)[0] == "| method | epoch 4 | epoch 8 | epoch 11 | epoch 15 |"
+
+
+def test_only_the_default_folder_replaces_the_published_table(tmp_path):
+    """A grid of another schedule (its own --out-dir) writes its table beside its runs, not over docs/."""
+    args = argparse.Namespace(doc=None, mini=False, cifar100=False, out_dir=ROOT / "outputs" / "benchmark")
+    assert methods.doc_path(args) == ROOT / "docs" / "benchmarks.md"
+    args.cifar100, args.out_dir = True, ROOT / "outputs" / "benchmark_cifar100"
+    assert methods.doc_path(args) == ROOT / "docs" / "cifar100_benchmark.md"
+    args.cifar100, args.out_dir = False, tmp_path / "benchmark_e60"
+    assert methods.doc_path(args) == tmp_path / "benchmark_e60" / "benchmarks.md"
+    args.out_dir, args.mini = ROOT / "outputs" / "benchmark", True  # a miniature never writes docs/ either
+    assert methods.doc_path(args) == ROOT / "outputs" / "benchmark" / "benchmarks.md"
+    args.doc = tmp_path / "chosen.md"
+    assert methods.doc_path(args) == tmp_path / "chosen.md"
+
+
+def test_warm_ups_are_scaled_to_the_schedule_asked_for_not_the_settings_default():
+    """--epochs 60 on the 15-epoch setting: DKD's 20 warm-up epochs of 240 become 5, CTKD's 10 become 2."""
+    def overrides(epochs: int) -> dict[str, list[str]]:
+        return {m.name: m.overrides for m in methods.grid(methods.FMNIST, epochs)}
+
+    assert "loss.dkd.warmup_epochs=1" in overrides(15)["dkd"]  # 20 · 15 / 240 = 1.25
+    assert "loss.dkd.warmup_epochs=5" in overrides(60)["dkd"]  # 20 · 60 / 240
+    assert "loss.ctkd.lambda_epochs=2" in overrides(60)["ctkd"]  # 10 · 60 / 240 = 2.5, rounded half to even
+    assert overrides(240)["dkd"] == ["loss=dkd"]  # the reference schedule keeps the preset's own count
+
+
+def test_overrides_written_after_methods_are_overrides_not_method_names():
+    args = methods.parse_args(["a=1", "--epochs", "60", "--methods", "student alone", "kd",
+                                 "teacher_cache.augmentations=true", "+x.y=2"])
+    assert args.methods == ["student alone", "kd"]
+    assert args.extra == ["a=1", "teacher_cache.augmentations=true", "+x.y=2"]
+    assert args.epochs == 60
+    between = methods.parse_args(["a=1", "--epochs", "60", "loss.kd.temperature=2", "--out-dir", "x",
+                                    "--methods", "kd"])
+    assert between.extra == ["a=1", "loss.kd.temperature=2"] and between.methods == ["kd"]
+
+
+def test_a_row_every_seed_of_which_stopped_on_a_config_error_is_shown_as_cannot_run(tmp_path):
+    def seed_folder(method: str, seed: int, error: str | None = None, finished: bool = False) -> None:
+        folder = tmp_path / method / str(seed)
+        folder.mkdir(parents=True)
+        if error:
+            (folder / "error.json").write_text(json.dumps({"error": error}))
+        if finished:
+            (folder / "metrics.json").write_text(json.dumps({"student": {"test_acc_top1": 0.8}, "seconds": 60}))
+
+    narrow = "ConfigError: loss.fsp needs equal channel counts in each pair of layers"
+    for seed in range(3):
+        seed_folder("fsp", seed, narrow)
+        seed_folder("crd", seed, "RuntimeError: out of memory" if seed == 0 else narrow)  # a crash: not "cannot run"
+        seed_folder("kdsvd", seed, narrow if seed < 2 else None)  # seed 2 not tried yet
+        seed_folder("kd", seed, finished=True)
+    assert methods.config_error(tmp_path / "fsp") == "loss.fsp needs equal channel counts in each pair of layers"
+    assert [methods.config_error(tmp_path / m) for m in ("crd", "kdsvd", "kd", "nst")] == ["", "", "", ""]
+
+    rows_asked = [methods.Method(name, [f"loss={name}"]) for name in ("kd", "fsp", "crd", "kdsvd")]
+    rows = {row.method: row for row in methods.collect(rows_asked, tmp_path)}
+    assert set(rows) == {"kd", "fsp"} and rows["fsp"].not_applicable and not rows["kd"].not_applicable
+    table, ranks = method_table(list(rows.values()), teacher_top1=90.0)
+    assert "| — | fsp | 0 | — | — | cannot run here (below) |" in table and "fsp" not in ranks
+    assert table.index("| kd |") < table.index("| fsp |")  # rows with numbers first
+
+
+@pytest.mark.skipif(not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(), reason="no Fashion-MNIST here")
+def test_benchmark_miniature_resumes(tmp_path, script_main):
+    """2 methods, 1 seed, 1 epoch of 3 batches; the second call finds every run finished and trains nothing, and
+    so does a third on a "new machine" that has only the --results folder."""
+    out = tmp_path / "bench"
+    args = ["--mini", "--methods", "student alone", "kd", "--out-dir", str(out), "--cache-dir", str(tmp_path / "cache"),
+            "--results", str(tmp_path / "results")]
+    first = script_main(methods, *args)  # the script in-process; each run still a distill-train process
+    assert "trained: 2 method(s)" in first
+    summary = json.loads((out / "kd" / "0" / "metrics.json").read_text())
+    assert 0 <= summary["metrics"]["test_last/acc_top1"] <= 1 and summary["seconds"] > 0
+    records = json.loads((out / "records.json").read_text())
+    assert set(records) == {"teacher", "student alone", "kd"} and all(r["commit"] for r in records.values())
+    doc = (out / "benchmarks.md").read_text()
+    assert "top-1 best val epoch" in doc and "top-1 last epoch" in doc and "| kd |" in doc
+    assert "### Every row during training" in doc and "| method | epoch 1 |" in doc
+    folders = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_dir())
+
+    second = script_main(methods, *args)
+    assert "trained: 0 method(s)" in second and "training:" not in second
+    assert sorted(p.relative_to(out) for p in out.rglob("*") if p.is_dir()) == folders
+
+    # Every row of the out-dir is kept, also by a call that chose other rows: kd's kept files are gone, a call
+    # for the student alone (which trains nothing) keeps them again.
+    shutil.rmtree(tmp_path / "results" / "kd")
+    script_main(methods, *[a for a in args if a != "kd"])
+    assert (tmp_path / "results" / "kd" / "0" / "metrics.json").is_file()
+
+    # A new machine: no out-dir, no teacher cache, only the kept results (committed). Nothing trains, not even
+    # the teacher, and the table is the same document.
+    shutil.rmtree(out)
+    shutil.rmtree(tmp_path / "cache")
+    third = script_main(methods, *args)
+    assert "trained: 0 method(s)" in third and "training:" not in third
+    assert (out / "benchmarks.md").read_text() == doc
+    assert not list((tmp_path / "results").rglob("*.ckpt"))  # weights of the teacher only, no checkpoints
+
+    # A row missing on that new machine trains against the kept teacher (read from the cache it was put back
+    # into), not against a teacher trained again.
+    shutil.rmtree(out / "kd")
+    shutil.rmtree(tmp_path / "results" / "kd")
+    assert "trained: 1 method(s)" in script_main(methods, *args)
+    log = (out / "kd.log").read_text()
+    assert "reused cached weights" in log and "no cached weights" not in log
+
+
+def test_plan_lists_every_preset_and_scheme_and_trains_nothing(tmp_path, script_main):
+    stdout = script_main(methods, "--plan", "--out-dir", str(tmp_path / "bench"))
+    rows = {line.split("  ")[0].strip(): line for line in stdout.splitlines()[2:-1]}
+    presets = {p.stem for p in (ROOT / "conf" / "loss").glob("*.yaml")} - {"ce", "kd_per_teacher"}
+    assert presets | {"student alone", "dml x2", "born-again x2, kd"} <= set(rows)
+    assert "loss.dkd.warmup_epochs=1" in rows["dkd"]  # 20 of 240 epochs -> 1 of 15
+    assert "hint_only_epochs" not in rows["fitnet"]  # 0 (no init stage) stays 0
+    assert "estimated time for what is left:" in stdout
+    assert not (tmp_path / "bench").exists()
+
+
+def test_plan_counts_no_teacher_pass_for_rows_the_output_cache_serves_but_counts_its_build(tmp_path, capsys):
+    """KD reads cached logits once teacher_cache.augmentations=true (50 crop/flip variants an image); FitNet reads
+    teacher features, so its teacher runs live either way."""
+    def plan(*overrides: str) -> tuple[float, dict[str, float], str]:
+        args = methods.parse_args([*overrides, "--epochs", "60", "--out-dir", str(tmp_path), "--plan"])
+        total = methods.plan([m for m in methods.grid(args.setting, 60) if m.name in ("kd", "fitnet")], args)
+        out = capsys.readouterr().out
+        rows = {line.split()[0]: float(line.split()[2]) for line in out.splitlines()
+                if line.startswith(("kd ", "fitnet "))}
+        return total, rows, out
+
+    live_total, live, live_out = plan()
+    cached_total, cached, cached_out = plan("teacher_cache.augmentations=true")
+    assert live["kd"] == live["fitnet"] == cached["fitnet"] and cached["kd"] < live["kd"]
+    assert "read the teacher-output cache" not in live_out
+    assert "1 row(s) read the teacher-output cache (50 variant(s) an image)" in cached_out
+    # 3 seeds x 60 epochs x 100 batches of teacher passes saved; one build of 50 x 55,000 images (batches of 128)
+    cost = methods.COST
+    build, saved = cost["cache_batch"] * 50 * 55_000 / 128, 3 * 60 * 100 * cost["teacher_forward"]
+    assert cached_total - live_total == pytest.approx(build - saved)
+
+
+def test_plan_prices_a_scheme_by_its_runs_and_the_teachers_and_caches_it_builds(tmp_path, capsys):
+    """With the output cache, TAKD's two links read cached logits, and each seed builds its assistant's cache;
+    the ensemble trains its second teacher and builds the two teachers' cache once, in the row's first seed."""
+    cost = methods.COST
+    args = methods.parse_args(["teacher_cache.augmentations=true", "--epochs", "60", "--out-dir", str(tmp_path),
+                                 "--plan"])
+    grid = {m.name: m for m in methods.grid(args.setting, 60)}
+    build = cost["cache_batch"] * 50 * 55_000 / 128
+    teacher = cost["run"] + 60 * (100 * cost["teacher_step"] + cost["validation"])
+    takd_seed = 2 * cost["run"] + 60 * (100 * 3.0 * cost["student_step"] + 2 * cost["validation"]) + 0.13 * build
+    ensemble_seed = cost["run"] + 60 * (100 * cost["student_step"] + cost["validation"])
+    takd, ensemble = grid["takd chain w32 > w16 > w8, kd"], grid["ensemble (w32 + w24) kd"]
+    # Nothing done: the benchmark teacher, its cache for TAKD's first links, then the rows.
+    assert methods.plan([takd], args) == pytest.approx(teacher + build + 3 * takd_seed)
+    assert methods.plan([ensemble], args) == pytest.approx(teacher + 0.56 * teacher + 1.56 * build
+                                                             + 3 * ensemble_seed)
+    # One seed of each done: two seeds' links and assistants' caches are left; the ensemble's teachers are not.
+    for method in (takd, ensemble):
+        seed = tmp_path / methods.folder_name(method.name) / "0"
+        seed.mkdir(parents=True)
+        (seed / "metrics.json").write_text("{}")
+    assert methods.plan([takd], args) == pytest.approx(teacher + 2 * takd_seed)
+    assert methods.plan([ensemble], args) == pytest.approx(teacher + 2 * ensemble_seed)
+    assert "read the teacher-output cache" in capsys.readouterr().out
+
+
+def test_an_out_dir_of_another_schedule_is_refused_before_anything_runs(tmp_path, script_main):
+    out = tmp_path / "bench"
+    out.mkdir()
+    (out / "setting.json").write_text(json.dumps({"experiment": "fmnist_benchmark", "epochs": 15, "batches": 100,
+                                                  "teacher_epochs": 60, "extra": []}))
+    assert "estimated time for what is left:" in script_main(methods, "--plan", "--out-dir", str(out))
+    with pytest.raises(SystemExit, match=r"holds runs of another setting \(epochs 15 there, 30 asked\)"):
+        script_main(methods, "--plan", "--out-dir", str(out), "--epochs", "30")
+
+    # The same for kept results: refused before a single kept file lands in the (new) out-dir.
+    results, fresh = tmp_path / "results", tmp_path / "fresh"
+    shutil.copytree(out, results)
+    (results / "kd" / "0").mkdir(parents=True)
+    (results / "kd" / "0" / "metrics.json").write_text("{}")
+    with pytest.raises(SystemExit, match=rf"{results} holds runs of another setting \(epochs 15 there, 30 asked\)"):
+        script_main(methods, "--plan", "--out-dir", str(fresh), "--results", str(results), "--epochs", "30")
+    assert not fresh.exists()
