@@ -164,3 +164,42 @@ def test_the_checks_find_a_circle_and_an_upward_import(tmp_path, monkeypatch):
         test_there_is_no_import_circle(circle)
     with pytest.raises(AssertionError, match="distill.errors .* imports distill.runner"):
         test_no_import_runs_up_a_floor({"distill.errors": {"distill.runner"}, "distill.runner": set()})
+
+
+# Modules imported under a name other than their distribution's, where the venv cannot say (not installed here).
+OPTIONAL_DISTRIBUTIONS = {"pynvml": "nvidia-ml-py"}
+
+
+def declared_distributions() -> set[str]:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
+    return {re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+            for requirement in requirements}
+
+
+def test_every_third_party_module_the_code_imports_is_declared_in_pyproject():
+    import sys
+    from importlib.metadata import packages_distributions
+
+    distributions = packages_distributions()
+    ours = {*PACKAGES, "scripts", "tests"}
+    imported: dict[str, str] = {}
+    for folder in (*PACKAGES, "scripts"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                         else [node.module] if isinstance(node, ast.ImportFrom) and not node.level and node.module
+                         else [])
+                for name in names:
+                    top = name.split(".")[0]
+                    if top not in ours and top not in sys.stdlib_module_names:
+                        imported.setdefault(top, str(path.relative_to(ROOT)))
+    declared = declared_distributions()
+    undeclared = []
+    for module, where in sorted(imported.items()):
+        candidates = distributions.get(module) or [OPTIONAL_DISTRIBUTIONS.get(module, module)]
+        if not {c.lower().replace("_", "-") for c in candidates} & declared:
+            undeclared.append(f"{module} (imported by {where}; distribution {candidates})")
+    assert not undeclared, undeclared
