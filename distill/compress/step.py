@@ -10,7 +10,6 @@ steps import their heavy tools (onnxruntime, Torch-Pruning, torchao) when they r
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,6 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-log = logging.getLogger("distill")
 
 
 @dataclass
