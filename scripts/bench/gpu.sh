@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU speed check: the speed benchmark at fp32, bf16, bf16 + channels_last, bf16 + channels_last + compile,
-# on full-size Fashion-MNIST with the CRD pair (resnet32x4 -> resnet8x4), then one distill-train smoke run.
+# on full-size Fashion-MNIST with the CRD pair (resnet32x4 -> resnet8x4).
 #   bash scripts/bench/gpu.sh <fashion-mnist folder> <output folder>     (from the repository root)
 set -euo pipefail
 root=${1:-/usr/share/datasets/fashion-mnist}
