@@ -2,7 +2,9 @@
 
 The pair rebuilds the model with plain ``timm.create_model`` (after ``import students`` for our own
 architectures), without this framework's Lightning classes or pickled objects. A pruned model's JSON
-also lists its layer sizes (``layers``), which ``load_exported`` applies before loading the weights.
+also lists its layer sizes (``layers``), which ``load_exported`` applies before loading the weights. Given the
+data module, it also records how a raw image becomes the model's input (``preprocessing``) and the class names
+in index order (``classes``): what anyone running the model elsewhere needs (docs/runs.md).
 """
 
 from __future__ import annotations
@@ -26,9 +28,20 @@ from distill.run_files import read_description, weights_path
 QUOTED_ERROR_CHARS = 300
 
 
+def model_usage(datamodule: Any) -> dict[str, Any]:
+    """``preprocessing`` (the data module's description of its evaluation transform) and ``classes`` (the class
+    names in index order) of a model trained on ``datamodule``; empty without one."""
+    if datamodule is None:
+        return {}
+    return {"preprocessing": datamodule.preprocessing(), "classes": list(datamodule.class_names())}
+
+
 def export_model(model: nn.Module, architecture: str, model_kwargs: dict[str, Any], folder: str | Path,
-                 stem: str = "student", extra: dict[str, Any] | None = None) -> Path:
-    """Write ``<folder>/<stem>.safetensors`` and ``<folder>/<stem>.json``; return the JSON's path."""
+                 stem: str = "student", extra: dict[str, Any] | None = None, datamodule: Any = None) -> Path:
+    """Write ``<folder>/<stem>.safetensors`` and ``<folder>/<stem>.json``; return the JSON's path.
+
+    With the ``datamodule`` the model was trained on, the JSON also holds its ``preprocessing`` and ``classes``.
+    """
     folder = Path(folder)
     weights_path = folder / f"{stem}.safetensors"
     state_dict = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
@@ -38,6 +51,7 @@ def export_model(model: nn.Module, architecture: str, model_kwargs: dict[str, An
         "model_kwargs": model_kwargs,
         "weights": weights_path.name,
         "imports": ["students"],  # registers our architectures into timm before create_model
+        **model_usage(datamodule),
         **(extra or {}),
     }
     return write_json(folder / f"{stem}.json", description)

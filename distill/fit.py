@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +71,7 @@ def fit_model(
     ckpt_path: str | None = None,
     keep_loggers_open: bool = False,
     teacher_outputs: CachedTeacherOutputs | None = None,
+    extra_callbacks: Sequence[L.Callback] = (),
 ) -> FitResult:
     """Train ``student`` (with ``teacher`` when given) under ``cfg.trainer``, then test its best weights.
 
@@ -91,13 +93,17 @@ def fit_model(
         on_non_finite=OmegaConf.select(cfg, "guard.on_non_finite", default="error"),
         max_skipped_batches=OmegaConf.select(cfg, "guard.max_skipped_batches", default=None),
     )
-    return fit_module(cfg, module, datamodule, ckpt_path, keep_loggers_open)
+    return fit_module(cfg, module, datamodule, ckpt_path, keep_loggers_open, extra_callbacks)
 
 
 def fit_module(cfg: DictConfig, module: L.LightningModule, datamodule: L.LightningDataModule,
-               ckpt_path: str | None = None, keep_loggers_open: bool = False) -> FitResult:
-    """Fit any LightningModule of ours under ``cfg.trainer``, callbacks and loggers, then test its best weights."""
-    callbacks = instantiate_group(cfg.get("callbacks"))
+               ckpt_path: str | None = None, keep_loggers_open: bool = False,
+               extra_callbacks: Sequence[L.Callback] = ()) -> FitResult:
+    """Fit any LightningModule of ours under ``cfg.trainer``, callbacks and loggers, then test its best weights.
+
+    ``extra_callbacks``: callbacks a caller adds in code (a search's pruning callback, which holds its trial).
+    """
+    callbacks = [*instantiate_group(cfg.get("callbacks")), *extra_callbacks]
     if cfg.trainer.get("enable_progress_bar") is False:  # Lightning refuses a progress-bar callback then
         callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
     # Not optional, so not in the callbacks config: exact resume and a checkpoint on SIGTERM/Ctrl-C.

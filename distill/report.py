@@ -220,6 +220,13 @@ ROLE_COLORS = {"teacher": "tab:red", "student": "tab:blue", "baseline": "tab:gra
 MIN_ACCURACY_SPAN = 10.0  # percentage points: a y axis never magnifies differences smaller than this
 
 
+def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
+    """For (cost, accuracy) points (latency, bytes, MACs): True where no other point costs as little or less and is
+    as accurate or more, and is strictly better in one of the two."""
+    return [not any(ol <= latency and oa >= accuracy and (ol < latency or oa > accuracy) for ol, oa in points)
+            for latency, accuracy in points]
+
+
 def accuracy_limits(values: list[float], min_span: float = MIN_ACCURACY_SPAN) -> tuple[float, float]:
     """y limits (%) holding ``values`` with a margin, at least ``min_span`` points tall, within [0, 100]:
     a 0.3-point gap between two models looks like one, not like the whole height of the plot. NaN values (a

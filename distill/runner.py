@@ -91,7 +91,7 @@ def run_single(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]
         exported = None
         if is_rank_zero():
             exported = export_model(plan.model, cfg.teacher.name, model_kwargs(cfg.teacher, plan.datamodule),
-                                    output_dir, stem="teacher")
+                                    output_dir, stem="teacher", datamodule=plan.datamodule)
         fit = teacher_info.get("fit")
         summary = summarize(cfg, plan, None, teacher_info, exported)
         summary["teacher"]["metrics"] = fit["metrics"] if fit else None
@@ -122,7 +122,8 @@ def run_single(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]
                 if is_rank_zero():
                     exported = export_model(plan.model, plan.model_cfg.name,
                                             model_kwargs(plan.model_cfg, plan.datamodule), output_dir,
-                                            stem="student", extra={"input_shape": list(plan.datamodule.input_shape)})
+                                            stem="student", extra={"input_shape": list(plan.datamodule.input_shape)},
+                                            datamodule=plan.datamodule)
                 summary = summarize(cfg, plan, result, teacher_info, exported)
                 summary["loss"] = describe_loss(loss_cfg)
                 summary["report"] = efficiency_report(cfg, plan, output_dir, result.loggers)

@@ -98,6 +98,13 @@ def _create(variant: str, depth: int, widths: tuple[int, int, int, int], pretrai
 
 
 @register_model
+def cifar_resnet(pretrained: bool = False, depth: int = 20, width: int = 16, **kwargs: Any) -> CifarResNet:
+    """Any depth (6n+2) and base width: stages of (width, 2 width, 4 width) channels (width 16: cifar_resnet<depth>)."""
+    return build_registered(CifarResNet, "cifar_resnet", pretrained, depth=depth,
+                            widths=(width, width, 2 * width, 4 * width), **kwargs)
+
+
+@register_model
 def cifar_resnet8(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
     return _create("cifar_resnet8", 8, (16, 16, 32, 64), pretrained, **kwargs)
 

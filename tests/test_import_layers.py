@@ -39,7 +39,8 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("a run: its plan, and what follows training", ("distill.plan", "distill.after_training")),
     ("schemes: several fits arranged", ("distill.schemes.*",)),
     ("commands", ("distill.runner", "distill.train", "distill.evaluate", "distill.summarize", "distill.layers",
-                  "distill.compress.cli")),
+                  "distill.compress.cli", "distill.predict")),
+    ("the search: trials of whole runs", ("distill.search.*",)),
 ]
 
 

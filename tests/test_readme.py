@@ -96,8 +96,10 @@ def command_args(command: str, work: dict[str, Path], name: str, extra: list[str
     folders = [f"hydra.run.dir={work['root'] / name}", f"hydra.sweep.dir={work['root'] / name}"]
     if program == "distill-summarize":  # not a Hydra app: it writes into the sweep folder it reads
         folders = []
-    elif program == "distill-train":
+    elif program in ("distill-train", "distill-search"):
         folders.append(f"paths.cache_dir={work['cache']}")
+    elif program == "distill-predict":  # not a Hydra app: paths are its arguments
+        folders = []
     flags = [o for o in extra if o.startswith("-")]  # Hydra's flags after every override
     return [str(BIN / program), *args[1:], *[o for o in extra if o not in flags], *folders, *flags]
 
@@ -228,6 +230,29 @@ def test_eval_commands(work, command):
     assert "report folder:" in result.stdout
 
 
+# A search of one-epoch trials, its final runs one epoch each.
+SEARCH_FAST = [*FAST, "search.trial_epochs=1", "search.budget.repeats=3", "search.budget.warmup=1",
+               "trainer.max_epochs=1"]
+
+
+def test_search_command(work):
+    result = run_readme("distill-search search.trials=8", work, "search", [*SEARCH_FAST, "search.trials=2"])
+    assert "## Pareto front" in result.stdout and (work["root"] / "search" / "final").is_dir()
+
+
+def test_predict_command(work):
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    images = work["root"] / "images"
+    images.mkdir(exist_ok=True)
+    for index, pixels in enumerate(load_digits().images[:5]):  # raw values 0..16, as the digits set stores them
+        Image.fromarray(pixels.astype("uint8")).save(images / f"{index}.png")
+    run_readme("distill-predict outputs/distill/<run>/student.json images/ --out predictions.csv", work, "predict", [])
+    lines = (work["root"] / "predictions.csv").read_text().splitlines()
+    assert len(lines) == 6  # a header and one row per image
+
+
 COVERED_BY = {
     ".venv/bin/distill-train": test_default_run,
     "make run": test_make_run,
@@ -239,6 +264,8 @@ COVERED_BY = {
     "distill-train -m hydra/launcher=slurm hydra.launcher.partition=gpu trainer=gpu loss=kd,at seed=0,1,2":
         test_slurm_command_composes,
     "distill-layers student=cifar_resnet8x4 data=cifar100 +show=both": test_layers_command,
+    "distill-search search.trials=8": test_search_command,
+    "distill-predict outputs/distill/<run>/student.json images/ --out predictions.csv": test_predict_command,
 }
 
 

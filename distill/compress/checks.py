@@ -42,10 +42,10 @@ def check_count(value: Any, key: str) -> None:
 
 
 def loss_preset_path(name: str, key: str) -> Path:
-    """The file of a loss preset named in the compress config (``kd`` -> conf/loss/kd.yaml)."""
+    """The file of a loss preset named by config key ``key`` (``kd`` -> conf/loss/kd.yaml)."""
     path = CONF_DIR / "loss" / f"{name}.yaml"
     if not path.is_file():
         presets = sorted(p.stem for p in (CONF_DIR / "loss").glob("*.yaml"))
-        raise ConfigError(f"compress.{key}={name} is not a loss preset; choose one of: {', '.join(presets)} "
+        raise ConfigError(f"{key}={name} is not a loss preset; choose one of: {', '.join(presets)} "
                           "(or null for the run's own loss)")
     return path

@@ -20,7 +20,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from distill.compress.onnx_io import INPUT_NAME, save_onnx
+from distill.compress.onnx_io import INPUT_NAME, read_usage, save_onnx, usage_metadata
 
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
            "percentile": CalibrationMethod.Percentile}
@@ -78,8 +78,11 @@ class TrainingImagesReader(CalibrationDataReader):
 
 def quantize_int8(fp32_path: str | Path, int8_path: str | Path, reader: TrainingImagesReader,
                   settings: Any) -> dict[str, Any]:
-    """Write the int8 model of ``fp32_path`` (uint8 activations, int8 weights) in ``settings.format``."""
+    """Write the int8 model of ``fp32_path`` (uint8 activations, int8 weights) in ``settings.format``, with the
+    fp32 file's preprocessing and classes as its metadata. ``reader`` hands out images as the fp32 graph takes
+    them (``onnx_io.graph_input``)."""
     fp32_path, int8_path = Path(fp32_path), Path(int8_path)
+    usage = read_usage(fp32_path)
     prepared = int8_path.with_name(f".{int8_path.stem}.prepared.onnx")
     raw = int8_path.with_name(f".{int8_path.name}.raw")
     try:
@@ -91,11 +94,13 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, reader: Training
                         calibrate_method=METHODS[settings.calibrate_method])
         import onnx
 
-        save_onnx(onnx.load(str(raw)), int8_path)
+        save_onnx(onnx.load(str(raw)), int8_path, usage_metadata(usage))
     finally:
         prepared.unlink(missing_ok=True)
         raw.unlink(missing_ok=True)
+    in_graph = (usage.get("preprocessing") or {}).get("in_graph", False)
     return {"file": str(int8_path), "calibration_images": int(sum(len(b) for b in reader.yielded)),
+            "calibration_input": "pixel values" if in_graph else "normalised images",
             "calibration_split": "train", "calibrate_method": settings.calibrate_method,
             "per_channel": bool(settings.per_channel), "reduce_range": bool(settings.reduce_range),
             "format": f"{FORMATS[settings.format][1]} (uint8 activations, int8 weights)"}

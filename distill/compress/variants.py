@@ -13,9 +13,9 @@ from typing import Any
 import torch
 
 from distill import measure
-from distill.compress import ort_runtime
+from distill.compress import onnx_io, ort_runtime
 from distill.compress.step import Variant
-from distill.report import accuracy_limits, format_log_x_plot, save_figure
+from distill.report import accuracy_limits, format_log_x_plot, pareto_front, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,9 @@ def _pytorch_row(variant: Variant, datamodule: Any, runtime: Any, input_shape: t
 
 def _onnx_row(variant: Variant, datamodule: Any, runtime: Any, input_shape: tuple[int, ...]) -> dict[str, Any]:
     session = ort_runtime.session(variant.file, runtime.threads)
-    return {"accuracy": ort_runtime.accuracy(session, datamodule.test_dataloader(), datamodule.num_classes),
+    # A graph that normalises its input (compress.onnx.preprocess=true) is fed pixel values, as it will be deployed.
+    batches = onnx_io.graph_batches(variant.file, datamodule.test_dataloader())
+    return {"accuracy": ort_runtime.accuracy(session, batches, datamodule.num_classes),
             "speed": ort_runtime.measure_speed(session, input_shape, runtime.threads, runtime.throughput_batch_size,
                                                runtime.warmup, runtime.repeats)}
 
@@ -55,13 +57,6 @@ def measure_variant(variant: Variant, datamodule: Any, runtime: Any) -> dict[str
              100 * row["accuracy"]["top1"], row["bytes"], row["speed"]["latency_ms_batch1"]["median"],
              row["speed"]["runtime"])
     return row
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
-    """For (latency, accuracy) points: True where no other point is at least as fast and as accurate,
-    and strictly better in one of the two."""
-    return [not any(ol <= latency and oa >= accuracy and (ol < latency or oa > accuracy) for ol, oa in points)
-            for latency, accuracy in points]
 
 
 def plot_accuracy_vs_latency(rows: list[dict[str, Any]], path: str | Path, title: str) -> Path:

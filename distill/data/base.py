@@ -25,6 +25,37 @@ from distill.data.sampling import (
 )
 from distill.errors import ConfigError
 
+# How the recorded preprocessing turns a (decoded, resized, cropped) image's pixel values into the model's input.
+PREPROCESSING_FORMULA = "input[c] = (pixels[c] / value_range - mean[c]) / std[c]"
+
+
+def preprocessing_description(channels: int, input_size: int, value_range: float, mean: Sequence[float],
+                              std: Sequence[float], pixels: str, resize: dict[str, Any] | None = None,
+                              center_crop: int | None = None) -> dict[str, Any]:
+    """How a raw image becomes the model's input, as JSON-ready data (written into every export, so that a model
+    can be used without this code): decode, resize, centre-crop, then ``PREPROCESSING_FORMULA`` per channel.
+
+    ``in_graph`` is false here: the caller applies the formula. An ONNX file exported with
+    ``compress.onnx.preprocess=true`` records true: its graph applies the formula, so pixel values go in.
+    """
+    return {
+        "layout": "NCHW",
+        "dtype": "float32",
+        "input_size": [input_size, input_size],
+        "channels": channels,
+        "channel_order": "RGB" if channels == 3 else "L",
+        # PIL's 'L' is ITU-R 601-2 luma (R*299/1000 + G*587/1000 + B*114/1000) of the RGB image.
+        "decode": "PIL.Image.open(file).convert('RGB')" + (".convert('L')" if channels == 1 else ""),
+        "pixels": pixels,
+        "resize": resize,
+        "center_crop": [center_crop, center_crop] if center_crop is not None else None,
+        "value_range": float(value_range),
+        "mean": [float(value) for value in mean],
+        "std": [float(value) for value in std],
+        "formula": PREPROCESSING_FORMULA,
+        "in_graph": False,
+    }
+
 
 @dataclass(frozen=True)
 class Split:
@@ -96,6 +127,8 @@ class InMemoryDataModule(SplitLoadersMixin, L.LightningDataModule):
     num_classes: int
     in_chans: int
     native_size: int
+    # What the raw images' pixel values are (recorded with the preprocessing of every export).
+    raw_pixels = "8-bit values 0..255"
 
     def __init__(
         self,
@@ -152,6 +185,22 @@ class InMemoryDataModule(SplitLoadersMixin, L.LightningDataModule):
     def value_range(self) -> float:
         """The raw images' maximum value (255 for uint8 images), mapped to 1.0 before normalising."""
         return 255.0
+
+    def class_names(self) -> list[str]:
+        """The class names in label-index order (the index is the name where the dataset gives no names)."""
+        return [str(index) for index in range(self.num_classes)]
+
+    def preprocessing(self) -> dict[str, Any]:
+        """What ``_to_split`` does to a raw image, as data (see ``preprocessing_description``): divide by
+        ``value_range()``, resize the float pixels when ``image_size`` differs from ``native_size`` (bilinear with
+        antialiasing: PIL's BILINEAR resize of a mode 'F' image computes the same), normalise. Scaling before or
+        after the resize is the same linear map, so the description resizes the pixel values."""
+        resize = None
+        if self.image_size != self.native_size:
+            resize = {"size": [self.image_size, self.image_size], "interpolation": "bilinear", "antialias": True,
+                      "on": "float pixels"}
+        return preprocessing_description(self.in_chans, self.image_size, self.value_range(), self.mean, self.std,
+                                         self.raw_pixels, resize)
 
     # --- shared machinery --------------------------------------------------------------------
     @property

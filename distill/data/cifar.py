@@ -36,6 +36,11 @@ class _CIFARDataModule(InMemoryDataModule):
             f"Fix: set data.download=true to fetch it, or point data.root=<folder holding {self.folder}>."
         )
 
+    def class_names(self) -> list[str]:
+        """The names the dataset's meta file gives, in label order (torchvision reads them)."""
+        self.check()
+        return list(self._dataset(train=False).classes)
+
     def source_files(self) -> list[Path]:
         if not (self.root / self.folder).is_dir():  # data.download=true and not fetched yet
             self._dataset(train=True)

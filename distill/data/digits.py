@@ -18,6 +18,8 @@ class DigitsDataModule(InMemoryDataModule):
     num_classes = 10
     in_chans = 1
     native_size = 8
+    raw_pixels = ("integer values 0..16 (each counts the set pixels of a 4x4 block of a 32x32 bitmap); an image "
+                  "file holds them as 8-bit values 0..16")
 
     def __init__(self, test_fraction: float = 0.2, **kwargs) -> None:
         super().__init__(**kwargs)

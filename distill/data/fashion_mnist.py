@@ -42,6 +42,11 @@ class FashionMNISTDataModule(InMemoryDataModule):
         self.root = Path(root).expanduser()
         self.download = download
 
+    def class_names(self) -> list[str]:
+        from torchvision.datasets import FashionMNIST
+
+        return list(FashionMNIST.classes)
+
     def _find(self, stem: str) -> Path | None:
         for candidate in (self.root / stem, self.root / f"{stem}.gz", self.root / "FashionMNIST" / "raw" / stem):
             if candidate.is_file():

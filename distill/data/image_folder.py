@@ -19,13 +19,16 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from distill.data.base import SplitLoadersMixin, resolve_workers
+from distill.data.base import SplitLoadersMixin, preprocessing_description, resolve_workers
 from distill.data.folder_scan import SplitScan, class_folders, scan_split
 from distill.data.identity import listing_identity
 from distill.data.registry import register_data_module
 from distill.errors import ConfigError, DatasetNotFoundError
 
 log = logging.getLogger("distill")
+
+# Evaluation resizes the shorter side to this multiple of the input size, then centre-crops (224 from 255).
+EVAL_RESIZE_FACTOR = 1.14
 
 
 def unreadable(path: str) -> str | None:
@@ -235,6 +238,25 @@ class ImageFolderDataModule(SplitLoadersMixin, L.LightningDataModule):
                 f"'{self.dirs['train']}/' and '{self.dirs['val']}/' with one sub-folder of images per class."
             )
 
+    @property
+    def eval_resize(self) -> int:
+        """The shorter side evaluation resizes to before its centre crop of ``image_size``."""
+        return int(self.image_size * EVAL_RESIZE_FACTOR)
+
+    def class_names(self) -> list[str]:
+        """The training split's class folders, in label-index order."""
+        self.check()
+        return list(class_mapping(self.root / self.dirs["train"]))
+
+    def preprocessing(self) -> dict[str, Any]:
+        """What the evaluation transform (``_transform(train=False)``) does, as data: decode as RGB (then PIL's
+        'L' for one channel), resize the 8-bit image's shorter side (torchvision on a PIL image: PIL's bilinear
+        resize, the longer side rounded down), centre-crop, divide by 255 (``ToTensor``), normalise."""
+        resize = {"shorter_side": self.eval_resize, "interpolation": "bilinear", "antialias": True,
+                  "on": "8-bit image"}
+        return preprocessing_description(self.in_chans, self.image_size, 255.0, self.mean, self.std,
+                                         "8-bit values 0..255", resize, center_crop=self.image_size)
+
     def _transform(self, train: bool):
         from torchvision import transforms
 
@@ -244,7 +266,7 @@ class ImageFolderDataModule(SplitLoadersMixin, L.LightningDataModule):
             if self.horizontal_flip:
                 steps.append(transforms.RandomHorizontalFlip())
         else:
-            steps += [transforms.Resize(int(self.image_size * 1.14)), transforms.CenterCrop(self.image_size)]
+            steps += [transforms.Resize(self.eval_resize), transforms.CenterCrop(self.image_size)]
         steps += [transforms.ToTensor(), transforms.Normalize(self.mean, self.std)]
         return transforms.Compose(steps)
 

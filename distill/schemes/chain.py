@@ -128,7 +128,7 @@ def run_chain(cfg: DictConfig, overrides: Sequence[str], run_single: SingleRun) 
     if is_rank_zero():
         summary["exported"] = str(export_model(models[-1], links[-1]["name"],
                                                model_kwargs(OmegaConf.create(links[-1]), datamodule), run_dir,
-                                               stem="student"))
+                                               stem="student", datamodule=datamodule))
         summary["report"] = chain_report(base, links, teacher_info, models, roles, datamodule, run_dir, scheme)
     return summary
 

@@ -156,7 +156,7 @@ def run_mutual(cfg: DictConfig, datamodule: Any, output_dir: Path) -> dict[str, 
         if is_rank_zero():
             kwargs = model_kwargs(cfg.student, datamodule)
             exported = [str(export_model(peer, name, kwargs, output_dir, stem=f"peer_{index}",
-                                         extra={"input_shape": list(datamodule.input_shape)}))
+                                         extra={"input_shape": list(datamodule.input_shape)}, datamodule=datamodule))
                         for index, peer in enumerate(module.peers)]
             entries = [ReportEntry("student", name, peer, label=f"peer {index}: {name}")
                        for index, peer in enumerate(module.peers)]

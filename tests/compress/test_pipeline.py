@@ -22,14 +22,13 @@ from distill.compress.cli import compress_run
 from distill.compress.onnx_io import export_checked, export_onnx
 from distill.compress.prune import prune_to_macs
 from distill.compress.settings import check_settings
-from distill.compress.variants import pareto_front
 from distill.config import CONF_DIR
 from distill.errors import ConfigError
 from distill.export import export_model, load_exported
 from distill.layer_sizes import layer_sizes
 from distill.measure import count_flops, measure_energy
 from distill.models import create_model
-from distill.report import energy_text
+from distill.report import energy_text, pareto_front
 from distill.runner import prepare
 from tests.helpers.compress import FAST_RUNTIME, compress_settings, default_student, digits_data
 

@@ -10,7 +10,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = {"distill-train": "distill.train", "distill-eval": "distill.evaluate", "distill-layers": "distill.layers",
-           "distill-compress": "distill.compress.cli", "distill-summarize": "distill.summarize"}
+           "distill-compress": "distill.compress.cli", "distill-summarize": "distill.summarize",
+           "distill-search": "distill.search.cli", "distill-predict": "distill.predict"}
 
 
 def command(name: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -41,6 +42,10 @@ BAD_INPUT = [
     ("distill-compress", ["compress=nope"], "compress=nope is not a preset of 'compress'"),
     ("distill-compress", ["run=/nonexistent", "compress=int8"], "run=/nonexistent is not a distill run folder"),
     ("distill-summarize", ["/nonexistent"], "/nonexistent holds no runs"),
+    ("distill-predict", ["nope.onnx", "x.png"], "no such model file"),
+    ("distill-search", ["search.trials=0"], "search.trials=0 must be a whole number >= 1"),
+    ("distill-search", ["search.budget.metric=speed"], "search.budget.metric=speed is not one of"),
+    ("distill-search", ["+search.space.resnet_nope={}"], "resnet_nope"),
 ]
 
 

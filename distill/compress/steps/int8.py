@@ -1,5 +1,6 @@
 """``int8``: onnxruntime static quantisation (QDQ or QOperator) of the fp32 ONNX export, calibrated on training
-images only (never validation or test)."""
+images only (never validation or test), fed as the fp32 file takes them (pixel values when its graph normalises:
+``compress.onnx.preprocess=true``)."""
 
 from __future__ import annotations
 
@@ -26,10 +27,11 @@ def check(settings: Any, has_teacher: bool) -> None:
 
 def convert(workspace: Workspace, fp32: Variant, stem: str, label: str) -> Variant:
     """``<stem>.int8.onnx`` of the fp32 ONNX file of ``fp32``."""
-    from distill.compress import quantize
+    from distill.compress import onnx_io, quantize
 
     settings = workspace.settings.int8
     images = quantize.training_images(workspace.datamodule, settings.calibration_images, settings.seed)
+    images = onnx_io.graph_input(images, onnx_io.read_usage(fp32.file).get("preprocessing"))
     reader = quantize.TrainingImagesReader(images, settings.calibration_batch_size)
     info = quantize.quantize_int8(fp32.file, workspace.run_dir / f"{stem}.int8.onnx", reader, settings)
     return workspace.add(Variant(f"{label} ONNX int8".strip(), Path(info["file"]), fp32.model, "int8",

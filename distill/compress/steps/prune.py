@@ -32,7 +32,7 @@ def check(settings: Any, has_teacher: bool) -> None:
     if prune.round_to is not None:
         check_positive(prune.round_to, "prune.round_to")
     if prune.loss is not None:
-        loss_preset_path(prune.loss, "prune.loss")
+        loss_preset_path(prune.loss, "compress.prune.loss")
     check_positive(prune.epochs, "prune.epochs")
 
 
@@ -48,7 +48,7 @@ def run(workspace: Workspace) -> None:
     info["test_top1_before_recovery"] = accuracy(pruned, datamodule.test_dataloader(), datamodule.num_classes)["top1"]
     teacher = copy.deepcopy(workspace.student) if settings.teacher == "unpruned" else workspace.teacher
     assert teacher is not None, "check refuses prune.teacher=teacher without a teacher"
-    loss = recover.loss_config(settings.loss, workspace.cfg.loss, "prune.loss")
+    loss = recover.loss_config(settings.loss, workspace.cfg.loss, "compress.prune.loss")
     result = recover.distill_into(workspace.cfg, pruned, teacher, datamodule, workspace.run_dir / "compress" / "prune",
                                   settings.epochs, loss)
     pruned = pruned.cpu().eval()
@@ -56,7 +56,8 @@ def run(workspace: Workspace) -> None:
                  "test_top1_after_recovery": result.metrics.get("test/acc_top1")})
     description = export_model(pruned, workspace.architecture, workspace.model_kwargs, workspace.run_dir,
                                stem="pruned", extra={"layers": layer_sizes(pruned), "pruning": info,
-                                                     "input_shape": list(workspace.input_shape)})
+                                                     "input_shape": list(workspace.input_shape)},
+                               datamodule=workspace.datamodule)
     log.info("pruned model: %s (top-1 %.2f %% before recovery, %.2f %% after)", description,
              100 * info["test_top1_before_recovery"], 100 * (info["test_top1_after_recovery"] or 0))
     workspace.add_model(Variant("pruned PyTorch fp32", description.with_suffix(".safetensors"), pruned, "fp32",

@@ -16,20 +16,22 @@ def check(settings: Any, has_teacher: bool) -> None:
     check_positive(qat.calibration_images, "qat.calibration_images")
     check_number(qat.lr, "qat.lr", 0, None, " (the fine-tuning learning rate)")
     if qat.loss is not None:
-        loss_preset_path(qat.loss, "qat.loss")
+        loss_preset_path(qat.loss, "compress.qat.loss")
 
 
 def run(workspace: Workspace) -> None:
-    from distill.compress import qat, quantize, recover
+    from distill.compress import onnx_io, qat, quantize, recover
+    from distill.export import model_usage
 
     settings = workspace.settings.qat
     prepared = qat.prepare_qat(workspace.student, workspace.input_shape)
     qat.calibrate(prepared, quantize.training_images(workspace.datamodule, settings.calibration_images))
-    loss = recover.loss_config(settings.loss, workspace.cfg.loss, "qat.loss")
+    loss = recover.loss_config(settings.loss, workspace.cfg.loss, "compress.qat.loss")
     result = recover.distill_into(workspace.cfg, prepared, copy.deepcopy(workspace.student), workspace.datamodule,
                                   workspace.run_dir / "compress" / "qat", settings.epochs, loss, lr=settings.lr)
     path = qat.convert_to_onnx(prepared, workspace.input_shape, workspace.run_dir / "qat.int8.onnx",
                                workspace.settings.onnx.opset)
+    onnx_io.record_usage(path, model_usage(workspace.datamodule))  # preprocessing and classes, as every export
     info = {"epochs": settings.epochs, "loss": list(loss.keys()), "lr": settings.lr, "versions": qat.versions(),
             "calibration_images": settings.calibration_images,
             "test_top1_fake_quantized": result.metrics.get("test/acc_top1"),

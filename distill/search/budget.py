@@ -1,0 +1,130 @@
+"""A candidate's cost on the device, measured before it trains: an untrained network has the latency, file size
+and MACs of a trained one, so a candidate over budget is never trained.
+
+Measurements are cached by architecture, input, runtime and threads (``<cache_dir>/search_measurements``): a
+search, its resumption and the next search on the same machine measure each architecture once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distill.config import to_dict
+from distill.errors import ConfigError
+from distill.io import read_json, write_json
+from distill.models import create_model
+from distill.search.space import Candidate
+
+log = logging.getLogger("distill")
+
+METRICS = ("latency_ms", "bytes", "macs")
+RUNTIMES = ("onnx_int8", "onnx_fp32", "pytorch")
+MEASUREMENT_FORMAT = 1
+CPU = torch.device("cpu")  # the budget is measured where the deployed file runs: the CPU, fixed threads
+
+
+def check_budget(budget: Any) -> None:
+    """``search.budget``: a metric, a runtime, a limit (a number, or ``default`` for the default student's)."""
+    if budget.metric not in METRICS:
+        raise ConfigError(f"search.budget.metric={budget.metric} is not one of: {', '.join(METRICS)}")
+    if budget.runtime not in RUNTIMES:
+        raise ConfigError(f"search.budget.runtime={budget.runtime} is not one of: {', '.join(RUNTIMES)}")
+    limit = budget.max
+    if not (limit == "default" or (isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit > 0)):
+        raise ConfigError(f"search.budget.max={limit} must be a number > 0, or 'default' (the default student's "
+                          f"{budget.metric} on {budget.runtime})")
+    for key in ("threads", "repeats"):
+        value = budget[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"search.budget.{key}={value} must be a whole number >= 1")
+
+
+def measurement_key(candidate: Candidate, input_shape: tuple[int, ...], num_classes: int, budget: Any) -> str:
+    import onnxruntime
+
+    recipe = {"format": MEASUREMENT_FORMAT, "model": candidate.key, "input_shape": list(input_shape),
+              "num_classes": num_classes, "runtime": budget.runtime, "threads": budget.threads,
+              "repeats": budget.repeats, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+              "machine": platform.machine(), "processor": platform.processor()}
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def measure(candidate: Candidate, datamodule: Any, budget: Any, cache_dir: str | Path) -> dict[str, Any]:
+    """Latency (median ms at batch 1), deployable bytes and MACs of ``candidate`` on ``budget.runtime``."""
+    input_shape, num_classes = tuple(datamodule.input_shape), datamodule.num_classes
+    key = measurement_key(candidate, input_shape, num_classes, budget)
+    path = Path(cache_dir).expanduser() / "search_measurements" / f"{key}.json"
+    if path.is_file():
+        try:
+            return dict(read_json(path))
+        except (OSError, ValueError) as error:
+            log.warning("measurement cache entry %s is unreadable (%s); measuring again", path, error)
+    model = create_model(candidate.name, num_classes, datamodule.in_chans, candidate.kwargs_dict, role="student")
+    model.eval()
+    from distill.measure import count_flops, parameter_count
+
+    result: dict[str, Any] = {"candidate": candidate.label, "runtime": budget.runtime, "threads": budget.threads,
+                              "macs": count_flops(model, input_shape)["macs"], "params": parameter_count(model)}
+    result.update(_speed_and_bytes(model, input_shape, datamodule, budget))
+    write_json(path, result)
+    return result
+
+
+def _speed_and_bytes(model: torch.nn.Module, input_shape: tuple[int, ...], datamodule: Any,
+                     budget: Any) -> dict[str, Any]:
+    from distill.measure import spread, time_calls
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(budget.threads)
+    try:
+        if budget.runtime == "pytorch":
+            from distill.measure import saved_bytes
+
+            single = torch.randn(1, *input_shape)
+
+            def forward() -> Any:
+                with torch.no_grad():
+                    return model(single)
+
+            latency = spread(t * 1e3 for t in time_calls(forward, CPU, budget.warmup, budget.repeats))
+            return {"latency_ms": latency["median"], "latency_spread": latency, "bytes": saved_bytes(model)}
+        return _onnx_speed_and_bytes(model, input_shape, datamodule, budget)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _onnx_speed_and_bytes(model: torch.nn.Module, input_shape: tuple[int, ...], datamodule: Any,
+                          budget: Any) -> dict[str, Any]:
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from distill.compress import ort_runtime, quantize
+    from distill.compress.onnx_io import export_onnx
+    from distill.measure import spread, time_calls
+
+    with tempfile.TemporaryDirectory(prefix="distill-search-") as folder:
+        path = export_onnx(model, input_shape, Path(folder) / "candidate.onnx")
+        if budget.runtime == "onnx_int8":
+            # The deployed file's size and speed: calibrated like compress.int8 (its settings), on training images.
+            settings = OmegaConf.create(to_dict(budget.int8))
+            images = quantize.training_images(datamodule, settings.calibration_images, settings.seed)
+            reader = quantize.TrainingImagesReader(images, settings.calibration_batch_size)
+            path = Path(quantize.quantize_int8(path, Path(folder) / "candidate.int8.onnx", reader, settings)["file"])
+        session = ort_runtime.session(path, budget.threads)
+        name = ort_runtime.input_name(session)
+        single = np.random.default_rng(0).standard_normal((1, *input_shape), dtype=np.float32)
+        latency = spread(t * 1e3 for t in time_calls(lambda: session.run(None, {name: single}), CPU, budget.warmup,
+                                                      budget.repeats))
+        return {"latency_ms": latency["median"], "latency_spread": latency, "bytes": path.stat().st_size}
+
+
+def within(measurement: dict[str, Any], metric: str, limit: float) -> bool:
+    return float(measurement[metric]) <= float(limit)
