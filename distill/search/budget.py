@@ -69,6 +69,7 @@ def measure(candidate: Candidate, datamodule: Any, budget: Any, cache_dir: str |
             log.warning("measurement cache entry %s is unreadable (%s); measuring again", path, error)
     model = create_model(candidate.name, num_classes, datamodule.in_chans, candidate.kwargs_dict, role="student")
     model.eval()
+    distinct_values(model)
     from distill.measure import count_flops, parameter_count
 
     result: dict[str, Any] = {"candidate": candidate.label, "runtime": budget.runtime, "threads": budget.threads,
@@ -76,6 +77,17 @@ def measure(candidate: Candidate, datamodule: Any, budget: Any, cache_dir: str |
     result.update(_speed_and_bytes(model, input_shape, datamodule, budget))
     write_json(path, result)
     return result
+
+
+def distinct_values(model: torch.nn.Module) -> None:
+    """Random values in every parameter and buffer of float type. A freshly built network's biases are all zero,
+    identical tensors that the ONNX export stores once and onnxruntime's int8 quantiser then fails on (a bias
+    shared by two layers); a trained network has distinct ones. Size, MACs and speed do not depend on the values."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.is_floating_point():
+                tensor.copy_(torch.rand(tensor.shape, generator=generator) * 0.1 + 0.01)
 
 
 def _speed_and_bytes(model: torch.nn.Module, input_shape: tuple[int, ...], datamodule: Any,

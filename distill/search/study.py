@@ -168,7 +168,14 @@ class Search:
         import optuna
 
         candidate, training = suggest(trial, self.settings.space, self.settings.get("training"))
-        cost = budget_module.measure(candidate, self.datamodule, self.settings.budget, self.cfg.paths.cache_dir)
+        try:
+            cost = budget_module.measure(candidate, self.datamodule, self.settings.budget, self.cfg.paths.cache_dir)
+        except Exception as error:  # a candidate the runtime cannot take (an exporter or quantiser failure)
+            trial.set_user_attr("candidate", candidate.label)
+            trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:500])
+            log.warning("trial %d: %s could not be measured on %s (%s: %s); the trial fails, the search goes on",
+                        trial.number, candidate.label, self.settings.budget.runtime, type(error).__name__, error)
+            return float("nan")  # Optuna records the trial as failed
         folder = trial_folder(self.output_dir, candidate, training)
         for key, value in {"candidate": candidate.label, "folder": str(folder), "macs": cost["macs"],
                            "params": cost["params"], "bytes": cost["bytes"], "latency_ms": cost["latency_ms"]}.items():
@@ -247,7 +254,13 @@ def run_trials(cfg: DictConfig, output_dir: Path) -> tuple[Any, dict[str, Any]]:
     reference = search.train(ReferenceTrial(), default, {}, trial_folder(output_dir, default, {}))
     teacher = Candidate.of(cfg.teacher.name, to_dict(cfg.teacher.get("kwargs")))
     teacher_cost = budget_module.measure(teacher, datamodule, settings.budget, cfg.paths.cache_dir)
+    attempts = 0
     while finished_trials(study) < settings.trials:
+        attempts += 1
+        if attempts > 3 * settings.trials:  # most candidates fail to measure: a broken runtime, not bad luck
+            raise ConfigError(f"{attempts - 1} trials ran and only {finished_trials(study)} finished (the others could "
+                              f"not be measured on search.budget.runtime={settings.budget.runtime}; see the log); "
+                              "try search.budget.runtime=onnx_fp32 or pytorch")
         study.optimize(search.objective, n_trials=1)
     budget = {"metric": settings.budget.metric, "runtime": settings.budget.runtime, "limit": limit,
               "threads": settings.budget.threads,
