@@ -1,5 +1,5 @@
 """The method table's section of a benchmark document (``python -m scripts.bench methods``): the table with
-intervals, which differences are real, every row's curve, how it was made.
+intervals and the deployed students' sizes, which differences are real, every row's curve, how it was made.
 
 Each out-dir (one setting: its setting.json) owns one section of the document, between the markers
 ``<!-- method-table:<out-dir name>:start -->`` and ``<!-- method-table:<out-dir name>:end -->``; the rest (what the
@@ -15,16 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from distill.io import atomic_write
-from scripts.bench.stats import (
-    Interval,
-    gap_closed,
-    mean_std,
-    real_differences,
-    separated_ranks,
-    welch_interval,
-)
+from scripts.bench.stats import Interval, gap_closed, mean_std, real_differences, welch_interval
 
 BASELINE = "student alone"
+# The optional rows that train the student alone at a larger row's size, matched on each of these measures.
+MATCHED = {"params": "parameters", "macs": "MACs"}
+LARGER = "†"  # marks a row whose deployed student is larger than the student alone's
 
 
 @dataclass
@@ -43,7 +39,14 @@ class MethodRuns:
     # Why no seed could start on this setting (the config error every seed stopped with), e.g. a loss that needs
     # equal channel counts under a student narrower than its teacher: shown as a row, never as a number.
     not_applicable: str = ""
+    # Why a row that records.json says was trained has no finished run here (its runs were not kept): a row, not
+    # a silent gap.
+    no_runs: str = ""
     run_dirs: list[Path] = field(default_factory=list)  # the seeds' run folders (their csv/metrics.csv)
+    # The deployed student's size per seed (the exported network: SimKD's includes its projector and the
+    # teacher's classifier); a seed whose files cannot say is left out.
+    params: list[int] = field(default_factory=list)
+    macs: list[int] = field(default_factory=list)
 
     @classmethod
     def from_summaries(cls, method: str, overrides: str, summaries: list[dict[str, Any]], record: dict[str, Any],
@@ -79,21 +82,48 @@ def seeds_text(rows: list[MethodRuns]) -> str:
     return f"{counts[0]} seeds" if len(counts) == 1 else f"{counts[0]}–{counts[-1]} seeds"
 
 
-def method_table(rows: list[MethodRuns], teacher_top1: float | None,
-                 published: dict[str, float] | None = None) -> tuple[str, dict[str, int]]:
-    """The markdown table, best-epoch mean first; ranks only where Welch intervals separate.
+def matched_name(method: str, measure: str) -> str:
+    """The optional row of the student alone at ``method``'s size in ``measure`` (a key of MATCHED)."""
+    return f"{BASELINE} matched {method} {measure}"
 
+
+def is_matched(row: MethodRuns) -> bool:
+    return row.method.startswith(f"{BASELINE} matched ")
+
+
+def larger(row: MethodRuns, baseline: MethodRuns | None) -> bool:
+    """Whether the row's deployed student has more parameters or MACs than the student alone's. A matched row is
+    larger by design: it is the comparison at that size, not a method."""
+    if baseline is None or row is baseline or is_matched(row):
+        return False
+    return any(mine and theirs and max(mine) > max(theirs)
+               for mine, theirs in ((row.params, baseline.params), (row.macs, baseline.macs)))
+
+
+def size_text(values: list[int], unit: float = 1, digits: int = 0, suffix: str = "") -> str:
+    """"54,850" or "2.82 M"; a range where seeds differ; n/a where no seed says."""
+    texts = [f"{value / unit:,.{digits}f}{suffix}" for value in sorted({min(values), max(values)})] if values else []
+    return "–".join(texts) or "n/a"
+
+
+def method_table(rows: list[MethodRuns], teacher_top1: float | None,
+                 published: dict[str, float] | None = None) -> str:
+    """The markdown table, best-epoch mean first; the deployed student's size, marked where larger than alone.
+
+    No rank column: which rows differ is what the Welch intervals say, pair by pair (differences_text).
     ``published``: the papers' numbers per row, shown in their own column (CIFAR-100's CRD setting).
     """
     baseline = next((r for r in rows if r.method == BASELINE), None)
-    ranks = separated_ranks({r.method: r.best for r in rows if r.best})
-    lines = ["| rank | method | seeds | top-1 best val epoch (%) | top-1 last epoch (%) | gain over student alone "
-             "(best, 95 % CI) | gap closed | time / run | commit |" + (" published (%) |" if published else ""),
-             "|---:|---|---:|---:|---:|---:|---:|---:|---|" + ("---:|" if published else "")]
+    lines = ["| method | seeds | top-1 best val epoch (%) | top-1 last epoch (%) | gain over student alone "
+             "(best, 95 % CI) | gap closed | parameters | MACs | time / run | commit |"
+             + (" published (%) |" if published else ""),
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|" + ("---:|" if published else "")]
     for row in sorted(rows, key=lambda r: -(mean_std(r.best)[0] or 0)):
-        if row.not_applicable:
-            lines.append(f"| — | {row.method} | 0 | — | — | cannot run here (below) | — | — | "
-                         f"`{row.record.get('commit', 'unknown')}` |" + (" — |" if published else ""))
+        commit = f"`{row.record.get('commit', 'unknown')}`"
+        if row.not_applicable or row.no_runs:
+            why = "cannot run here" if row.not_applicable else "no kept runs"
+            lines.append(f"| {row.method} | 0 | — | — | {why} (below) | — | — | — | — | {commit} |"
+                         + (" — |" if published else ""))
             continue
         gain = welch_interval(row.best, baseline.best) if baseline and row is not baseline else None
         gain_text = "—" if row is baseline else "n/a (< 2 seeds)"
@@ -102,12 +132,46 @@ def method_table(rows: list[MethodRuns], teacher_top1: float | None,
         closed = gap_closed(mean_std(row.best)[0], mean_std(baseline.best)[0] if baseline else None, teacher_top1)
         time_text = f"{statistics.median(row.seconds) / 60:.1f} min" if row.seconds else "n/a"
         closed_text = "—" if closed is None else f"{closed:.2f}"
-        lines.append(f"| {ranks.get(row.method, '—')} | {row.method} | {len(row.best)} | {plus_minus(row.best)} | "
-                     f"{plus_minus(row.last)} | {gain_text} | {closed_text} | {time_text} | "
-                     f"`{row.record.get('commit', 'unknown')}` |"
+        mark = f" {LARGER}" if larger(row, baseline) else ""
+        lines.append(f"| {row.method} | {len(row.best)} | {plus_minus(row.best)} | {plus_minus(row.last)} | "
+                     f"{gain_text} | {closed_text} | {size_text(row.params)}{mark} | "
+                     f"{size_text(row.macs, 1e6, 2, ' M')}{mark} | {time_text} | {commit} |"
                      + (f" {published[row.method]:.2f} |" if published and row.method in published else
                         " — |" if published else ""))
-    return "\n".join(lines) + "\n", ranks
+    return "\n".join(lines) + "\n"
+
+
+def ratio_text(mine: list[int], theirs: list[int], what: str) -> str:
+    return f"{max(mine) / max(theirs):.1f}x the {what}" if mine and theirs else f"{what} n/a"
+
+
+def larger_text(rows: list[MethodRuns]) -> list[str]:
+    """Under the table: the rows marked larger, how much larger, and their gain over the student alone at matched
+    size (the optional matched rows), or how to train that comparison."""
+    baseline = next((r for r in rows if r.method == BASELINE), None)
+    marked = [r for r in rows if larger(r, baseline)]
+    if baseline is None or not marked:
+        return []
+    by_name = {r.method: r for r in rows}
+    lines = [f"{LARGER} The deployed student (what the run exports and measures) is larger than the student "
+             f"alone's ({size_text(baseline.params)} parameters, {size_text(baseline.macs, 1e6, 2, ' M')} MACs): "
+             "the row's gain over the student alone is not a gain at equal size.", ""]
+    for row in marked:
+        sizes = (f"{ratio_text(row.params, baseline.params, 'parameters')}, "
+                 f"{ratio_text(row.macs, baseline.macs, 'MACs')}")
+        matched = []
+        for measure, what in MATCHED.items():
+            other = by_name.get(matched_name(row.method, measure))
+            gain = welch_interval(row.best, other.best) if other else None
+            if other and gain:
+                matched.append(f"{interval_text(gain)} over the student alone of matched {what} "
+                               f"({size_text(other.params)} parameters, {size_text(other.macs, 1e6, 2, ' M')} MACs)")
+        missing = [f'"{matched_name(row.method, m)}"' for m in MATCHED if matched_name(row.method, m) not in by_name]
+        lines.append(f"- **{row.method}** ({sizes}): " + "; ".join(
+            matched + ([f"the student alone at matched size is not trained: add `--methods {' '.join(missing)}` "
+                        "to the command under *How this table was made* (optional rows of `--plan`)"]
+                       if missing else [])) + ".")
+    return [*lines, ""]
 
 
 def differences_text(rows: list[MethodRuns]) -> list[str]:
@@ -138,6 +202,11 @@ def differences_text(rows: list[MethodRuns]) -> list[str]:
 def not_applicable_text(rows: list[MethodRuns]) -> list[str]:
     """One bullet per row that stopped before training on every seed, with the error it stopped with."""
     return [f"- **{r.method}**: {r.not_applicable}" for r in rows if r.not_applicable]
+
+
+def no_runs_text(rows: list[MethodRuns]) -> list[str]:
+    """One bullet per row that was trained (records.json) but has no finished run here."""
+    return [f"- **{r.method}**: {r.no_runs}" for r in rows if r.no_runs]
 
 
 def learning_curve(folders: list[Path], metric: str = "val/acc_top1") -> list[tuple[int, float, float]]:
@@ -182,10 +251,10 @@ def section_text(rows: list[MethodRuns], teacher: dict[str, Any], command: str, 
     teacher_info = teacher.get("teacher") or {}
     teacher_top1 = 100 * teacher_info["test_acc_top1"] if teacher_info.get("test_acc_top1") is not None else None
     published = setting.get("published") or {}
-    table, _ = method_table(rows, teacher_top1, published)
+    table = method_table(rows, teacher_top1, published)
     baseline = next((r for r in rows if r.method == BASELINE), None)
     commits = sorted({r.record.get("commit", "unknown") for r in rows})
-    not_applicable = not_applicable_text(rows)
+    not_applicable, no_runs = not_applicable_text(rows), no_runs_text(rows)
     extra = " ".join(f"`{override}`" for override in setting.get("extra") or [])
     lines = [
         f"## {setting['data']}, {setting['epochs']} epochs",
@@ -198,6 +267,7 @@ def section_text(rows: list[MethodRuns], teacher: dict[str, Any], command: str, 
         f"epochs, {seeds_text(rows)} per row.",
         "",
         table,
+        *larger_text(rows),
         "### Which differences are real",
         "",
         *differences_text(rows),
@@ -205,6 +275,10 @@ def section_text(rows: list[MethodRuns], teacher: dict[str, Any], command: str, 
         *(["### Rows this setting cannot run", "",
            "Every seed stopped before training with the configuration error quoted; nothing was changed to make "
            "them run:", "", *not_applicable, ""] if not_applicable else []),
+        *(["### Rows with no kept runs", "",
+           "Trained (records.json names the commit and command) but none of their runs is here, so they have no "
+           "numbers; the command under *How this table was made* trains them again:", "", *no_runs, ""]
+          if no_runs else []),
         "### Every row during training",
         "",
         "Validation top-1 (%), mean over seeds, at four points of the schedule:",

@@ -10,24 +10,29 @@
         --methods "student alone" kd                   # another schedule: its table in the out-dir, not docs/
     python -m scripts.bench methods ... --results docs/results/benchmark_e60 --doc docs/benchmarks.md
                                                        # finished runs kept in the repo, the table published
+    python -m scripts.bench methods ... --methods "student alone matched simkd params"
+                                                       # an optional row: the student alone at SimKD's size
 
 Each method is one Hydra multirun over the seeds in ``<out-dir>/<method>/`` with ``resume=auto``; a method
 whose seed folders all hold metrics.json is not started, an unfinished run resumes from its last.ckpt.
 ``<out-dir>/records.json`` keeps the commit and command that trained each method, so the table says which
 commit made each row. The teacher is trained (and cached) first, by ``stage=teacher`` in ``<out-dir>/teacher``.
 The rows (every loss preset, the schemes) and the two settings are defined in grid.py; the table is the
-out-dir's section of the document (doc.py). ``--results DIR`` keeps the small files of every finished run and
-the teacher's weights in DIR (to commit) and puts them back on a machine that lacks them (results.py): a grid
-spans machines.
+out-dir's section of the document (doc.py); a row whose deployed student is larger than the student alone's gets
+optional rows, the student alone at its size (``matched_rows``), listed by --plan and trained only when named.
+``--results DIR`` keeps the small files of every finished run and the teacher's weights in DIR (to commit) and
+puts them back on a machine that lacks them (results.py): a grid spans machines.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,9 +44,9 @@ from distill.io import read_json, write_json
 from distill.losses import build_loss_terms
 from distill.teacher.logits_cache import live_teacher_reason
 from distill.teacher.weights_cache import teacher_cache_key
-from scripts.bench.doc import MethodRuns, write_doc
+from scripts.bench.doc import BASELINE, MATCHED, MethodRuns, larger, matched_name, write_doc
 from scripts.bench.grid import CIFAR100, FIRST_SITTING, FMNIST, ROOT, Method, folder_name, grid
-from scripts.bench.results import restore, save_row, save_teacher, save_top
+from scripts.bench.results import closest_width, deployed_size, restore, save_row, save_teacher, save_top
 
 # Seconds on 2 CPU cores with nothing else running, for the estimate of --plan (batch 128): a training step of
 # the width-8 student, a forward pass of the width-32 teacher, a training step of that teacher, a validation
@@ -155,8 +160,9 @@ def cached_loss_rows(methods: list[Method], args: argparse.Namespace) -> tuple[s
     return cached, count
 
 
-def plan(methods: list[Method], args: argparse.Namespace) -> float | None:
-    """Print the grid with what is done and what is left, and the estimated time of what is left."""
+def plan(methods: list[Method], args: argparse.Namespace, optional: Sequence[Method] = ()) -> float | None:
+    """Print the grid with what is done and what is left, and the estimated time of what is left; then the
+    ``optional`` rows (not counted), which train only when --methods names them."""
     teacher_done = (args.out_dir / "teacher" / "metrics.json").is_file()
     print(f"setting: experiment={args.setting.experiment}, {args.epochs} student epochs of "
           f"{args.batches or 'all'} batches, {args.seeds} seeds, teacher {args.teacher_epochs} epochs "
@@ -194,6 +200,10 @@ def plan(methods: list[Method], args: argparse.Namespace) -> float | None:
             total = total + seconds
         print(f"{method.name:<38} {done:>2}/{args.seeds:<2} {'n/a' if seconds is None else f'{seconds / 60:.1f}':>8}  "
               + " ".join(method.overrides) + (f"  ({method.note})" if method.note else ""))
+    for method in optional:
+        done = len(finished_seeds(args.out_dir / folder_name(method.name), args.seeds))
+        print(f"{method.name:<38} {done:>2}/{args.seeds:<2} {'optional':>8}  " + " ".join(method.overrides)
+              + f"  ({method.note}; trained only when --methods names it)")
     if total is None:
         print("no time estimate: the costs in COST are for the CPU setting (2 cores); this one is for a GPU")
     else:
@@ -218,6 +228,8 @@ def config_error(folder: Path) -> str:
 
 
 def collect(methods: list[Method], out_dir: Path) -> list[MethodRuns]:
+    """The rows with runs in ``out_dir``, with their deployed students' sizes; a row that cannot run here, or that
+    records.json says was trained but whose runs are gone, as a row without numbers that says so."""
     records = read_json(out_dir / "records.json") if (out_dir / "records.json").is_file() else {}
     rows = []
     for method in methods:
@@ -228,11 +240,50 @@ def collect(methods: list[Method], out_dir: Path) -> list[MethodRuns]:
         if summaries:
             row = MethodRuns.from_summaries(method.name, " ".join(method.overrides), summaries, record, method.note)
             row.run_dirs = [path.parent for path in paths]
+            sizes = [deployed_size(run_dir) for run_dir in row.run_dirs]
+            row.params = [params for params, _ in sizes if params is not None]
+            row.macs = [macs for _, macs in sizes if macs is not None]
             rows.append(row)
         elif reason := config_error(folder):
             rows.append(MethodRuns(method.name, " ".join(method.overrides), record=record, note=method.note,
                                    not_applicable=reason))
+        elif record:
+            rows.append(MethodRuns(
+                method.name, " ".join(method.overrides), record=record, note=method.note,
+                no_runs=f"records.json has its training (commit `{record.get('commit', 'unknown')}`, exit "
+                        f"{record.get('returncode', 'unknown')}, finished {record.get('finished_at', 'unknown')}), "
+                        f"but no seed of it finished here: {folder.name}/ holds no metrics.json"))
     return rows
+
+
+def matched_rows(rows: list[MethodRuns]) -> list[Method]:
+    """Optional rows, trained only when --methods names them: for each row whose deployed student is larger than
+    the student alone's (SimKD's carries a projector and the teacher's classifier), the student alone at the width
+    closest to it in parameters, and at the width closest in MACs. That row's gain over the student alone is not a
+    gain at equal size; its gain over these is. None where the student alone has no ``width`` to change or no
+    run_config.json to read."""
+    baseline = next((r for r in rows if r.method == BASELINE and r.macs), None)
+    if baseline is None:
+        return []
+    configs = [read_json(d / "run_config.json") for d in baseline.run_dirs if (d / "run_config.json").is_file()]
+    if not configs or not isinstance((configs[0]["student"].get("kwargs") or {}).get("width"), int):
+        return []
+    methods = []
+    for row in (r for r in rows if larger(r, baseline)):
+        for measure, what in MATCHED.items():
+            values = getattr(row, measure)
+            if not values:
+                continue
+            width, size = closest_width(configs[0], measure, max(values))
+            # A step costs less than its MACs say at this size (fixed per-step overheads): the width-16 student's
+            # 3.8x the MACs cost about 2 width-8 steps (grid.SCHEME_COST), about the square root.
+            methods.append(Method(
+                matched_name(row.method, measure), ["stage=student", f"student.kwargs.width={width}"],
+                student_steps=math.sqrt(size.macs / max(baseline.macs)), teacher_forwards=0,
+                note=f"{configs[0]['student']['name']} width {width}: {size.params:,} parameters, "
+                     f"{size.macs / 1e6:.2f} M MACs, the width closest to {row.method}'s deployed student in {what} "
+                     f"({max(values):,})"))
+    return methods
 
 
 def setting_record(args: argparse.Namespace) -> dict:
@@ -311,17 +362,22 @@ def main() -> None:
     methods = grid(args.setting, args.epochs)
     if args.first:
         args.methods = [*(args.methods or []), *FIRST_SITTING]
-    unknown = sorted(set(args.methods or []) - {m.name for m in methods})
-    if unknown:
-        sys.exit(f"error: unknown method(s) {unknown}; choose from: {', '.join(m.name for m in methods)}")
-    chosen = [m for m in methods if args.methods is None or m.name in args.methods]
     teacher_key = teacher_cache_key(composed(args)) if args.results else None  # asked of the cache with --results
     if teacher_key is not None:  # before anything reads the out-dir: a new machine gets the kept runs and teacher back
         check_setting(args, args.results)
         restore(args.results, args.out_dir, args.cache_dir, teacher_key)
     check_setting(args, args.out_dir)
+    optional = matched_rows(collect(methods, args.out_dir))  # from the finished runs: what size to match
+    unknown = sorted(set(args.methods or []) - {m.name for m in [*methods, *optional]})
+    if unknown:
+        sys.exit(f"error: unknown method(s) {unknown}; choose from: {', '.join(m.name for m in methods)}"
+                 + (f"; optional: {', '.join(m.name for m in optional)}" if optional else "")
+                 + f" ('{matched_name('<row>', 'params')}' and '... macs' exist once the row has finished runs "
+                   "whose deployed student is larger than the student alone's)")
+    chosen = [m for m in methods if args.methods is None or m.name in args.methods]
+    chosen += [m for m in optional if m.name in (args.methods or [])]
     if args.plan:
-        plan(chosen, args)
+        plan(chosen, args, [m for m in optional if m not in chosen])
         return
     args.out_dir.mkdir(parents=True, exist_ok=True)
     write_json(args.out_dir / "setting.json", setting_record(args))
@@ -338,9 +394,11 @@ def main() -> None:
         if args.results:  # each row as it finishes: a crash later in the grid loses none of it
             save_row(args.out_dir, args.results, folder_name(method.name))
     print(f"trained: {trained} method(s); {len(chosen) - trained} read back from {args.out_dir}", flush=True)
-    for method in methods if args.results else []:  # rows of earlier calls too (chosen or not this time)
-        save_row(args.out_dir, args.results, folder_name(method.name))
     rows = collect(methods, args.out_dir)
+    optional = matched_rows(rows)  # again: a row trained now may be the larger one
+    rows += collect(optional, args.out_dir)  # optional rows trained now or earlier are rows of the table
+    for method in [*methods, *optional] if args.results else []:  # rows of earlier calls too (chosen or not)
+        save_row(args.out_dir, args.results, folder_name(method.name))
     command = shlex.join(["python", "-m", "scripts.bench", "methods", *sys.argv[1:]])
     write_doc(doc, rows, teacher, args.out_dir, command=command,
               setting={"data": args.setting.data, "experiment": args.setting.experiment, "epochs": args.epochs,

@@ -8,13 +8,30 @@ csv/metrics.csv, a linked scheme's per-link files, error.json of a row that cann
 setting.json) and the teacher's cache entry (its safetensors weights, 0.4 MB here) are copied into a results
 folder that is committed (``--results``); a fresh checkout copies them back before anything trains, so only
 the missing runs train, against the very teacher the finished rows had.
+
+A kept run also says how large its deployed student is (``deployed_size``): the parameters its metrics.json
+measured, and the MACs of the network rebuilt from its run_config.json (the run's report.json, which measured
+them, is not kept: it is mostly timings of the machine that ran it).
 """
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch import nn
+
+from distill.config import to_dict
+from distill.io import read_json
+from distill.losses import build_loss_terms
+from distill.measure import count_flops, parameter_count
+from distill.models import create_model
+from distill.plan import wrap_student
+from distill.teacher.ensemble import build_teachers
 from distill.teacher.weights_cache import TeacherCache
 
 # Relative to a row's folder (``*`` a seed, then a linked scheme's links); globs, so every seed is found.
@@ -95,3 +112,68 @@ def restore(results: Path, out_dir: Path, cache_root: Path, teacher_key: str) ->
     if entry.is_dir() and cache.adopt(teacher_key, entry):
         copied.append(cache.entry(teacher_key))
     return copied
+
+
+@dataclass(frozen=True)
+class Size:
+    """A network's parameters and MACs (one image's forward pass, as the run's efficiency report counts them)."""
+
+    params: int
+    macs: int
+
+
+def deployed_model(run_config: dict[str, Any]) -> tuple[nn.Module, tuple[int, ...]]:
+    """The network a run exports, rebuilt with random weights from its run_config.json, and its input shape: the
+    student, or the larger one a loss term builds around it (SimKD: a projector and the teacher's classifier).
+
+    Only architectures are read: the data module is made from its settings (no image is read before setup), the
+    teacher without its weights (SimKD needs its classifier's shape, not its values).
+    """
+    cfg = OmegaConf.create(run_config)
+    datamodule = instantiate(cfg.data)
+    student = create_model(cfg.student.name, datamodule.num_classes, datamodule.in_chans, cfg.student.get("kwargs"),
+                           role="student")
+    if cfg.stage == "distill":
+        cfg.teacher.weights, cfg.teacher.pretrained = None, False
+        teacher = build_teachers(cfg, datamodule.num_classes, datamodule.in_chans, datamodule.input_shape)
+        student, _ = wrap_student(cfg, build_loss_terms(to_dict(cfg.loss)), student, teacher, datamodule)
+    return student, tuple(datamodule.input_shape)
+
+
+def size_of(run_config: dict[str, Any]) -> Size:
+    model, input_shape = deployed_model(run_config)
+    return Size(parameter_count(model), count_flops(model, input_shape)["macs"])
+
+
+def deployed_size(seed: Path) -> tuple[int | None, int | None]:
+    """One seed's deployed student: (parameters, MACs), each None where its files cannot say.
+
+    The parameters are the run's own count (metrics.json: the exported network, a scheme's last link or first
+    peer). The MACs are counted on the network rebuilt from run_config.json, and only when the rebuilt network
+    has the run's parameter count: otherwise the code that builds it has changed since, and it is another network.
+    """
+    metrics = read_json(seed / "metrics.json")
+    params = (metrics.get("student") or {}).get("params")
+    if params is None or not (seed / "run_config.json").is_file():
+        return params, None
+    rebuilt = size_of(read_json(seed / "run_config.json"))
+    return params, rebuilt.macs if rebuilt.params == params else None
+
+
+def closest_width(run_config: dict[str, Any], measure: str, target: int, limit: int = 4096) -> tuple[int, Size]:
+    """The ``student.kwargs.width`` at which ``run_config``'s deployed network is closest to ``target`` in
+    ``measure`` ("params" or "macs"), the smaller width on a tie; both grow with the width."""
+    def sized(width: int) -> Size:
+        student = run_config["student"]
+        return size_of({**run_config, "student": {**student, "kwargs": {**student.get("kwargs", {}), "width": width}}})
+
+    below: tuple[int, Size] | None = None
+    for width in range(1, limit + 1):
+        size = sized(width)
+        value = getattr(size, measure)
+        if value >= target:
+            if below is not None and target - getattr(below[1], measure) <= value - target:
+                return below
+            return width, size
+        below = (width, size)
+    raise ValueError(f"no width up to {limit} gives {run_config['student']['name']} {target:,} {measure}")

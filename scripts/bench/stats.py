@@ -1,4 +1,4 @@
-"""Statistics for a benchmark table over seeds: Welch intervals, the teacher-student gap closed, honest ranks.
+"""Statistics for a benchmark table over seeds: Welch intervals, the teacher-student gap closed, real differences.
 
 Each method is a handful of independent runs (seeds); a difference between two methods is called real only
 when the 95 % Welch t interval of the difference of their means excludes zero.
@@ -58,22 +58,6 @@ def gap_closed(method: float | None, baseline: float | None, teacher: float | No
     if method is None or baseline is None or teacher is None or teacher == baseline:
         return None
     return (method - baseline) / (teacher - baseline)
-
-
-def separated_ranks(samples: dict[str, Sequence[float]], level: float = 0.95) -> dict[str, int]:
-    """Rank = 1 + the number of methods whose mean is above this one's by a Welch interval that excludes zero.
-
-    Methods that no interval separates share a rank, so a rank says only what the seeds support: A ranked
-    above B means A beat B by more than the interval, not just by a higher mean.
-    """
-    ranks = {}
-    for name, values in samples.items():
-        better = 0
-        for other, other_values in samples.items():
-            interval = welch_interval(other_values, values, level) if other != name else None
-            better += interval is not None and interval.low > 0
-        ranks[name] = 1 + better
-    return ranks
 
 
 def real_differences(samples: dict[str, Sequence[float]], level: float = 0.95) -> list[tuple[str, str, Interval]]:

@@ -14,11 +14,14 @@ from scripts.bench.doc import (
     MethodRuns,
     curves_table,
     differences_text,
+    larger_text,
     learning_curve,
     method_table,
+    section_text,
     write_doc,
 )
-from scripts.bench.stats import gap_closed, real_differences, separated_ranks, welch_interval
+from scripts.bench.stats import gap_closed, real_differences, welch_interval
+from tests.bench.conftest import kept_seed, run_config
 
 ROOT = Path(__file__).resolve().parents[2]
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -55,11 +58,20 @@ def test_gap_closed_by_hand():
     assert gap_closed(None, 70.0, 90.0) is None
 
 
-def test_ranks_only_where_intervals_separate():
-    samples = {"a": [10.0, 10.1, 9.9], "b": [5.0, 5.1, 4.9], "noisy": [7.0, 12.0, 2.0]}
-    # a beats b clearly; noisy (mean 7, std 5) is separated from neither, so it shares rank 1 with a.
-    assert separated_ranks(samples) == {"a": 1, "b": 2, "noisy": 1}
-    pairs = real_differences(samples)
+def test_no_rank_column_where_overlapping_intervals_cannot_be_grouped():
+    """a beats b clearly; noisy (mean 7, std 5) overlaps both. Overlap chains a to b through noisy, so a group of
+    overlapping rows would hold all three, though a and b are separated; a rank of 1 + the rows separated above
+    gave noisy rank 1 below a row of rank 1 and above b's 2 only by luck of the order. The table shows no rank: it
+    is in mean order, and the separated pair is said by its own interval."""
+    rows = [MethodRuns("student alone", "", best=[6.0, 6.1, 5.9]), MethodRuns("b", "", best=[5.0, 5.1, 4.9]),
+            MethodRuns("noisy", "", best=[7.0, 12.0, 2.0]), MethodRuns("a", "", best=[10.0, 10.1, 9.9])]
+    table = method_table(rows, teacher_top1=None).splitlines()
+    assert table[0].startswith("| method | seeds |") and "rank" not in table[0]
+    assert [line.split(" | ")[0].removeprefix("| ") for line in table[2:]] == ["a", "noisy", "student alone", "b"]
+    gains = {line.split(" | ")[0].removeprefix("| "): line.split(" | ")[4] for line in table[2:]}
+    assert gains["a"].startswith("+4.00 [") and gains["a"].endswith("*") and gains["b"].endswith("*")
+    assert not gains["noisy"].endswith("*")  # +1 with an interval across 0: above b, and no rank says otherwise
+    pairs = real_differences({r.method: r.best for r in rows if r.method != "student alone"})
     assert [(better, worse) for better, worse, _ in pairs] == [("a", "b")]
     assert pairs[0][2].estimate == pytest.approx(5.0)
 
@@ -68,13 +80,12 @@ def test_table_and_text_say_which_differences_are_real():
     rows = [MethodRuns("student alone", "stage=student", best=[80.0, 80.2, 79.8], last=[79.0, 79.5, 79.2]),
             MethodRuns("kd", "loss=kd", best=[82.0, 82.2, 81.8], last=[81.0, 81.1, 81.2], seconds=[60, 90, 120]),
             MethodRuns("rkd", "loss=rkd", best=[75.0, 85.0, 80.0])]
-    table, ranks = method_table(rows, teacher_top1=90.0)
+    table = method_table(rows, teacher_top1=90.0)
     kd_line = next(line for line in table.splitlines() if "| kd |" in line)
     assert "82.00 ± 0.20" in kd_line and "81.10 ± 0.10" in kd_line  # best and last epoch
     assert "+2.00 [" in kd_line and "*" in kd_line and "| 0.20 |" in kd_line  # gain, separated; gap closed 2/10
     assert "1.5 min" in kd_line  # median time per run
-    assert ranks == {"student alone": 2, "kd": 1, "rkd": 1}
-    published, _ = method_table(rows, teacher_top1=90.0, published={"kd": 73.33})
+    published = method_table(rows, teacher_top1=90.0, published={"kd": 73.33})
     assert "published (%)" in published and next(line for line in published.splitlines() if "| kd |" in line
                                                   ).endswith("| 73.33 |")
     text = "\n".join(differences_text(rows))
@@ -206,8 +217,8 @@ def test_a_row_every_seed_of_which_stopped_on_a_config_error_is_shown_as_cannot_
     rows_asked = [methods.Method(name, [f"loss={name}"]) for name in ("kd", "fsp", "crd", "kdsvd")]
     rows = {row.method: row for row in methods.collect(rows_asked, tmp_path)}
     assert set(rows) == {"kd", "fsp"} and rows["fsp"].not_applicable and not rows["kd"].not_applicable
-    table, ranks = method_table(list(rows.values()), teacher_top1=90.0)
-    assert "| — | fsp | 0 | — | — | cannot run here (below) |" in table and "fsp" not in ranks
+    table = method_table(list(rows.values()), teacher_top1=90.0)
+    assert "| fsp | 0 | — | — | cannot run here (below) | — | — | — | — |" in table
     assert table.index("| kd |") < table.index("| fsp |")  # rows with numbers first
 
 
@@ -333,3 +344,64 @@ def test_an_out_dir_of_another_schedule_is_refused_before_anything_runs(tmp_path
     with pytest.raises(SystemExit, match=rf"{results} holds runs of another setting \(epochs 15 there, 30 asked\)"):
         script_main(methods, "--plan", "--out-dir", str(fresh), "--results", str(results), "--epochs", "30")
     assert not fresh.exists()
+
+
+def test_every_row_states_its_deployed_students_size_and_a_larger_one_is_marked(kept_runs, tmp_path):
+    """Read from the kept files (test_results.py has the counts by hand): SimKD's exported student is the width-8
+    trunk, a projector and the teacher's classifier. A row trained but whose runs are gone (dist) stays a row."""
+    asked = [methods.Method(name, [f"loss={name}"]) for name in ("student alone", "kd", "simkd", "dist")]
+    rows = methods.collect(asked, kept_runs)
+    by_name = {row.method: row for row in rows}
+    assert by_name["simkd"].params == [54_850, 54_850] and by_name["simkd"].macs == [2_817_408, 2_817_408]
+    assert by_name["kd"].params == by_name["student alone"].params == [6274, 6274]
+    table = method_table(rows, teacher_top1=90.0)
+    lines = {line.split(" | ")[0].removeprefix("| "): line for line in table.splitlines()[2:]}
+    assert "| 54,850 † | 2.82 M † |" in lines["simkd"]
+    assert "| 6,274 | 0.51 M |" in lines["kd"] and "| 6,274 | 0.51 M |" in lines["student alone"]
+    assert lines["dist"].startswith("| dist | 0 | — | — | no kept runs (below) | — | — | — | — | `abc1234` |")
+    assert list(lines) == ["simkd", "kd", "student alone", "dist"]
+
+    teacher = {"teacher": {"architecture": "small_cnn", "params": 94186, "test_acc_top1": 0.9}}
+    setting = {"data": "Fashion-MNIST", "experiment": "fmnist_benchmark", "epochs": 60, "teacher_epochs": 60}
+    text = section_text(rows, teacher, "python -m scripts.bench methods", setting)
+    assert ("† The deployed student (what the run exports and measures) is larger than the student alone's (6,274 "
+            "parameters, 0.51 M MACs): the row's gain over the student alone is not a gain at equal size.") in text
+    assert ('- **simkd** (8.7x the parameters, 5.5x the MACs): the student alone at matched size is not trained: add '
+            '`--methods "student alone matched simkd params" "student alone matched simkd macs"`') in text
+    assert "- **kd**" not in text
+    assert "### Rows with no kept runs" in text
+    assert ("- **dist**: records.json has its training (commit `abc1234`, exit 0, finished 2026-11-29 13:30:02), "
+            "but no seed of it finished here: dist/ holds no metrics.json") in text
+
+    # The optional rows: the student alone at the width closest to SimKD's student in parameters, and in MACs.
+    optional = methods.matched_rows(rows)
+    assert [(m.name, m.overrides) for m in optional] == [
+        ("student alone matched simkd params", ["stage=student", "student.kwargs.width=24"]),
+        ("student alone matched simkd macs", ["stage=student", "student.kwargs.width=19"])]
+    assert optional[0].note == ("small_cnn width 24: 53,362 parameters, 4.23 M MACs, the width closest to simkd's "
+                                "deployed student in parameters (54,850)")
+    # Once one has runs, it is a row (unmarked: it is the comparison) and SimKD's gain over it is given.
+    for seed, top1 in enumerate([0.850, 0.852]):
+        kept_seed(kept_runs / "student_alone_matched_simkd_params" / str(seed), top1, 53_362,
+                  run_config(tmp_path, "student", width=24))
+    rows += methods.collect(optional, kept_runs)
+    matched_line = next(line for line in method_table(rows, 90.0).splitlines() if "matched simkd params" in line)
+    assert "| 53,362 | 4.23 M |" in matched_line
+    assert larger_text(rows)[2].startswith(
+        "- **simkd** (8.7x the parameters, 5.5x the MACs): +1.10 [") and larger_text(rows)[2].endswith(
+        "over the student alone of matched parameters (53,362 parameters, 4.23 M MACs); the student alone at matched "
+        'size is not trained: add `--methods "student alone matched simkd macs"` to the command under *How this '
+        "table was made* (optional rows of `--plan`).")
+
+
+def test_plan_lists_the_matched_rows_as_optional_and_trains_them_only_when_named(kept_runs, script_main):
+    stdout = script_main(methods, "--plan", "--out-dir", str(kept_runs))
+    line = next(line for line in stdout.splitlines() if line.startswith("student alone matched simkd params"))
+    assert " 0/3  optional  stage=student student.kwargs.width=24" in line and "only when --methods names it" in line
+    assert "student alone matched simkd macs" in stdout
+    named = script_main(methods, "--plan", "--out-dir", str(kept_runs), "--methods", "student alone matched simkd macs")
+    line = next(line for line in named.splitlines() if line.startswith("student alone matched simkd macs"))
+    assert "optional" not in line and float(line.split()[6]) > 0  # estimated and counted, like a grid row
+    assert "student alone matched simkd params" in named  # still listed, as optional
+    with pytest.raises(SystemExit, match=r"unknown method\(s\) \['student alone matched kd params'\]"):
+        script_main(methods, "--plan", "--out-dir", str(kept_runs), "--methods", "student alone matched kd params")

@@ -1,4 +1,5 @@
-"""Kept benchmark results (scripts/bench/results.py): what is kept, what comes back, what stops."""
+"""Kept benchmark results (scripts/bench/results.py): what is kept, what comes back, what stops, and the size of
+the deployed student a kept run says."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts.bench.results import restore, save_row, save_teacher, save_top
+from scripts.bench.results import Size, closest_width, deployed_size, restore, save_row, save_teacher, save_top
+from tests.bench.conftest import kept_seed, run_config
 
 
 def touch(path: Path, text: str = "x") -> Path:
@@ -77,3 +79,31 @@ def test_a_teacher_whose_cache_entry_is_gone_cannot_be_kept(tmp_path):
     with pytest.raises(SystemExit, match=r"cache entry .*abc123 is gone .* give a new --out-dir and --results"):
         save_teacher(tmp_path / "cache", "abc123", tmp_path / "results")
     assert not (tmp_path / "results").exists()
+
+
+def test_the_deployed_students_size_is_read_from_the_kept_run(kept_runs, tmp_path):
+    """Parameters as the run counted them (metrics.json), MACs of the network rebuilt from run_config.json.
+
+    small_cnn at width w on 28 x 28 x 1 (3x3 convs: 1 -> w, w -> 2w stride 2, 2w -> 4w stride 2; BN; fc 4w -> 10):
+    parameters 9w + 18w² + 72w² + 2(w + 2w + 4w) + 40w + 10 = 90w² + 63w + 10, MACs 784·9w + 196·18w² + 49·72w²
+    + 40w = 7056w² + 7096w; at w = 8: 6,274 and 508,352. SimKD drops the fc (330, 320 MACs) and adds a projector
+    32 -> 64 (1x1) -> 64 (3x3) -> 128 (1x1) with BN (47,616) at 7 x 7 (49 · 47,104 MACs) and the teacher's fc
+    128 -> 10 (1,290; 1,280 MACs): 54,850 parameters, 2,817,408 MACs.
+    """
+    assert deployed_size(kept_runs / "student_alone" / "0") == (6274, 508_352)
+    assert deployed_size(kept_runs / "kd" / "1") == (6274, 508_352)
+    assert deployed_size(kept_runs / "simkd" / "0") == (54_850, 2_817_408)
+    # A network that the code no longer builds as the run did (another count): no MACs rather than another's.
+    other = kept_seed(tmp_path / "other" / "0", 0.8, 6275, run_config(tmp_path, "student"))
+    assert deployed_size(other) == (6275, None)
+    assert deployed_size(kept_seed(tmp_path / "old" / "0", 0.8, 6274, None)) == (6274, None)  # no run_config.json
+    assert deployed_size(kept_seed(tmp_path / "older" / "0", 0.8, None, None)) == (None, None)
+
+
+def test_the_width_closest_to_a_size_in_parameters_and_in_macs(tmp_path):
+    """SimKD's 54,850 parameters: width 24 has 53,362, width 25 57,835; its 2,817,408 MACs: width 19 has 2,682,040,
+    width 20 2,964,320 (the formulas of the test above)."""
+    alone = run_config(tmp_path, "student")
+    assert closest_width(alone, "params", 54_850) == (24, Size(53_362, 4_234_560))
+    assert closest_width(alone, "macs", 2_817_408) == (19, Size(33_697, 2_682_040))
+    assert closest_width(alone, "params", 6274) == (8, Size(6274, 508_352))  # an exact match
