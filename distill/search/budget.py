@@ -32,15 +32,24 @@ CPU = torch.device("cpu")  # the budget is measured where the deployed file runs
 
 
 def check_budget(budget: Any) -> None:
-    """``search.budget``: a metric, a runtime, a limit (a number, or ``default`` for the default student's)."""
+    """``search.budget``: the metric the front is drawn against, a runtime, and limits (each a number, ``default``
+    for the default student's value, or null for none), at least one of them set."""
     if budget.metric not in METRICS:
         raise ConfigError(f"search.budget.metric={budget.metric} is not one of: {', '.join(METRICS)}")
     if budget.runtime not in RUNTIMES:
         raise ConfigError(f"search.budget.runtime={budget.runtime} is not one of: {', '.join(RUNTIMES)}")
-    limit = budget.max
-    if not (limit == "default" or (isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit > 0)):
-        raise ConfigError(f"search.budget.max={limit} must be a number > 0, or 'default' (the default student's "
-                          f"{budget.metric} on {budget.runtime})")
+    limits = to_dict(budget.get("limits"))
+    unknown = sorted(set(limits) - set(METRICS))
+    if unknown:
+        raise ConfigError(f"search.budget.limits has unknown metric(s) {unknown}; choose from: {', '.join(METRICS)}")
+    for metric, limit in limits.items():
+        if not (limit is None or limit == "default"
+                or (isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit > 0)):
+            raise ConfigError(f"search.budget.limits.{metric}={limit} must be a number > 0, 'default' (the default "
+                              f"student's {metric} on {budget.runtime}) or null (no limit)")
+    if all(limit is None for limit in limits.values()):
+        raise ConfigError("search.budget.limits sets no limit; give at least one, e.g. "
+                          f"search.budget.limits.{budget.metric}=default")
     for key in ("threads", "repeats"):
         value = budget[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -138,5 +147,13 @@ def _onnx_speed_and_bytes(model: torch.nn.Module, input_shape: tuple[int, ...], 
         return {"latency_ms": latency["median"], "latency_spread": latency, "bytes": path.stat().st_size}
 
 
-def within(measurement: dict[str, Any], metric: str, limit: float) -> bool:
-    return float(measurement[metric]) <= float(limit)
+def resolve_limits(budget: Any, default_cost: dict[str, Any]) -> dict[str, float]:
+    """The limits that apply, as numbers (``default``: the default student's value)."""
+    return {metric: float(default_cost[metric] if limit == "default" else limit)
+            for metric, limit in to_dict(budget.limits).items() if limit is not None}
+
+
+def over(measurement: dict[str, Any], limits: dict[str, float]) -> list[str]:
+    """The limits ``measurement`` exceeds, as ``metric value > limit`` (empty: within budget)."""
+    return [f"{metric} {float(measurement[metric]):.4g} > {limit:.4g}" for metric, limit in limits.items()
+            if float(measurement[metric]) > limit]

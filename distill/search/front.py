@@ -36,17 +36,17 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
 def front_table(rows: list[dict[str, Any]], metric: str) -> str:
     """Markdown: the Pareto front, cheapest first."""
     front = sorted((row for row in rows if row.get("pareto")), key=lambda row: float(row[metric]))
-    lines = [f"| trial | student | training | val top-1 (%) | {METRIC_LABELS[metric]} | MACs | parameters |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| trial | student | training | val top-1 (%) | MACs | parameters | bytes | latency (ms) |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in front:
         training = " ".join(f"{k}={v}" for k, v in row["training"].items()) or "—"
         lines.append(f"| {row['trial']} | {row['candidate']} | {training} | {100 * row['val_acc_top1']:.2f} | "
-                     f"{row[metric]:.4g} | {row['macs']:,} | {row['params']:,} |")
+                     f"{row['macs']:,} | {row['params']:,} | {row['bytes']:,} | {row['latency_ms']:.4f} |")
     return "\n".join(lines)
 
 
-def plot_front(rows: list[dict[str, Any]], metric: str, limit: float, marks: dict[str, tuple[float, float]],
-               path: Path) -> Path:
+def plot_front(rows: list[dict[str, Any]], metric: str, limit: float | None,
+               marks: dict[str, tuple[float, float]], path: Path) -> Path:
     """Validation top-1 against the budget metric: every trained trial, the front joined, the limit as a line;
     ``marks``: named reference points (the default student, the teacher) as (cost, accuracy)."""
     import matplotlib
@@ -63,7 +63,8 @@ def plot_front(rows: list[dict[str, Any]], metric: str, limit: float, marks: dic
               label="Pareto front")
     for index, (name, (cost, accuracy)) in enumerate(marks.items()):
         axes.scatter([cost], [100 * accuracy], marker="*", s=120, color=f"C{index + 1}", label=name, zorder=3)
-    axes.axvline(limit, color="C3", linestyle="--", linewidth=1, label="budget")
+    if limit is not None:  # the limit on the plotted metric (other limits are not drawn)
+        axes.axvline(limit, color="C3", linestyle="--", linewidth=1, label="budget")
     format_log_x_plot(axes, METRIC_LABELS[metric], "search: validation top-1 vs " + METRIC_LABELS[metric])
     axes.set_ylabel("validation top-1 (%)")
     axes.legend(fontsize=8)

@@ -28,8 +28,8 @@ def search(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         write_json(output_dir / "search_config.json", OmegaConf.to_container(cfg, resolve=True))
         entries_before = logits_entries(cfg.paths.cache_dir)
         study, budget = run_trials(cfg, output_dir)
-        metric, limit = budget["metric"], budget["limit"]
-        rows = mark_front(trial_rows(study, metric, limit), metric)
+        metric, limits = budget["metric"], budget["limits"]
+        rows = mark_front(trial_rows(study, limits), metric)
         write_csv(rows, output_dir / "trials.csv")
         trained = [row for row in rows if row["val_acc_top1"] is not None and row["within_budget"]]
         result: dict[str, Any] = {
@@ -44,7 +44,7 @@ def search(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         marks = {f"{role} {budget[key]['candidate']}": (budget[key][metric], budget[key]["val_acc_top1"])
                  for role, key in (("default", "default_student"), ("teacher", "teacher"))
                  if budget[key]["val_acc_top1"] is not None}
-        result["files"]["plot"] = str(plot_front(rows, metric, limit, marks, output_dir / "front.png"))
+        result["files"]["plot"] = str(plot_front(rows, metric, limits.get(metric), marks, output_dir / "front.png"))
         if not trained:
             log.warning("search: no trial within budget finished; nothing to retrain")
             result["best"] = None
@@ -63,11 +63,12 @@ def search(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
 
 def report_markdown(result: dict[str, Any], metric: str) -> str:
-    budget = result["budget"]
+    budget, default = result["budget"], result["budget"]["default_student"]
+    limits = " and ".join(f"{name} <= {value:.4g}" for name, value in budget["limits"].items())
+    default_costs = ", ".join(f"{name} {default[name]:.4g}" for name in budget["limits"])
     lines = [f"# distill-search: {result['trials']} trials ({result['sampler']}, pruner {result['pruner']})", "",
-             f"Budget: {metric} <= {budget['limit']:.4g} on {budget['runtime']} ({budget['threads']} thread(s)); "
-             f"the default student {budget['default_student']['candidate']}: "
-             f"{budget['default_student'][metric]:.4g}.", "",
+             f"Budget: {limits} on {budget['runtime']} ({budget['threads']} thread(s)); the default student "
+             f"{default['candidate']}: {default_costs}.", "",
              f"Stopped by the budget (never trained): {result['stopped_by_budget']}; stopped by the pruner: "
              f"{result['stopped_by_pruner']}; proposed again (answered from the trial's folder): {result['repeats']}; "
              f"student-epochs trained in trials: {result['student_epochs']}; "

@@ -158,9 +158,9 @@ def trial_folder(output_dir: Path, candidate: Candidate, training: dict[str, Any
 class Search:
     """What every trial shares: the run's config, the data, the budget's limit, the run folder."""
 
-    def __init__(self, cfg: DictConfig, output_dir: Path, limit: float, datamodule: Any) -> None:
+    def __init__(self, cfg: DictConfig, output_dir: Path, limits: dict[str, float], datamodule: Any) -> None:
         self.cfg, self.settings, self.output_dir = cfg, cfg.search, output_dir
-        self.limit, self.datamodule = limit, datamodule
+        self.limits, self.datamodule = limits, datamodule
         self.metric = self.settings.budget.metric
         self.teacher_val_acc: float | None = None  # measured once, the first time a trial trains
 
@@ -180,11 +180,11 @@ class Search:
         for key, value in {"candidate": candidate.label, "folder": str(folder), "macs": cost["macs"],
                            "params": cost["params"], "bytes": cost["bytes"], "latency_ms": cost["latency_ms"]}.items():
             trial.set_user_attr(key, value)
-        if not budget_module.within(cost, self.metric, self.limit):
+        exceeded = budget_module.over(cost, self.limits)
+        if exceeded:
             trial.set_user_attr("stopped_by", "budget")
             trial.set_user_attr("epochs", 0)
-            log.info("trial %d: %s over budget (%s %.4g > %.4g): not trained", trial.number, candidate.label,
-                     self.metric, cost[self.metric], self.limit)
+            log.info("trial %d: %s over budget (%s): not trained", trial.number, candidate.label, ", ".join(exceeded))
             raise optuna.TrialPruned()
         outcome = self.train(trial, candidate, training, folder)
         trial.set_user_attr("epochs", outcome["epochs_trained_here"])
@@ -246,11 +246,12 @@ def run_trials(cfg: DictConfig, output_dir: Path) -> tuple[Any, dict[str, Any]]:
     datamodule.setup("fit")
     default = Candidate.of(cfg.student.name, to_dict(cfg.student.get("kwargs")))
     default_cost = budget_module.measure(default, datamodule, settings.budget, cfg.paths.cache_dir)
-    limit = float(default_cost[settings.budget.metric] if settings.budget.max == "default" else settings.budget.max)
-    log.info("search: budget %s <= %.4g on %s (the default student %s: %.4g)", settings.budget.metric, limit,
-             settings.budget.runtime, default.label, default_cost[settings.budget.metric])
+    limits = budget_module.resolve_limits(settings.budget, default_cost)
+    log.info("search: budget %s on %s (the default student %s: %s)",
+             " and ".join(f"{metric} <= {limit:.4g}" for metric, limit in limits.items()), settings.budget.runtime,
+             default.label, ", ".join(f"{metric} {default_cost[metric]:.4g}" for metric in limits))
     study = open_study(settings, output_dir)
-    search = Search(cfg, output_dir, limit, datamodule)
+    search = Search(cfg, output_dir, limits, datamodule)
     reference = search.train(ReferenceTrial(), default, {}, trial_folder(output_dir, default, {}))
     teacher = Candidate.of(cfg.teacher.name, to_dict(cfg.teacher.get("kwargs")))
     teacher_cost = budget_module.measure(teacher, datamodule, settings.budget, cfg.paths.cache_dir)
@@ -262,7 +263,7 @@ def run_trials(cfg: DictConfig, output_dir: Path) -> tuple[Any, dict[str, Any]]:
                               f"not be measured on search.budget.runtime={settings.budget.runtime}; see the log); "
                               "try search.budget.runtime=onnx_fp32 or pytorch")
         study.optimize(search.objective, n_trials=1)
-    budget = {"metric": settings.budget.metric, "runtime": settings.budget.runtime, "limit": limit,
+    budget = {"metric": settings.budget.metric, "runtime": settings.budget.runtime, "limits": limits,
               "threads": settings.budget.threads,
               "default_student": {"candidate": default.label, **default_cost, "val_acc_top1": reference["value"],
                                   "epochs": reference["epochs_trained_here"]},
@@ -270,7 +271,7 @@ def run_trials(cfg: DictConfig, output_dir: Path) -> tuple[Any, dict[str, Any]]:
     return study, budget
 
 
-def trial_rows(study: Any, metric: str, limit: float) -> list[dict[str, Any]]:
+def trial_rows(study: Any, limits: dict[str, float]) -> list[dict[str, Any]]:
     """One row per finished trial: its student, training values, cost, accuracy and how it ended."""
     from optuna.trial import TrialState
 
@@ -290,6 +291,7 @@ def trial_rows(study: Any, metric: str, limit: float) -> list[dict[str, Any]]:
                      "epochs": trial.user_attrs.get("epochs", 0), "macs": trial.user_attrs.get("macs"),
                      "params": trial.user_attrs.get("params"), "bytes": trial.user_attrs.get("bytes"),
                      "latency_ms": trial.user_attrs.get("latency_ms"),
-                     "within_budget": trial.user_attrs.get(metric) is not None
-                     and float(trial.user_attrs[metric]) <= limit})
+                     "within_budget": all(trial.user_attrs.get(metric) is not None
+                                          and float(trial.user_attrs[metric]) <= limit
+                                          for metric, limit in limits.items())})
     return rows

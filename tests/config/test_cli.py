@@ -45,6 +45,7 @@ BAD_INPUT = [
     ("distill-predict", ["nope.onnx", "x.png"], "no such model file"),
     ("distill-search", ["search.trials=0"], "search.trials=0 must be a whole number >= 1"),
     ("distill-search", ["search.budget.metric=speed"], "search.budget.metric=speed is not one of"),
+    ("distill-search", ["search.budget.limits.latency_ms=null"], "search.budget.limits sets no limit"),
     ("distill-search", ["+search.space.resnet_nope={}"], "resnet_nope"),
 ]
 

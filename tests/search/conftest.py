@@ -15,7 +15,8 @@ from tests.conftest import FAST
 # Three small candidates on digits, one of them (small_cnn width 24) far over the default student's MACs.
 TINY_SEARCH = [
     "search.trials=3", "search.trial_epochs=2",
-    "search.budget.metric=macs", "search.budget.runtime=pytorch", "search.budget.repeats=3",
+    "search.budget.metric=macs", "search.budget.limits.macs=default", "search.budget.limits.latency_ms=null",
+    "search.budget.runtime=pytorch", "search.budget.repeats=3",
     "search.budget.warmup=1", "search.final.enabled=false", "search.startup_trials=2",
 ]
 

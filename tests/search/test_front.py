@@ -22,7 +22,7 @@ def test_the_front_keeps_exactly_the_points_nothing_beats():
     assert [r["trial"] for r in marked if r["pareto"]] == [0, 1, 2]
     table = front_table(marked, "macs")
     assert [line.split("|")[1].strip() for line in table.splitlines()[2:]] == ["0", "2", "1"]  # cheapest first
-    assert "| 1 | c1 | — | 90.00 | 200 | 200 | 20 |" in table
+    assert "| 1 | c1 | — | 90.00 | 200 | 20 | 200 | 0.0200 |" in table
 
 
 def test_the_csv_and_the_plot_are_written(tmp_path):

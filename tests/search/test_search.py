@@ -36,7 +36,7 @@ def test_a_miniature_search_trains_each_candidate_once_and_retrains_the_best(mak
     assert len(records) == len({t["candidate"] for t in trained} | {"small_cnn(width=8)"})
     assert result["student_epochs"] == sum(json.loads(r.read_text())["epochs"] for r in records)
     # The default student's MACs are the budget (width 8), so both candidates fit; the best is retrained in full.
-    assert result["budget"]["limit"] == result["budget"]["default_student"]["macs"]
+    assert result["budget"]["limits"] == {"macs": result["budget"]["default_student"]["macs"]}
     best = result["best"]
     assert best["val_acc_top1"] == max(float(t["val_acc_top1"]) for t in trained)
     final = result["final"]
@@ -54,7 +54,7 @@ def test_a_candidate_over_budget_is_measured_but_never_trained(make_search_cfg):
     result = search(cfg, folder)
     (trial,) = rows(folder)
     assert trial["state"] == "stopped by budget" and trial["epochs"] == "0" and trial["within_budget"] == "False"
-    assert int(trial["macs"]) > result["budget"]["limit"]
+    assert int(trial["macs"]) > result["budget"]["limits"]["macs"]
     assert result["best"] is None and result["stopped_by_budget"] == 1
     trained = {p.parent.name for p in (folder / "trials").glob("*/trial.json")}
     assert len(trained) == 1  # only the default student's reference run: the candidate has no folder
@@ -70,7 +70,8 @@ def test_a_search_killed_mid_trial_continues_from_the_trials_checkpoint(tmp_path
                "~callbacks.progress_bar", "trainer.enable_progress_bar=false",
                "~search.space", "+search.space={small_cnn: {width: [4, 6, 8]}}", "search.trials=3",
                "search.trial_epochs=2",
-               "search.budget.metric=macs", "search.budget.runtime=pytorch", "search.budget.repeats=3",
+               "search.budget.metric=macs", "search.budget.limits.macs=default", "search.budget.limits.latency_ms=null",
+               "search.budget.runtime=pytorch", "search.budget.repeats=3",
                "search.budget.warmup=1", "search.final.enabled=false", "search.sampler=random"]
     kill = ["+callbacks.kill._target_=tests.search.kill.KillInTrial", f"+callbacks.kill.marker={tmp_path / 'fits'}",
             "+callbacks.kill.nth=2"]  # the reference run is the first fit under trials/, the first trial the second
