@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from distill.compress.checks import loss_preset_path
 from distill.config import fit_config, to_dict
 from distill.errors import ConfigError
-from distill.models import check_model_name
+from distill.models import check_model_name, create_model
 
 CHOICE_TYPES = (bool, int, float, str)
 
@@ -57,11 +57,36 @@ def check_space(space: Any, training: Any) -> None:
         check_model_name(name, role="search.space")
         for knob, values in (knobs or {}).items():
             check_choices(values, f"search.space.{name}.{knob}")
+        check_buildable(name, knobs or {})
     for key, values in to_dict(training).items():
         check_choices(values, f"search.training.{key}")
         if key == "loss":
             for preset in values:
                 loss_preset_path(preset, "search.training.loss")
+
+
+def check_buildable(name: str, knobs: Mapping[str, list[Any]]) -> None:
+    """Every knob is an argument of the model, and every value of it builds the model (the other knobs at their
+    first value): a misspelt knob or a value the architecture refuses (cifar_resnet depth 9) fails here, not as a
+    failed trial mid-search."""
+
+    def build_error(kwargs: Mapping[str, Any]) -> str | None:
+        try:
+            create_model(name, 10, 3, kwargs, role="search.space")
+        except (ConfigError, TypeError, ValueError, AssertionError) as error:
+            return str(error).splitlines()[0][:200]
+        return None
+
+    for knob, values in knobs.items():  # each knob alone first: the one that is not an argument is named
+        error = build_error({knob: values[0]})
+        if error is not None:
+            raise ConfigError(f"search.space.{name}.{knob}={values[0]}: {name} cannot be built with it ({error})")
+    first = {knob: values[0] for knob, values in knobs.items()}
+    for knob, values in knobs.items():
+        for value in values:
+            error = build_error({**first, knob: value})
+            if error is not None:
+                raise ConfigError(f"search.space.{name}.{knob}={value}: {name} cannot be built with it ({error})")
 
 
 def check_choices(values: Any, key: str) -> None:

@@ -41,6 +41,8 @@ def test_apply_sets_the_student_and_the_training_values(make_cfg):
     ({"small_cnn": {"width": 4}}, {}, r"search.space.small_cnn.width=4 must be a non-empty list"),
     ({"small_cnn": {"width": [[4]]}}, {}, "not numbers, strings or booleans"),
     ({"small_cnn": {"width": [4]}}, {"loss": ["kdd"]}, "search.training.loss=kdd is not a loss preset"),
+    ({"small_cnn": {"widht": [4]}}, {}, r"search.space.small_cnn.widht=4: small_cnn cannot be built with it"),
+    ({"cifar_resnet": {"depth": [8, 9]}}, {}, r"search.space.cifar_resnet.depth=9: .*6n\+2"),
 ])
 def test_bad_spaces_are_refused_with_the_key(space, training, message):
     with pytest.raises(ConfigError, match=message):
