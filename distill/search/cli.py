@@ -34,7 +34,7 @@ def hydra_main(cfg: DictConfig) -> None:
                               "at distill")
         from distill.search.study import check_settings
 
-        check_settings(cfg.search)
+        check_settings(cfg)
         from distill.search.run import search
 
         result = search(cfg, Path(cfg.paths.output_dir))

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from distill.config import instantiate_checked, to_dict
 from distill.errors import ConfigError
@@ -70,10 +70,24 @@ class TrialReporter(L.Callback):
             trainer.should_stop = True
 
 
-def check_settings(settings: Any) -> None:
+def check_settings(cfg: DictConfig) -> None:
+    """``cfg.search`` before anything runs (and each training key against the run's config)."""
+    from distill.cli import has_key
+    from distill.errors import close_matches
     from distill.search.space import check_space
 
+    settings = cfg.search
     check_space(settings.space, settings.get("training"))
+    for key in to_dict(settings.get("training")):
+        if key != "loss" and not has_key(cfg, key):
+            parent = key.rpartition(".")[0]
+            node = OmegaConf.select(cfg, parent) if parent else cfg
+            names = [str(name) for name in (node or {})]
+            options = [f"{parent}.{name}" if parent else name for name in names]
+            hint = close_matches(key, options) if options else ""
+            raise ConfigError(f"search.training.{key}: {key} is not a key of the config"
+                              + (f" (did you mean {hint}?)" if hint else "") + "; the keys searched must exist "
+                              "(add a loss term with +loss.<term>... first)")
     budget_module.check_budget(settings.budget)
     for key in ("trials", "trial_epochs"):
         value = settings[key]

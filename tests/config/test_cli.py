@@ -46,6 +46,8 @@ BAD_INPUT = [
     ("distill-search", ["search.trials=0"], "search.trials=0 must be a whole number >= 1"),
     ("distill-search", ["search.budget.metric=speed"], "search.budget.metric=speed is not one of"),
     ("distill-search", ["search.budget.limits.latency_ms=null"], "search.budget.limits sets no limit"),
+    ("distill-search", ["+search.training={loss.kd.temprature: [2, 4]}"],
+     "loss.kd.temprature is not a key of the config (did you mean loss.kd.temperature"),
     ("distill-search", ["+search.space.resnet_nope={}"], "resnet_nope"),
 ]
 
