@@ -131,25 +131,37 @@ def check_keys(loader: Any, config_name: str, parsed: list[Any], group_overrides
         cfg = loader.load_configuration(config_name, composed, RunMode.RUN)
     except Exception:  # a composition that fails here fails in Hydra too, with its own message
         return
-    missing = object()
     for override in parsed:
         key = override.key_or_group
         if not plain(override) or key.startswith(HYDRA_OWNED) or has_key(cfg, key):
             continue
-        parent = key
-        while "." in parent:  # the deepest node that exists: its keys are the close matches
-            parent = parent.rpartition(".")[0]
-            node = OmegaConf.select(cfg, parent, default=missing)
-            if node is not missing:
-                break
-        else:
-            parent, node = "", cfg
-        if not OmegaConf.is_dict(node):
+        siblings = sibling_keys(cfg, key)
+        if siblings is None:
             continue  # below a value or a list: Hydra's message is the clearer one
-        siblings = [f"{parent}.{name}" if parent else str(name) for name in node]
-        hint = close_matches(key, siblings)
-        raise ConfigError(f"{key} is not a key of the config" + (f" (did you mean {hint}?)" if hint else "")
-                          + f"; to add it, write +{key}=...; to see every key: --cfg job")
+        raise ConfigError(unknown_key(key, siblings) + f"; to add it, write +{key}=...; to see every key: --cfg job")
+
+
+def sibling_keys(cfg: Any, key: str) -> list[str] | None:
+    """The dotted keys of the deepest node of ``cfg`` on ``key``'s path (the close matches of a key that is not
+    there); None when that node is a value or a list, not a mapping."""
+    missing = object()
+    parent = key
+    while "." in parent:
+        parent = parent.rpartition(".")[0]
+        node = OmegaConf.select(cfg, parent, default=missing)
+        if node is not missing:
+            break
+    else:
+        parent, node = "", cfg
+    if not OmegaConf.is_dict(node):
+        return None
+    return [f"{parent}.{name}" if parent else str(name) for name in node]
+
+
+def unknown_key(key: str, siblings: list[str]) -> str:
+    """``<key> is not a key of the config (did you mean <close matches>?)``."""
+    hint = close_matches(key, siblings)
+    return f"{key} is not a key of the config" + (f" (did you mean {hint}?)" if hint else "")
 
 
 def has_key(cfg: Any, key: str) -> bool:

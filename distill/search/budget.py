@@ -153,6 +153,11 @@ def resolve_limits(budget: Any, default_cost: dict[str, Any]) -> dict[str, float
             for metric, limit in to_dict(budget.limits).items() if limit is not None}
 
 
+def describe_limits(limits: dict[str, float]) -> str:
+    """``bytes <= 9159 and macs <= 5.084e+05``."""
+    return " and ".join(f"{metric} <= {limit:.4g}" for metric, limit in limits.items())
+
+
 def over(measurement: dict[str, Any], limits: dict[str, float]) -> list[str]:
     """The limits ``measurement`` exceeds, as ``metric value > limit`` (empty: within budget)."""
     return [f"{metric} {float(measurement[metric]):.4g} > {limit:.4g}" for metric, limit in limits.items()

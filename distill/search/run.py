@@ -8,11 +8,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from distill.config import to_dict
 from distill.io import atomic_write, write_json
 from distill.reliability.run_folder import run_folder_lock
+from distill.search.budget import describe_limits
 from distill.search.front import front_table, mark_front, plot_front, write_csv
-from distill.search.space import Candidate, candidate_of
+from distill.search.space import Candidate, default_candidate
 from distill.search.study import run_trials, trial_rows
 
 log = logging.getLogger("distill")
@@ -51,12 +51,11 @@ def search(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         else:
             best = max(trained, key=lambda row: row["val_acc_top1"])
             result["best"] = best
-            candidate, training = candidate_of(study.trials[best["trial"]].params)
-            default = Candidate.of(cfg.student.name, to_dict(cfg.student.get("kwargs")))
             if cfg.search.final.enabled:
                 from distill.search.final import final_runs
 
-                result["final"] = final_runs(cfg, candidate, training, default, output_dir)
+                result["final"] = final_runs(cfg, Candidate.of(best["architecture"], best["kwargs"]),
+                                             best["training"], default_candidate(cfg), output_dir)
         write_json(output_dir / "search.json", result)
         atomic_write(output_dir / "search.md", lambda tmp: tmp.write_text(report_markdown(result, metric)))
         return result
@@ -64,7 +63,7 @@ def search(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
 def report_markdown(result: dict[str, Any], metric: str) -> str:
     budget, default = result["budget"], result["budget"]["default_student"]
-    limits = " and ".join(f"{name} <= {value:.4g}" for name, value in budget["limits"].items())
+    limits = describe_limits(budget["limits"])
     default_costs = ", ".join(f"{name} {default[name]:.4g}" for name in budget["limits"])
     lines = [f"# distill-search: {result['trials']} trials ({result['sampler']}, pruner {result['pruner']})", "",
              f"Budget: {limits} on {budget['runtime']} ({budget['threads']} thread(s)); the default student "

@@ -48,6 +48,11 @@ class Candidate:
         return json.dumps({"name": self.name, "kwargs": self.kwargs_dict}, sort_keys=True)
 
 
+def default_candidate(cfg: DictConfig) -> Candidate:
+    """The run's own student (``student:`` of the config): the budget's reference."""
+    return Candidate.of(cfg.student.name, to_dict(cfg.student.get("kwargs")))
+
+
 def check_space(space: Any, training: Any) -> None:
     """Every family a known model, every knob a list of plain values; every training key a config value."""
     if not space:

@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from distill.config import instantiate_checked, to_dict
 from distill.errors import ConfigError
 from distill.io import read_json, write_json
 from distill.search import budget as budget_module
-from distill.search.space import Candidate, apply, candidate_of, suggest
+from distill.search.space import Candidate, apply, candidate_of, default_candidate, suggest
 
 log = logging.getLogger("distill")
 
@@ -72,22 +72,15 @@ class TrialReporter(L.Callback):
 
 def check_settings(cfg: DictConfig) -> None:
     """``cfg.search`` before anything runs (and each training key against the run's config)."""
-    from distill.cli import has_key
-    from distill.errors import close_matches
+    from distill.cli import has_key, sibling_keys, unknown_key
     from distill.search.space import check_space
 
     settings = cfg.search
     check_space(settings.space, settings.get("training"))
     for key in to_dict(settings.get("training")):
         if key != "loss" and not has_key(cfg, key):
-            parent = key.rpartition(".")[0]
-            node = OmegaConf.select(cfg, parent) if parent else cfg
-            names = [str(name) for name in (node or {})]
-            options = [f"{parent}.{name}" if parent else name for name in names]
-            hint = close_matches(key, options) if options else ""
-            raise ConfigError(f"search.training.{key}: {key} is not a key of the config"
-                              + (f" (did you mean {hint}?)" if hint else "") + "; the keys searched must exist "
-                              "(add a loss term with +loss.<term>... first)")
+            raise ConfigError(f"search.training.{key}: {unknown_key(key, sibling_keys(cfg, key) or [])}; the keys "
+                              "searched must exist (add a loss term with +loss.<term>... first)")
     budget_module.check_budget(settings.budget)
     for key in ("trials", "trial_epochs"):
         value = settings[key]
@@ -170,12 +163,11 @@ def trial_folder(output_dir: Path, candidate: Candidate, training: dict[str, Any
 
 
 class Search:
-    """What every trial shares: the run's config, the data, the budget's limit, the run folder."""
+    """What every trial shares: the run's config, the data, the budget's limits, the run folder."""
 
     def __init__(self, cfg: DictConfig, output_dir: Path, limits: dict[str, float], datamodule: Any) -> None:
         self.cfg, self.settings, self.output_dir = cfg, cfg.search, output_dir
         self.limits, self.datamodule = limits, datamodule
-        self.metric = self.settings.budget.metric
         self.teacher_val_acc: float | None = None  # measured once, the first time a trial trains
 
     def objective(self, trial: Any) -> float:
@@ -258,12 +250,12 @@ def run_trials(cfg: DictConfig, output_dir: Path) -> tuple[Any, dict[str, Any]]:
     datamodule = instantiate_checked(cfg.data)
     datamodule.check()
     datamodule.setup("fit")
-    default = Candidate.of(cfg.student.name, to_dict(cfg.student.get("kwargs")))
+    default = default_candidate(cfg)
     default_cost = budget_module.measure(default, datamodule, settings.budget, cfg.paths.cache_dir)
     limits = budget_module.resolve_limits(settings.budget, default_cost)
-    log.info("search: budget %s on %s (the default student %s: %s)",
-             " and ".join(f"{metric} <= {limit:.4g}" for metric, limit in limits.items()), settings.budget.runtime,
-             default.label, ", ".join(f"{metric} {default_cost[metric]:.4g}" for metric in limits))
+    log.info("search: budget %s on %s (the default student %s: %s)", budget_module.describe_limits(limits),
+             settings.budget.runtime, default.label,
+             ", ".join(f"{metric} {default_cost[metric]:.4g}" for metric in limits))
     study = open_study(settings, output_dir)
     search = Search(cfg, output_dir, limits, datamodule)
     reference = search.train(ReferenceTrial(), default, {}, trial_folder(output_dir, default, {}))
@@ -305,7 +297,5 @@ def trial_rows(study: Any, limits: dict[str, float]) -> list[dict[str, Any]]:
                      "epochs": trial.user_attrs.get("epochs", 0), "macs": trial.user_attrs.get("macs"),
                      "params": trial.user_attrs.get("params"), "bytes": trial.user_attrs.get("bytes"),
                      "latency_ms": trial.user_attrs.get("latency_ms"),
-                     "within_budget": all(trial.user_attrs.get(metric) is not None
-                                          and float(trial.user_attrs[metric]) <= limit
-                                          for metric, limit in limits.items())})
+                     "within_budget": not budget_module.over(trial.user_attrs, limits)})
     return rows
