@@ -9,20 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
+from scipy import stats
 
 from distill.io import read_json
 from distill.search.space import Candidate, apply
-
-# Two-sided 95 % quantiles of Student's t by degrees of freedom (tables; beyond 30 the normal's 1.96 is close).
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-         12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
-
-
-def t_975(degrees: int) -> float:
-    if degrees in T_975:
-        return T_975[degrees]
-    below = [d for d in T_975 if d < degrees]
-    return 1.96 if degrees > 30 else T_975[max(below)]  # the next smaller table entry: a wider, safe interval
 
 
 def interval(differences: list[float]) -> tuple[float, float, float] | None:
@@ -30,7 +20,7 @@ def interval(differences: list[float]) -> tuple[float, float, float] | None:
     if len(differences) < 2:
         return None
     mean = statistics.fmean(differences)
-    half = t_975(len(differences) - 1) * statistics.stdev(differences) / math.sqrt(len(differences))
+    half = float(stats.t.ppf(0.975, len(differences) - 1)) * statistics.stdev(differences) / math.sqrt(len(differences))
     return mean, mean - half, mean + half
 
 
