@@ -109,6 +109,7 @@ def run_single(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]
             loss_cfg = baseline_loss(cfg.loss, overrides)
         teacher_outputs = None
         if plan.teacher is not None:
+            assert plan.loss_terms is not None  # built with the teacher (stage=distill)
             teacher_outputs = cached_teacher_outputs(cfg, plan.teacher, plan.datamodule, plan.loss_terms)
         log.info("%s", training_line(cfg, plan, loss_cfg, cached=teacher_outputs is not None))
         seed_everything(cfg.seed)

@@ -219,7 +219,7 @@ class Search:
             "report.enabled": False, "compress.steps": [], "ckpt_path": resume,
             "teacher_cache.runs_sharing": self.settings.trials})
         plan = prepare(trial_cfg)
-        assert plan.teacher is not None, "a search distils: stage=distill"
+        assert plan.teacher is not None and plan.loss_terms is not None, "a search distils: stage=distill"
         obtain_teachers(trial_cfg, plan.teacher, plan.datamodule, self.output_dir)  # trained once, in <run>/teacher
         if self.teacher_val_acc is None:
             from distill.measure import accuracy

@@ -36,7 +36,6 @@ from distill.config import DATA_LOADING_KEYS, to_dict
 from distill.data import InMemoryDataModule
 from distill.errors import ConfigError
 from distill.io import publish_folder, remove_staging, write_json
-from distill.losses import build_loss_terms
 from distill.losses.base import LossTerm
 from distill.reliability.interrupts import terminate_raises
 from distill.teacher.stored_logits import CachedTeacherOutputs
@@ -272,16 +271,14 @@ def softmax_temperature(loss_terms: nn.ModuleDict) -> float | None:
 
 
 def cached_teacher_outputs(cfg: DictConfig, teacher: nn.Module, datamodule: Any,
-                           loss_terms: nn.ModuleDict | None = None) -> CachedTeacherOutputs | None:
+                           loss_terms: nn.ModuleDict) -> CachedTeacherOutputs | None:
     """Teacher logits from the output cache when they cannot go stale; None (with the reason logged) otherwise.
 
-    ``loss_terms``: the run's terms when already built (the plan's); built from ``cfg.loss`` otherwise.
+    ``loss_terms``: the run's terms, built once by its plan (distill/plan.py).
     """
     settings = cfg.teacher_cache
     if not settings.enabled:
         return None
-    if loss_terms is None:
-        loss_terms = build_loss_terms(to_dict(cfg.loss))
     reason, variants = live_teacher_reason(settings, loss_terms, datamodule)
     if reason:
         log.info("teacher_cache: %s, so the teacher runs live", reason)

@@ -9,7 +9,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from distill.config import to_dict
 from distill.data.base import augment_batch
+from distill.losses import build_loss_terms
 from distill.runner import run
 from distill.teacher.logits_cache import build_cost_text, build_pays, cached_teacher_outputs, live_teacher_passes
 from tests.teacher.test_logits_cache import trained_like_teacher
@@ -36,7 +38,7 @@ def test_cached_outputs_of_an_augmented_batch_equal_the_live_teachers(make_cfg, 
     data = instantiate(cfg.data)
     teacher = trained_like_teacher()
     with caplog.at_level(logging.INFO, logger="distill"):
-        outputs = cached_teacher_outputs(cfg, teacher, data)
+        outputs = cached_teacher_outputs(cfg, teacher, data, build_loss_terms(to_dict(cfg.loss)))
     assert outputs is not None and outputs.variants("train") == 18 and outputs.variants("val") == 1
     assert "bytes per training image (18 augmentation variant(s))" in caplog.text
     assert f"{18 * 10 * 2} bytes per training image" in caplog.text  # fp16 logits: variants x classes x 2

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
+from distill.config import to_dict
 from distill.losses import build_loss_terms
 from distill.models import create_model
 from distill.module import DistillationModule
@@ -157,10 +158,10 @@ def test_cache_is_not_used_where_it_would_be_stale(make_cfg, caplog):
         data = instantiate(cfg.data)
         caplog.clear()
         with caplog.at_level("INFO", logger="distill"):
-            assert cached_teacher_outputs(cfg, teacher, data) is None
+            assert cached_teacher_outputs(cfg, teacher, data, build_loss_terms(to_dict(cfg.loss))) is None
         assert reason in caplog.text and "teacher runs live" in caplog.text
     cfg = make_cfg("teacher_cache.top_k=3")
-    outputs = cached_teacher_outputs(cfg, teacher, instantiate(cfg.data))
+    outputs = cached_teacher_outputs(cfg, teacher, instantiate(cfg.data), build_loss_terms(to_dict(cfg.loss)))
     assert outputs is not None and outputs.meta["top_k"] == 3 and outputs.meta["temperature"] == 4.0
 
 
