@@ -45,18 +45,8 @@ from distill.losses import build_loss_terms
 from distill.teacher.logits_cache import live_teacher_reason
 from distill.teacher.weights_cache import teacher_cache_key
 from scripts.bench.doc import BASELINE, MATCHED, MethodRuns, larger, matched_name, write_doc
-from scripts.bench.grid import CIFAR100, FIRST_SITTING, FMNIST, ROOT, Method, folder_name, grid
+from scripts.bench.grid import FIRST_SITTING, ROOT, SETTINGS, Method, Setting, folder_name, grid
 from scripts.bench.results import closest_width, deployed_size, restore, save_row, save_teacher, save_top
-
-# Seconds on 2 CPU cores with nothing else running, for the estimate of --plan (batch 128): a training step of
-# the width-8 student, a forward pass of the width-32 teacher, a training step of that teacher, a validation
-# pass (5,000 images), the fixed cost of one run (start-up, two test passes, export, report), a batch of 128
-# images in the build of the teacher-output cache. Fitted to the 60-epoch grid of docs/benchmarks.md (a
-# 2-core AMD EPYC; the median run of each row): the student alone 78 s, the cached KD rows 76-87 s, the
-# cheapest live-teacher rows (feature_distance, SP, PKT, CC) 197-205 s, the teacher 321 s, the first cache
-# build 610 s (50 variants of 55,000 images). The first machine of that grid was 2.5-3.4x slower. Expect ± 50 %.
-COST = {"student_step": 0.0088, "teacher_forward": 0.022, "teacher_step": 0.048, "validation": 0.25, "run": 10.0,
-        "cache_batch": 0.028}
 
 
 def finished_seeds(folder: Path, seeds: int) -> list[int]:
@@ -79,8 +69,13 @@ def commit() -> str:
 def common_overrides(args: argparse.Namespace) -> list[str]:
     batches = [f"trainer.limit_train_batches={args.batches}"] if args.batches else []
     return [f"experiment={args.setting.experiment}", f"trainer.max_epochs={args.epochs}", *batches,
-            f"teacher.train.max_epochs={args.teacher_epochs}", f"paths.cache_dir={args.cache_dir}", "resume=auto",
-            *args.setting.extra, *args.extra]
+            f"teacher.train.max_epochs={args.teacher_epochs}", *teacher_seed_override(args),
+            f"paths.cache_dir={args.cache_dir}", "resume=auto", *args.setting.extra, *args.extra]
+
+
+def teacher_seed_override(args: argparse.Namespace) -> list[str]:
+    """The teacher's seed, for a setting with several teachers of one recipe (each its own out-dir)."""
+    return [f"teacher.train.seed={args.teacher_seed}"] if args.setting.teacher_seeds > 1 else []
 
 
 def composed(args: argparse.Namespace, *overrides: str) -> DictConfig:
@@ -139,10 +134,11 @@ def run_method(method: Method, args: argparse.Namespace) -> bool:
 
 
 def estimate(method: Method, args: argparse.Namespace, missing: int) -> float:
-    step = (method.student_steps * COST["student_step"] + method.teacher_forwards * COST["teacher_forward"]
+    cost = args.setting.costs
+    step = (method.student_steps * cost["student_step"] + method.teacher_forwards * cost["teacher_forward"]
             + method.extra_step_seconds)
-    epoch = args.batches * step + method.runs_per_seed * COST["validation"]
-    return missing * (method.runs_per_seed * COST["run"] + args.epochs * epoch)
+    epoch = args.batches * step + method.runs_per_seed * cost["validation"]
+    return missing * (method.runs_per_seed * cost["run"] + args.epochs * epoch)
 
 
 def cached_loss_rows(methods: list[Method], args: argparse.Namespace) -> tuple[set[str], int]:
@@ -164,16 +160,17 @@ def plan(methods: list[Method], args: argparse.Namespace, optional: Sequence[Met
     """Print the grid with what is done and what is left, and the estimated time of what is left; then the
     ``optional`` rows (not counted), which train only when --methods names them."""
     teacher_done = (args.out_dir / "teacher" / "metrics.json").is_file()
+    teacher = f" (teacher.train.seed={args.teacher_seed})" if teacher_seed_override(args) else ""
     print(f"setting: experiment={args.setting.experiment}, {args.epochs} student epochs of "
-          f"{args.batches or 'all'} batches, {args.seeds} seeds, teacher {args.teacher_epochs} epochs "
+          f"{args.batches or 'all'} batches, {args.seeds} seeds, teacher{teacher} {args.teacher_epochs} epochs "
           f"({'done' if teacher_done else 'to train'}); out: {args.out_dir}")
-    total, teacher_seconds = None, 0.0
-    if args.batches:
-        teacher_seconds = COST["run"] + args.teacher_epochs * (args.batches * COST["teacher_step"] + COST["validation"])
+    total, teacher_seconds, cost = None, 0.0, args.setting.costs
+    if cost is not None and args.batches:
+        teacher_seconds = cost["run"] + args.teacher_epochs * (args.batches * cost["teacher_step"] + cost["validation"])
         total = 0.0 if teacher_done else teacher_seconds
-    cached, variants = cached_loss_rows(methods, args) if args.batches else (set(), 1)
+    cached, variants = cached_loss_rows(methods, args) if total is not None else (set(), 1)
     # One build of a teacher's cache: every variant of every training image once.
-    build_seconds = COST["cache_batch"] * variants * (args.setting.train_images or 0) / 128
+    build_seconds = (cost or {}).get("cache_batch", 0.0) * variants * (args.setting.train_images or 0) / 128
     # The benchmark teacher's cache, built by the first run that reads it (a row that builds a cache of its own
     # teachers, the ensemble's, does not read it).
     readers = [m.name for m in methods if m.name in cached and not m.row_cache_builds]
@@ -205,7 +202,7 @@ def plan(methods: list[Method], args: argparse.Namespace, optional: Sequence[Met
         print(f"{method.name:<38} {done:>2}/{args.seeds:<2} {'optional':>8}  " + " ".join(method.overrides)
               + f"  ({method.note}; trained only when --methods names it)")
     if total is None:
-        print("no time estimate: the costs in COST are for the CPU setting (2 cores); this one is for a GPU")
+        print("no time estimate: the setting has no costs for 2 CPU cores (grid.Setting.costs); it is for a GPU")
     else:
         print(f"estimated time for what is left: {total / 3600:.1f} h ({total / 60:.0f} min) on 2 CPU cores with "
               "nothing else running (± 50 %)")
@@ -289,7 +286,8 @@ def matched_rows(rows: list[MethodRuns]) -> list[Method]:
 def setting_record(args: argparse.Namespace) -> dict:
     """What makes the runs of an out-dir comparable: a finished run is read back only under the same record."""
     return {"experiment": args.setting.experiment, "epochs": args.epochs, "batches": args.batches,
-            "teacher_epochs": args.teacher_epochs, "extra": list(args.setting.extra) + list(args.extra)}
+            "teacher_epochs": args.teacher_epochs,
+            "extra": list(args.setting.extra) + teacher_seed_override(args) + list(args.extra)}
 
 
 def check_setting(args: argparse.Namespace, folder: Path) -> None:
@@ -305,8 +303,11 @@ def check_setting(args: argparse.Namespace, folder: Path) -> None:
                  "and --results (or the same options as before)")
 
 
-def default_out_dir(cifar100: bool) -> Path:
-    return ROOT / "outputs" / ("benchmark_cifar100" if cifar100 else "benchmark")
+def default_out_dir(setting: Setting, teacher_seed: int = 0) -> Path:
+    """outputs/benchmark (the Fashion-MNIST grid), outputs/benchmark_<setting>, and with several teachers of one
+    recipe, one folder per teacher: outputs/benchmark_strong/teacher_seed0."""
+    folder = ROOT / "outputs" / ("benchmark" if setting.name == "fmnist" else f"benchmark_{setting.name}")
+    return folder / f"teacher_seed{teacher_seed}" if setting.teacher_seeds > 1 else folder
 
 
 def doc_path(args: argparse.Namespace) -> Path:
@@ -314,15 +315,20 @@ def doc_path(args: argparse.Namespace) -> Path:
     schedule, a miniature) write their table beside the runs, so they never replace the published one."""
     if args.doc:
         return args.doc
-    if args.mini or args.out_dir.resolve() != default_out_dir(args.cifar100).resolve():
+    if args.mini or args.out_dir.resolve() != default_out_dir(args.setting, args.teacher_seed).resolve():
         return args.out_dir / "benchmarks.md"
-    return ROOT / "docs" / ("cifar100_benchmark.md" if args.cifar100 else "benchmarks.md")
+    return ROOT / "docs" / ("cifar100_benchmark.md" if args.setting.name == "cifar100" else "benchmarks.md")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plan", action="store_true", help="print the grid and the estimated time; train nothing")
-    parser.add_argument("--cifar100", action="store_true", help="the CRD setting (GPU, CIFAR-100): docs/cifar100.md")
+    parser.add_argument("--setting", choices=sorted(SETTINGS), default="fmnist",
+                        help="fmnist: the small_cnn grid; strong: resnet20 teachers -> resnet8 (fmnist_strong); "
+                        "cifar100: the CRD setting (GPU)")
+    parser.add_argument("--cifar100", action="store_true", help="the same as --setting cifar100")
+    parser.add_argument("--teacher-seed", type=int, default=0,
+                        help="which teacher of a setting with several (teacher.train.seed; its own out-dir)")
     parser.add_argument("--epochs", type=int, default=None, help="student epochs (default: the setting's)")
     parser.add_argument("--teacher-epochs", type=int, default=None)
     parser.add_argument("--batches", type=int, default=None, help="training batches per epoch (default: setting's)")
@@ -344,11 +350,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.methods:
         args.extra += [word for word in args.methods if "=" in word]
         args.methods = [word for word in args.methods if "=" not in word]
-    args.setting = CIFAR100 if args.cifar100 else FMNIST
+    args.setting = SETTINGS["cifar100" if args.cifar100 else args.setting]
+    if not 0 <= args.teacher_seed < args.setting.teacher_seeds:
+        parser.error(f"--teacher-seed {args.teacher_seed}: the {args.setting.name} setting has "
+                     f"{args.setting.teacher_seeds} teacher(s), seeds 0 to {args.setting.teacher_seeds - 1}")
     args.epochs = args.epochs or args.setting.epochs
     args.teacher_epochs = args.teacher_epochs or args.setting.teacher_epochs
     args.batches = args.batches or args.setting.batches
-    args.out_dir = args.out_dir or default_out_dir(args.cifar100)
+    args.out_dir = args.out_dir or default_out_dir(args.setting, args.teacher_seed)
     if args.mini:
         args.seeds, args.epochs, args.teacher_epochs, args.batches = 1, 1, 1, 3
         args.extra += ["trainer.limit_val_batches=2", "trainer.limit_test_batches=2",

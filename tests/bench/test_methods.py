@@ -20,6 +20,7 @@ from scripts.bench.doc import (
     section_text,
     write_doc,
 )
+from scripts.bench.grid import FMNIST, FMNIST_COST
 from scripts.bench.stats import gap_closed, real_differences, welch_interval
 from tests.bench.conftest import kept_seed, run_config
 
@@ -162,11 +163,19 @@ def test_every_rows_curve_at_quarters_of_the_schedule(tmp_path):
 
 def test_only_the_default_folder_replaces_the_published_table(tmp_path):
     """A grid of another schedule (its own --out-dir) writes its table beside its runs, not over docs/."""
-    args = argparse.Namespace(doc=None, mini=False, cifar100=False, out_dir=ROOT / "outputs" / "benchmark")
+    args = methods.parse_args([])
+    assert args.out_dir == ROOT / "outputs" / "benchmark"
     assert methods.doc_path(args) == ROOT / "docs" / "benchmarks.md"
-    args.cifar100, args.out_dir = True, ROOT / "outputs" / "benchmark_cifar100"
+    args = methods.parse_args(["--cifar100"])
+    assert args.out_dir == ROOT / "outputs" / "benchmark_cifar100"
     assert methods.doc_path(args) == ROOT / "docs" / "cifar100_benchmark.md"
-    args.cifar100, args.out_dir = False, tmp_path / "benchmark_e60"
+    # The strong setting has two teachers of one recipe: a folder (and a section of docs/benchmarks.md) each.
+    args = methods.parse_args(["--setting", "strong", "--teacher-seed", "1"])
+    assert args.out_dir == ROOT / "outputs" / "benchmark_strong" / "teacher_seed1"
+    assert methods.doc_path(args) == ROOT / "docs" / "benchmarks.md"
+    assert "teacher.train.seed=1" in methods.common_overrides(args)
+    args = methods.parse_args([])
+    args.out_dir = tmp_path / "benchmark_e60"
     assert methods.doc_path(args) == tmp_path / "benchmark_e60" / "benchmarks.md"
     args.out_dir, args.mini = ROOT / "outputs" / "benchmark", True  # a miniature never writes docs/ either
     assert methods.doc_path(args) == ROOT / "outputs" / "benchmark" / "benchmarks.md"
@@ -177,7 +186,7 @@ def test_only_the_default_folder_replaces_the_published_table(tmp_path):
 def test_warm_ups_are_scaled_to_the_schedule_asked_for_not_the_settings_default():
     """--epochs 60 on the 15-epoch setting: DKD's 20 warm-up epochs of 240 become 5, CTKD's 10 become 2."""
     def overrides(epochs: int) -> dict[str, list[str]]:
-        return {m.name: m.overrides for m in methods.grid(methods.FMNIST, epochs)}
+        return {m.name: m.overrides for m in methods.grid(FMNIST, epochs)}
 
     assert "loss.dkd.warmup_epochs=1" in overrides(15)["dkd"]  # 20 · 15 / 240 = 1.25
     assert "loss.dkd.warmup_epochs=5" in overrides(60)["dkd"]  # 20 · 60 / 240
@@ -296,7 +305,7 @@ def test_plan_counts_no_teacher_pass_for_rows_the_output_cache_serves_but_counts
     assert "read the teacher-output cache" not in live_out
     assert "1 row(s) read the teacher-output cache (50 variant(s) an image)" in cached_out
     # 3 seeds x 60 epochs x 100 batches of teacher passes saved; one build of 50 x 55,000 images (batches of 128)
-    cost = methods.COST
+    cost = FMNIST_COST
     build, saved = cost["cache_batch"] * 50 * 55_000 / 128, 3 * 60 * 100 * cost["teacher_forward"]
     assert cached_total - live_total == pytest.approx(build - saved)
 
@@ -304,7 +313,7 @@ def test_plan_counts_no_teacher_pass_for_rows_the_output_cache_serves_but_counts
 def test_plan_prices_a_scheme_by_its_runs_and_the_teachers_and_caches_it_builds(tmp_path, capsys):
     """With the output cache, TAKD's two links read cached logits, and each seed builds its assistant's cache;
     the ensemble trains its second teacher and builds the two teachers' cache once, in the row's first seed."""
-    cost = methods.COST
+    cost = FMNIST_COST
     args = methods.parse_args(["teacher_cache.augmentations=true", "--epochs", "60", "--out-dir", str(tmp_path),
                                  "--plan"])
     grid = {m.name: m for m in methods.grid(args.setting, 60)}
