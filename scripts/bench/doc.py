@@ -241,6 +241,36 @@ def curves_table(rows: list[MethodRuns], epochs: int) -> list[str]:
     return lines
 
 
+def section_name(out_dir: Path) -> str:
+    """The name of an out-dir's section: its folder's name, with its parent's for one teacher of a setting with
+    several (benchmark_strong/teacher_seed0), so that two settings' teacher folders never share a section."""
+    return f"{out_dir.parent.name}/{out_dir.name}" if out_dir.name.startswith("teacher_seed") else out_dir.name
+
+
+def schedule_of_baseline(method: str) -> bool:
+    """The student alone, or the student alone on another schedule ("student alone, 60 epochs"); not the
+    matched-size rows (another student)."""
+    return method == BASELINE or method.startswith(BASELINE + ",")
+
+
+def plateau_table(rows: list[MethodRuns], every: int = 5) -> list[str]:
+    """The student-alone rows' validation top-1 (mean ± std over seeds) every ``every`` epochs to each one's end:
+    where the student's curve levels off, so that a distilled row's gain is read against a student that has
+    stopped improving, not one that was stopped early. Empty when no such row has curves."""
+    curves = {row.method: {epoch + 1: (mean, std) for epoch, mean, std in learning_curve(row.run_dirs)}
+              for row in rows if schedule_of_baseline(row.method)}
+    curves = {name: curve for name, curve in curves.items() if curve}
+    if not curves:
+        return []
+    last = max(max(curve) for curve in curves.values())
+    marks = [1, *range(every, last + 1, every)] + ([last] if last % every else [])
+    lines = ["| epoch | " + " | ".join(curves) + " |", "|---:|" + "---:|" * len(curves)]
+    for mark in marks:
+        cells = [f"{curve[mark][0]:.2f} ± {curve[mark][1]:.2f}" if mark in curve else "" for curve in curves.values()]
+        lines.append(f"| {mark} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markers(section: str) -> tuple[str, str]:
     """The lines that open and close the section of the out-dir named ``section``."""
     return f"<!-- method-table:{section}:start -->", f"<!-- method-table:{section}:end -->"
@@ -256,8 +286,9 @@ def section_text(rows: list[MethodRuns], teacher: dict[str, Any], command: str, 
     commits = sorted({r.record.get("commit", "unknown") for r in rows})
     not_applicable, no_runs = not_applicable_text(rows), no_runs_text(rows)
     extra = " ".join(f"`{override}`" for override in setting.get("extra") or [])
+    plateau = plateau_table(rows) if sum(schedule_of_baseline(r.method) for r in rows) > 1 else []
     lines = [
-        f"## {setting['data']}, {setting['epochs']} epochs",
+        f"## {setting.get('title') or setting['data'] + ', ' + str(setting['epochs']) + ' epochs'}",
         "",
         f"`experiment={setting['experiment']}`" + (f" with {extra}" if extra else "") + ": teacher "
         f"`{teacher_info.get('architecture')}` ({teacher_info.get('params') or 0:,} parameters, "
@@ -285,6 +316,9 @@ def section_text(rows: list[MethodRuns], teacher: dict[str, Any], command: str, 
         "",
         *curves_table(rows, setting["epochs"]),
         "",
+        *(["### Where the student alone levels off", "",
+           "Validation top-1 (%) of the student-alone rows (mean ± std over seeds), each to the end of its own "
+           "schedule (the cosine rate reaches 0 at each one's last epoch):", "", *plateau, ""] if plateau else []),
         "### How this table was made",
         "",
         f"- command: `{command}` (resumable: the same command trains only the runs that are missing)",
@@ -303,7 +337,7 @@ def write_doc(path: Path, rows: list[MethodRuns], teacher: dict[str, Any], out_d
               setting: dict[str, Any]) -> Path:
     """Write the section of ``out_dir`` into ``path``: replaced between its markers, appended when the document
     has none yet, or a new document (a title and the section) when there is no document."""
-    start, end = markers(out_dir.name)
+    start, end = markers(section_name(out_dir))
     section = f"{start}\n{section_text(rows, teacher, command, setting)}\n{end}"
     if not path.is_file():
         text = (f"# Benchmark: distillation methods on {setting['data']}\n\nWhat the columns mean and how to read "

@@ -283,6 +283,13 @@ def matched_rows(rows: list[MethodRuns]) -> list[Method]:
     return methods
 
 
+def section_title(args: argparse.Namespace) -> str:
+    """The heading of the out-dir's section: "Fashion-MNIST, 15 epochs"; for a setting with several teachers,
+    its name and which teacher: "Fashion-MNIST, strong teacher seed 1, 30 epochs"."""
+    teacher = f", {args.setting.name} teacher seed {args.teacher_seed}" if teacher_seed_override(args) else ""
+    return f"{args.setting.data}{teacher}, {args.epochs} epochs"
+
+
 def setting_record(args: argparse.Namespace) -> dict:
     """What makes the runs of an out-dir comparable: a finished run is read back only under the same record."""
     return {"experiment": args.setting.experiment, "epochs": args.epochs, "batches": args.batches,
@@ -411,6 +418,7 @@ def main() -> None:
     command = shlex.join(["python", "-m", "scripts.bench", "methods", *sys.argv[1:]])
     write_doc(doc, rows, teacher, args.out_dir, command=command,
               setting={"data": args.setting.data, "experiment": args.setting.experiment, "epochs": args.epochs,
+                       "title": section_title(args),
                        "seeds": args.seeds, "teacher_epochs": args.teacher_epochs,
                        "published": dict(args.setting.published), "extra": setting_record(args)["extra"]})
     print(f"wrote {doc}")

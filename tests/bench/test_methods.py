@@ -1,7 +1,6 @@
 """The method table (python -m scripts.bench methods): its statistics against hand computations, the document it
 writes, and a resumable miniature."""
 
-import argparse
 import json
 import math
 import shutil
@@ -17,6 +16,8 @@ from scripts.bench.doc import (
     larger_text,
     learning_curve,
     method_table,
+    plateau_table,
+    section_name,
     section_text,
     write_doc,
 )
@@ -161,6 +162,33 @@ def test_every_rows_curve_at_quarters_of_the_schedule(tmp_path):
     assert curves_table(rows, epochs=15)[0] == "| method | epoch 4 | epoch 8 | epoch 11 | epoch 15 |"
 
 
+def test_the_student_alone_curve_to_the_end_of_each_of_its_schedules(tmp_path):
+    """The plateau table: the student alone at 30 and 60 epochs, each to its own end; other rows and the
+    matched-size rows (another student) are not in it."""
+    short = [write_val_curve(tmp_path / "a" / str(s), [0.5 + e / 100 for e in range(12)]) for s in range(2)]
+    long = [write_val_curve(tmp_path / "b" / str(s), [0.5 + e / 100 + s / 100 for e in range(17)]) for s in range(2)]
+    other = [write_val_curve(tmp_path / "c" / "0", [0.9] * 12)]
+    rows = [MethodRuns("student alone", "", best=[80.0], run_dirs=short),
+            MethodRuns("student alone, 17 epochs", "", best=[81.0], run_dirs=long),
+            MethodRuns("student alone matched simkd params", "", best=[82.0], run_dirs=other),
+            MethodRuns("kd", "", best=[83.0], run_dirs=other)]
+    lines = plateau_table(rows, every=5)
+    assert lines[0] == "| epoch | student alone | student alone, 17 epochs |"
+    assert lines[2] == "| 1 | 50.00 ± 0.00 | 50.50 ± 0.71 |"
+    assert lines[4] == "| 10 | 59.00 ± 0.00 | 59.50 ± 0.71 |"
+    assert lines[5] == "| 15 |  | 64.50 ± 0.71 |"  # the 12-epoch row has ended
+    assert lines[6] == "| 17 |  | 66.50 ± 0.71 |" and len(lines) == 7
+    assert plateau_table(rows[2:]) == []
+
+
+def test_each_teacher_of_a_setting_has_its_own_section(tmp_path):
+    assert section_name(tmp_path / "benchmark_e60") == "benchmark_e60"
+    assert section_name(tmp_path / "benchmark_strong" / "teacher_seed1") == "benchmark_strong/teacher_seed1"
+    args = methods.parse_args(["--setting", "strong", "--teacher-seed", "1"])
+    assert methods.section_title(args) == "Fashion-MNIST, strong teacher seed 1, 30 epochs"
+    assert methods.section_title(methods.parse_args([])) == "Fashion-MNIST, 15 epochs"
+
+
 def test_only_the_default_folder_replaces_the_published_table(tmp_path):
     """A grid of another schedule (its own --out-dir) writes its table beside its runs, not over docs/."""
     args = methods.parse_args([])
@@ -286,6 +314,28 @@ def test_plan_lists_every_preset_and_scheme_and_trains_nothing(tmp_path, script_
     assert "hint_only_epochs" not in rows["fitnet"]  # 0 (no init stage) stays 0
     assert "estimated time for what is left:" in stdout
     assert not (tmp_path / "bench").exists()
+
+
+def test_plan_of_the_strong_setting_lists_the_rows_chosen_before_it_ran(tmp_path, script_main):
+    """The strong setting's rows are the issue's list, fixed in grid.STRONG; each teacher seed has its folder,
+    and its runs distil from that teacher (teacher.train.seed in every run's overrides)."""
+    stdout = script_main(methods, "--setting", "strong", "--teacher-seed", "1", "--plan",
+                         "--out-dir", str(tmp_path / "bench"))
+    assert stdout.startswith("setting: experiment=fmnist_strong, 30 student epochs of 100 batches, 3 seeds, "
+                             "teacher (teacher.train.seed=1) 150 epochs (to train)")
+    rows = {line.split("  ")[0].strip() for line in stdout.splitlines()[2:-1]}
+    assert rows == {"student alone", "student alone, 60 epochs", "kd", "kd_ls", "dkd", "dist", "mlkd", "simkd",
+                    "crd", "reviewkd", "fitnet", "ofd", "ensemble (resnet20 seeds 0 + 1) kd",
+                    "takd chain resnet20 > resnet14 > resnet8, kd"}
+    hours = float(stdout.split("estimated time for what is left: ")[1].split(" h")[0])
+    assert 5 < hours < 20  # the 2-core costs of resnet8/resnet20 steps, not the small_cnn ones (about 1 h)
+    assert not (tmp_path / "bench").exists()
+    args = methods.parse_args(["--setting", "strong", "--teacher-seed", "1"])
+    config = methods.composed(args)
+    assert (config.teacher.name, config.student.name, config.teacher.train.seed) == ("cifar_resnet20",
+                                                                                    "cifar_resnet8", 1)
+    with pytest.raises(SystemExit):
+        methods.parse_args(["--setting", "strong", "--teacher-seed", "2"])  # two teachers: seeds 0 and 1
 
 
 def test_plan_counts_no_teacher_pass_for_rows_the_output_cache_serves_but_counts_its_build(tmp_path, capsys):
