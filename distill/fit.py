@@ -23,7 +23,7 @@ from distill.reliability.checkpoints import AtomicCheckpointIO, LastCheckpoint
 from distill.reliability.interrupts import CheckpointOnSignal
 from distill.reliability.seeding import StepSeeder
 from distill.teacher.stored_logits import CachedTeacherOutputs
-from distill.tracking import close_loggers
+from distill.tracking import close_loggers, keep_csv_rows_on_resume
 
 log = logging.getLogger(__name__)
 # The frozen teacher is in eval mode on purpose; Lightning warns about any module that is.
@@ -110,6 +110,8 @@ def fit_module(cfg: DictConfig, module: L.LightningModule, datamodule: L.Lightni
     on_signal = CheckpointOnSignal()
     callbacks += [StepSeeder(), on_signal]
     loggers = instantiate_group(cfg.get("logger"))
+    if ckpt_path is not None:  # before anything opens the loggers' folders
+        keep_csv_rows_on_resume(loggers)
     # Checkpoints written atomically, unless the config brings its own plugins.
     plugins = None if cfg.trainer.get("plugins") else [AtomicCheckpointIO()]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,

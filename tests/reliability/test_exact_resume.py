@@ -7,6 +7,7 @@ streams, the data order and the mid-epoch position all have to be restored for t
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -121,6 +122,41 @@ def test_a_killed_sweep_run_again_with_resume_auto_skips_finished_jobs(uninterru
     assert finished.read_text() == first_summary
     assert json.loads((sweep / "1" / "metrics.json").read_text())["student"]["test_acc_top1"] is not None
     final_state(sweep / "1" / "checkpoints" / "last.ckpt")  # trained to the end
+    # The resumed run's learning curve has the epochs before its checkpoint too, each step once: the same rows
+    # as the run that was never stopped (Lightning's CSV writer alone would have deleted epoch 0's rows).
+    assert csv_steps(sweep / "1") == csv_steps(sweep / "0")
+    assert {epoch for epoch, _, columns in csv_steps(sweep / "1") if "val/acc_top1" in columns} == {"0", "1"}
+
+
+def csv_steps(run_dir: Path) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(epoch, step, the columns with a value) of each row of the run's csv/metrics.csv, in order."""
+    with (run_dir / "csv" / "metrics.csv").open(newline="") as handle:
+        return [(row["epoch"], row["step"], tuple(sorted(k for k, v in row.items() if v)))
+                for row in csv.DictReader(handle)]
+
+
+def test_a_resumed_runs_csv_keeps_the_rows_before_its_checkpoint(tmp_path):
+    """The writer keeps the rows of the steps before the first step the resumed run logs; rows the stopped run
+    logged after its checkpoint are dropped (logged again); a fresh run (no checkpoint) starts a new file."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    from distill.tracking import keep_csv_rows_on_resume
+
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    (folder / "metrics.csv").write_text("epoch,step,train/loss,val/acc\n0,9,1.0,\n0,9,,0.5\n1,19,0.8,\n")
+    resumed = CSVLogger(tmp_path, name="csv", version="")
+    keep_csv_rows_on_resume([resumed])
+    resumed.log_metrics({"epoch": 1, "train/loss": 0.7, "train/new": 1.0}, step=19)  # step 19 again
+    resumed.save()
+    rows = list(csv.DictReader((folder / "metrics.csv").open()))
+    assert [(r["epoch"], r["step"], r["train/loss"], r["val/acc"], r["train/new"]) for r in rows] == [
+        ("0", "9", "1.0", "", ""), ("0", "9", "", "0.5", ""), ("1", "19", "0.7", "", "1.0")]
+
+    fresh = CSVLogger(tmp_path, name="csv", version="")
+    fresh.log_metrics({"epoch": 0, "train/loss": 2.0}, step=9)
+    fresh.save()
+    assert [r["train/loss"] for r in csv.DictReader((folder / "metrics.csv").open())] == ["2.0"]
 
 
 @pytest.mark.slow  # the same path as SIGTERM, another subprocess: ~15 s
