@@ -46,7 +46,15 @@ from distill.teacher.logits_cache import live_teacher_reason
 from distill.teacher.weights_cache import teacher_cache_key
 from scripts.bench.doc import BASELINE, MATCHED, MethodRuns, larger, matched_name, write_doc
 from scripts.bench.grid import FIRST_SITTING, ROOT, SETTINGS, Method, Setting, folder_name, grid
-from scripts.bench.results import closest_width, deployed_size, restore, save_row, save_teacher, save_top
+from scripts.bench.results import (
+    closest_width,
+    deployed_size,
+    restore,
+    save_row,
+    save_teacher,
+    save_top,
+    width_form,
+)
 
 
 def finished_seeds(folder: Path, seeds: int) -> list[int]:
@@ -263,21 +271,23 @@ def matched_rows(rows: list[MethodRuns]) -> list[Method]:
     if baseline is None:
         return []
     configs = [read_json(d / "run_config.json") for d in baseline.run_dirs if (d / "run_config.json").is_file()]
-    if not configs or not isinstance((configs[0]["student"].get("kwargs") or {}).get("width"), int):
+    student = width_form(configs[0]["student"]) if configs else None
+    if student is None:
         return []
+    config = {**configs[0], "student": student}
     methods = []
     for row in (r for r in rows if larger(r, baseline)):
         for measure, what in MATCHED.items():
             values = getattr(row, measure)
             if not values:
                 continue
-            width, size = closest_width(configs[0], measure, max(values))
+            width, size = closest_width(config, measure, max(values))
             # A step costs less than its MACs say at this size (fixed per-step overheads): the width-16 student's
             # 3.8x the MACs cost about 2 width-8 steps (grid.SCHEME_COST), about the square root.
             methods.append(Method(
-                matched_name(row.method, measure), ["stage=student", f"student.kwargs.width={width}"],
+                matched_name(row.method, measure), ["stage=student", *student_overrides(configs[0], student, width)],
                 student_steps=math.sqrt(size.macs / max(baseline.macs)), teacher_forwards=0,
-                note=f"{configs[0]['student']['name']} width {width}: {size.params:,} parameters, "
+                note=f"{student['name']} width {width}: {size.params:,} parameters, "
                      f"{size.macs / 1e6:.2f} M MACs, the width closest to {row.method}'s deployed student in {what} "
                      f"({max(values):,})"))
     return methods
@@ -288,6 +298,14 @@ def section_title(args: argparse.Namespace) -> str:
     its name and which teacher: "Fashion-MNIST, strong teacher seed 1, 30 epochs"."""
     teacher = f", {args.setting.name} teacher seed {args.teacher_seed}" if teacher_seed_override(args) else ""
     return f"{args.setting.data}{teacher}, {args.epochs} epochs"
+
+
+def student_overrides(config: dict, student: dict, width: int) -> list[str]:
+    """The overrides that make the run's student ``student`` (its width form) at ``width``."""
+    if student["name"] == config["student"]["name"]:
+        return [f"student.kwargs.width={width}"]
+    kwargs = {**student["kwargs"], "width": width}
+    return [f"student.name={student['name']}", *(f"++student.kwargs.{key}={value}" for key, value in kwargs.items())]
 
 
 def setting_record(args: argparse.Namespace) -> dict:

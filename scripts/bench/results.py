@@ -16,6 +16,7 @@ them, is not kept: it is mostly timings of the machine that ran it).
 
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,6 +159,18 @@ def deployed_size(seed: Path) -> tuple[int | None, int | None]:
         return params, None
     rebuilt = size_of(read_json(seed / "run_config.json"))
     return params, rebuilt.macs if rebuilt.params == params else None
+
+
+def width_form(student: dict[str, Any]) -> dict[str, Any] | None:
+    """The student's config as a model with an integer ``width`` keyword, so that it can be sized: itself when it
+    has one, ``cifar_resnet<depth>`` as ``cifar_resnet`` with that depth and width 16 (the same network); None
+    for a model that has no width to change."""
+    kwargs = student.get("kwargs") or {}
+    if isinstance(kwargs.get("width"), int):
+        return student
+    if match := re.fullmatch(r"cifar_resnet(\d+)", student.get("name", "")):
+        return {**student, "name": "cifar_resnet", "kwargs": {**kwargs, "depth": int(match[1]), "width": 16}}
+    return None
 
 
 def closest_width(run_config: dict[str, Any], measure: str, target: int, limit: int = 4096) -> tuple[int, Size]:

@@ -22,6 +22,7 @@ from scripts.bench.doc import (
     write_doc,
 )
 from scripts.bench.grid import FMNIST, FMNIST_COST
+from scripts.bench.results import size_of, width_form
 from scripts.bench.stats import gap_closed, real_differences, welch_interval
 from tests.bench.conftest import kept_seed, run_config
 
@@ -451,6 +452,32 @@ def test_every_row_states_its_deployed_students_size_and_a_larger_one_is_marked(
         "over the student alone of matched parameters (53,362 parameters, 4.23 M MACs); the student alone at matched "
         'size is not trained: add `--methods "student alone matched simkd macs"` to the command under *How this '
         "table was made* (optional rows of `--plan`).")
+
+
+def test_a_cifar_resnet_student_is_matched_in_size_through_its_width_form(tmp_path):
+    """cifar_resnet8 has no width keyword; its matched rows are cifar_resnet of depth 8 at another width (width 16
+    is the same network), given as overrides the strong setting's config accepts."""
+    assert size_of({"student": {"name": "cifar_resnet8", "kwargs": {}}, **STRONG_RUN}).params == size_of(
+        {"student": width_form({"name": "cifar_resnet8", "kwargs": {}}), **STRONG_RUN}).params == 77_754
+    config = {"student": {"name": "cifar_resnet8", "kwargs": {}}, **STRONG_RUN}
+    baseline = MethodRuns("student alone", "", best=[90.0], run_dirs=[tmp_path / "alone"], params=[77_754],
+                          macs=[size_of(config).macs])
+    (tmp_path / "alone").mkdir()
+    (tmp_path / "alone" / "run_config.json").write_text(json.dumps(config))
+    simkd = MethodRuns("simkd", "", best=[91.0], params=[120_000], macs=[2 * size_of(config).macs])
+    optional = methods.matched_rows([baseline, simkd])
+    overrides = dict((m.name, m.overrides) for m in optional)["student alone matched simkd params"]
+    assert overrides[:2] == ["stage=student", "student.name=cifar_resnet"]
+    composed = methods.composed(methods.parse_args(["--setting", "strong"]), *overrides)
+    student = {"name": composed.student.name, "kwargs": dict(composed.student.kwargs)}
+    assert student["kwargs"]["depth"] == 8 and student["kwargs"]["width"] == int(overrides[-1].split("=")[1])
+    assert abs(size_of({"student": student, **STRONG_RUN}).params - 120_000) < 15_000  # the closest width
+
+
+# What size_of reads of a strong-setting run besides the student: a one-channel 28x28 input, 10 classes.
+STRONG_RUN = {"stage": "student", "data": {"_target_": "distill.data.FashionMNISTDataModule", "root": "/nonexistent"},
+              "teacher": {"name": "cifar_resnet20", "kwargs": {}, "pretrained": False, "weights": None},
+              "loss": {"ce": {"weight": 1.0}}}
 
 
 def test_plan_lists_the_matched_rows_as_optional_and_trains_them_only_when_named(kept_runs, script_main):
