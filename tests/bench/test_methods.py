@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from scripts.bench import methods  # the command's own functions, tested without a subprocess
+from scripts.bench import rows as bench_rows
 from scripts.bench.doc import (
     MethodRuns,
     curves_table,
@@ -249,11 +250,11 @@ def test_a_row_every_seed_of_which_stopped_on_a_config_error_is_shown_as_cannot_
         seed_folder("crd", seed, "RuntimeError: out of memory" if seed == 0 else narrow)  # a crash: not "cannot run"
         seed_folder("kdsvd", seed, narrow if seed < 2 else None)  # seed 2 not tried yet
         seed_folder("kd", seed, finished=True)
-    assert methods.config_error(tmp_path / "fsp") == "loss.fsp needs equal channel counts in each pair of layers"
-    assert [methods.config_error(tmp_path / m) for m in ("crd", "kdsvd", "kd", "nst")] == ["", "", "", ""]
+    assert bench_rows.config_error(tmp_path / "fsp") == "loss.fsp needs equal channel counts in each pair of layers"
+    assert [bench_rows.config_error(tmp_path / m) for m in ("crd", "kdsvd", "kd", "nst")] == ["", "", "", ""]
 
     rows_asked = [methods.Method(name, [f"loss={name}"]) for name in ("kd", "fsp", "crd", "kdsvd")]
-    rows = {row.method: row for row in methods.collect(rows_asked, tmp_path)}
+    rows = {row.method: row for row in bench_rows.collect(rows_asked, tmp_path)}
     assert set(rows) == {"kd", "fsp"} and rows["fsp"].not_applicable and not rows["kd"].not_applicable
     table = method_table(list(rows.values()), teacher_top1=90.0)
     assert "| fsp | 0 | — | — | cannot run here (below) | — | — | — | — |" in table
@@ -410,7 +411,7 @@ def test_every_row_states_its_deployed_students_size_and_a_larger_one_is_marked(
     """Read from the kept files (test_results.py has the counts by hand): SimKD's exported student is the width-8
     trunk, a projector and the teacher's classifier. A row trained but whose runs are gone (dist) stays a row."""
     asked = [methods.Method(name, [f"loss={name}"]) for name in ("student alone", "kd", "simkd", "dist")]
-    rows = methods.collect(asked, kept_runs)
+    rows = bench_rows.collect(asked, kept_runs)
     by_name = {row.method: row for row in rows}
     assert by_name["simkd"].params == [54_850, 54_850] and by_name["simkd"].macs == [2_817_408, 2_817_408]
     assert by_name["kd"].params == by_name["student alone"].params == [6274, 6274]
@@ -434,7 +435,7 @@ def test_every_row_states_its_deployed_students_size_and_a_larger_one_is_marked(
             "but no seed of it finished here: dist/ holds no metrics.json") in text
 
     # The optional rows: the student alone at the width closest to SimKD's student in parameters, and in MACs.
-    optional = methods.matched_rows(rows)
+    optional = bench_rows.matched_rows(rows)
     assert [(m.name, m.overrides) for m in optional] == [
         ("student alone matched simkd params", ["stage=student", "student.kwargs.width=24"]),
         ("student alone matched simkd macs", ["stage=student", "student.kwargs.width=19"])]
@@ -444,7 +445,7 @@ def test_every_row_states_its_deployed_students_size_and_a_larger_one_is_marked(
     for seed, top1 in enumerate([0.850, 0.852]):
         kept_seed(kept_runs / "student_alone_matched_simkd_params" / str(seed), top1, 53_362,
                   run_config(tmp_path, "student", width=24))
-    rows += methods.collect(optional, kept_runs)
+    rows += bench_rows.collect(optional, kept_runs)
     matched_line = next(line for line in method_table(rows, 90.0).splitlines() if "matched simkd params" in line)
     assert "| 53,362 | 4.23 M |" in matched_line
     assert larger_text(rows)[2].startswith(
@@ -465,7 +466,7 @@ def test_a_cifar_resnet_student_is_matched_in_size_through_its_width_form(tmp_pa
     (tmp_path / "alone").mkdir()
     (tmp_path / "alone" / "run_config.json").write_text(json.dumps(config))
     simkd = MethodRuns("simkd", "", best=[91.0], params=[120_000], macs=[2 * size_of(config).macs])
-    optional = methods.matched_rows([baseline, simkd])
+    optional = bench_rows.matched_rows([baseline, simkd])
     overrides = dict((m.name, m.overrides) for m in optional)["student alone matched simkd params"]
     assert overrides[:2] == ["stage=student", "student.name=cifar_resnet"]
     composed = methods.composed(methods.parse_args(["--setting", "strong"]), *overrides)
