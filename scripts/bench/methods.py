@@ -5,6 +5,8 @@
     nice -n 10 python -m scripts.bench methods         # the rest: trains only what outputs/benchmark lacks
     python -m scripts.bench methods --methods kd dkd   # chosen rows (the table shows every row already run)
     python -m scripts.bench methods --mini --out-dir /tmp/b    # 1 seed, 1 epoch of 3 batches: checks the command
+    python -m scripts.bench methods --setting strong --plan    # resnet20 teachers -> resnet8 (fmnist_strong)
+    python -m scripts.bench methods --setting strong --teacher-seed 1 --methods kd   # under the second teacher
     python -m scripts.bench methods --cifar100 --plan  # the CRD setting, for a GPU box with CIFAR-100
     python -m scripts.bench methods --epochs 60 --out-dir outputs/benchmark_e60 teacher_cache.augmentations=true \
         --methods "student alone" kd                   # another schedule: its table in the out-dir, not docs/
@@ -17,7 +19,8 @@ Each method is one Hydra multirun over the seeds in ``<out-dir>/<method>/`` with
 whose seed folders all hold metrics.json is not started, an unfinished run resumes from its last.ckpt.
 ``<out-dir>/records.json`` keeps the commit and command that trained each method, so the table says which
 commit made each row. The teacher is trained (and cached) first, by ``stage=teacher`` in ``<out-dir>/teacher``.
-The rows (every loss preset, the schemes) and the two settings are defined in grid.py; the table is the
+The rows (every loss preset, the schemes) and the settings are defined in grid.py (a setting with several
+teachers of one recipe has an out-dir and a section per teacher); the table is the
 out-dir's section of the document (doc.py); a row whose deployed student is larger than the student alone's gets
 optional rows, the student alone at its size (``matched_rows``), listed by --plan and trained only when named.
 ``--results DIR`` keeps the small files of every finished run and the teacher's weights in DIR (to commit) and
