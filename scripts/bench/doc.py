@@ -335,12 +335,17 @@ def section_text(rows: list[MethodRuns], teacher: dict[str, Any], command: str, 
 
 def write_doc(path: Path, rows: list[MethodRuns], teacher: dict[str, Any], out_dir: Path, command: str,
               setting: dict[str, Any]) -> Path:
-    """Write the section of ``out_dir`` into ``path``: replaced between its markers, appended when the document
-    has none yet, or a new document (a title and the section) when there is no document."""
-    start, end = markers(section_name(out_dir))
-    section = f"{start}\n{section_text(rows, teacher, command, setting)}\n{end}"
+    """Write the section of ``out_dir`` into ``path`` (see write_section)."""
+    return write_section(path, section_name(out_dir), section_text(rows, teacher, command, setting), setting["data"])
+
+
+def write_section(path: Path, name: str, body: str, data: str) -> Path:
+    """Write ``body`` as the section ``name`` of ``path``: replaced between its markers, appended when the
+    document has none yet, or a new document (a title and the section) when there is no document."""
+    start, end = markers(name)
+    section = f"{start}\n{body}\n{end}"
     if not path.is_file():
-        text = (f"# Benchmark: distillation methods on {setting['data']}\n\nWhat the columns mean and how to read "
+        text = (f"# Benchmark: distillation methods on {data}\n\nWhat the columns mean and how to read "
                 f"them: docs/benchmarks.md of the repository.\n\n{section}\n")
     else:
         old = path.read_text()

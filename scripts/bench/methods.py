@@ -46,10 +46,12 @@ from distill.io import read_json, write_json
 from distill.losses import build_loss_terms
 from distill.teacher.logits_cache import live_teacher_reason
 from distill.teacher.weights_cache import teacher_cache_key
-from scripts.bench.doc import matched_name, write_doc
+from scripts.bench.doc import matched_name, write_doc, write_section
 from scripts.bench.grid import FIRST_SITTING, ROOT, SETTINGS, Method, Setting, folder_name, grid
 from scripts.bench.results import restore, save_row, save_teacher, save_top
 from scripts.bench.rows import collect, config_error, finished_seeds, matched_rows
+from scripts.bench.teacher_seeds import section_text as teacher_section
+from scripts.bench.teacher_seeds import share_teacherless_rows, teacher_dirs, teacherless
 
 # What a run executes or reads: an uncommitted change here marks the row "+dirty" (a change to docs or to
 # another script, made while a long grid runs, does not change what the grid trains).
@@ -300,6 +302,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def write_teacher_gains(doc: Path, methods: list[Method], teachers: dict[int, Path],
+                        args: argparse.Namespace) -> None:
+    """The section of each row's gain under each teacher of the setting (teacher_seeds.py), from the runs of
+    every teacher's out-dir that exists."""
+    rows_by_teacher, top1 = {}, {}
+    for seed, folder in teachers.items():
+        if folder.is_dir():
+            rows_by_teacher[seed] = collect(methods, folder)
+            metrics = folder / "teacher" / "metrics.json"
+            accuracy = (read_json(metrics).get("teacher") or {}).get("test_acc_top1") if metrics.is_file() else None
+            top1[seed] = None if accuracy is None else 100 * accuracy
+    title = f"{args.setting.data}, {args.setting.name} teachers, {args.epochs} epochs"
+    write_section(doc, f"{args.out_dir.parent.name}/teachers", teacher_section(rows_by_teacher, top1, title),
+                  args.setting.data)
+
+
 def main() -> None:
     args = parse_args()
     doc = doc_path(args)
@@ -320,6 +338,15 @@ def main() -> None:
                    "whose deployed student is larger than the student alone's)")
     chosen = [m for m in methods if args.methods is None or m.name in args.methods]
     chosen += [m for m in optional if m.name in (args.methods or [])]
+    teachers = teacher_dirs(args.out_dir, args.setting.teacher_seeds)
+    if args.teacher_seed > 0 and teachers:  # the rows without a teacher are the first teacher's runs
+        named = [m.name for m in chosen if teacherless(m) and args.methods is not None]
+        if named:
+            sys.exit(f"error: {named} train the student without a teacher: their runs are shared by every teacher; "
+                     "train them with --teacher-seed 0")
+        chosen = [m for m in chosen if not teacherless(m)]
+        print(f"rows without a teacher, shared from {teachers[0]}: "
+              + ", ".join(m.name for m in methods if teacherless(m)))
     if args.plan:
         plan(chosen, args, [m for m in optional if m not in chosen])
         return
@@ -338,6 +365,8 @@ def main() -> None:
         if args.results:  # each row as it finishes: a crash later in the grid loses none of it
             save_row(args.out_dir, args.results, folder_name(method.name))
     print(f"trained: {trained} method(s); {len(chosen) - trained} read back from {args.out_dir}", flush=True)
+    if args.teacher_seed > 0 and teachers:
+        share_teacherless_rows(methods, args.out_dir, teachers[0], args.seeds)
     rows = collect(methods, args.out_dir)
     optional = matched_rows(rows)  # again: a row trained now may be the larger one
     rows += collect(optional, args.out_dir)  # optional rows trained now or earlier are rows of the table
@@ -349,6 +378,8 @@ def main() -> None:
                        "title": section_title(args),
                        "seeds": args.seeds, "teacher_epochs": args.teacher_epochs,
                        "published": dict(args.setting.published), "extra": setting_record(args)["extra"]})
+    if teachers:
+        write_teacher_gains(doc, methods, teachers, args)
     print(f"wrote {doc}")
     failed = [r.method for r in rows if r.failed]
     cannot_run = {r.method for r in rows if r.not_applicable}
