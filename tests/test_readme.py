@@ -38,7 +38,7 @@ COMPRESS_FAST = ["compress.runtime.warmup=1", "compress.runtime.repeats=3", "com
 NOT_RUN = {
     "make test": "this suite is what it runs (CI runs .ci/run -> make test)",
     ".venv/bin/python -m pytest": "this suite itself",
-    'python3 -m venv .venv && .venv/bin/pip install -e ".[dev]"': "make test's own set-up (the Makefile's "
+    'python3 -m venv .venv && .venv/bin/pip install -e ".[dev,bench]"': "make test's own set-up (the Makefile's "
                                                                   "install target), which CI runs before the suite",
     "sudo apt-get install -y dataset-fashion-mnist": "needs root and a package mirror; make test runs it (make data) "
                                                      "before the suite",

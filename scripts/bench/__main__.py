@@ -13,8 +13,8 @@ import importlib
 import sys
 from pathlib import Path
 
-COMMANDS = ("methods", "fit", "compare", "speed", "overhead", "peers", "startup", "cache-accuracy", "mutual",
-            "budget-noise")
+COMMANDS = ("methods", "fit", "compare", "speed", "overhead", "peers", "peer-loop", "startup", "cache-accuracy",
+            "mutual", "budget-noise")
 PROG = "python -m scripts.bench"
 
 

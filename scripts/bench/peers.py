@@ -22,7 +22,7 @@ from torch.utils.data import RandomSampler, TensorDataset
 TEMPERATURE, CE_WEIGHT, KD_WEIGHT = 4.0, 0.1, 0.9  # distill's recipe: 0.1*CE + 0.9*T^2*KL at T=4
 
 
-def _median_after_first(values: list[float], per_epoch: int = 1) -> float:
+def median_after_first(values: list[float], per_epoch: int = 1) -> float:
     return statistics.median(values[per_epoch:] if len(values) > per_epoch else values)
 
 
@@ -85,8 +85,8 @@ def torchdistill_kd(student: torch.nn.Module, teacher: torch.nn.Module, images: 
         box.post_epoch_process()
         epoch_times.append(time.perf_counter() - start)
     box.clean_modules()  # as the example's train() ends: unhooks and unfreezes the original models
-    return {"epoch_s": _median_after_first(epoch_times),
-            "step_ms": 1e3 * _median_after_first(step_times, len(box.train_data_loader)),
+    return {"epoch_s": median_after_first(epoch_times),
+            "step_ms": 1e3 * median_after_first(step_times, len(box.train_data_loader)),
             "version": torchdistill.__version__}
 
 
