@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shlex
 import shutil
 import statistics
@@ -34,7 +35,7 @@ import torch
 from scipy import stats
 
 from distill.io import atomic_write, read_json, write_json
-from scripts.bench.doc import MethodRuns, learning_curve
+from scripts.bench.doc import MethodRuns, learning_curve, write_section
 from scripts.bench.grid import ROOT, STRONG, STRONG_COST
 from scripts.bench.peers import median_after_first
 from scripts.bench.results import copy_missing
@@ -189,6 +190,56 @@ def plot(summary: dict[str, Any], path: Path) -> Path:
     return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
 
 
+SECTION = "peer-loop"  # its markers in the document
+
+
+def markdown_table(summary: dict[str, Any]) -> list[str]:
+    """One line per method and framework: test top-1 at the best validation epoch (mean ± 95 % t half-width),
+    the last epoch's mean, seconds per run, and the timed seconds per training epoch; then the difference."""
+    def number(value: float | None, digits: int = 2) -> str:
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    lines = ["| method | loop | seeds | top-1 best val epoch (%) | top-1 last epoch (%) | s/run | s/epoch timed |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for method, row in summary["methods"].items():
+        for side in ("ours", "torchdistill"):
+            run, timing = row[side], (row.get("timing") or {}).get(side, {})
+            lines.append(f"| {method} | {side} | {run['seeds']} | {number(run['best_mean'])} ± "
+                         f"{number(run['best_half_width'])} | {number(run['last_mean'])} | "
+                         f"{number(run['seconds_median'], 0)} | {number(timing.get('train_s_median'))} |")
+    lines.append("")
+    for method, row in summary["methods"].items():
+        diff = row["difference"]
+        lines.append(f"- **{method}**: torchdistill − ours " + ("n/a (fewer than 2 seeds a side)" if diff is None else
+                     f"{diff['estimate']:+.2f} [{diff['low']:+.2f}, {diff['high']:+.2f}] (95 % Welch): "
+                     + ("**the two agree** (the interval holds 0)" if row["agree"] else
+                        "**they differ** (the interval excludes 0)")))
+    return lines
+
+
+def section_text(summary: dict[str, Any], figure: Path, doc_dir: Path) -> str:
+    """The peer comparison's part of the document: the table, the figure, how it was made."""
+    link = os.path.relpath(figure.resolve(), doc_dir.resolve())  # a link from the document to the figure
+    return "\n".join([
+        "### The same runs through torchdistill's loop",
+        "",
+        "Test top-1 of each loop's runs (mean ± the 95 % t half-width over seeds); *s/run* is the median wall time "
+        "of a whole run as each side recorded it (ours from the grid, with start-up, export and report); *s/epoch "
+        "timed* is the median training epoch of both loops timed back to back in one call of the command, with a "
+        "live teacher on both sides.",
+        "",
+        *markdown_table(summary),
+        "",
+        f"![Validation top-1 per epoch, both loops]({link})",
+        "",
+        f"- command: `{summary['command']}`; device: {summary['device']}",
+        f"- our runs: `{summary['ours']}`; teacher: test top-1 {summary['teacher_test_acc_top1']} in our "
+        "metrics.json, measured again by the torchdistill side: "
+        + ", ".join(sorted({f"{v}" for row in summary["methods"].values() for v in row["teacher_test_acc_top1"]
+                            if v is not None})),
+    ])
+
+
 # ------------------------------------------------------------------ the command
 
 
@@ -235,8 +286,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--results", type=Path, default=None, help="keep the result jsons here (to commit)")
     parser.add_argument("--timing-epochs", type=int, default=2, help="timed epochs of each side; 0: no timing")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--doc", type=Path, default=None,
+                        help="the document whose peer-loop section is written (default: docs/benchmarks.md for "
+                        "the default --out-dir, else <out-dir>/benchmarks.md)")
     args = parser.parse_args(argv)
     args.seeds = MINI["seeds"] if args.mini else args.seeds
+    if args.doc is None:  # the published section only from the default folder, as the methods command does
+        default = not args.mini and args.out_dir.resolve() == (ROOT / "outputs" / "peer_loop").resolve()
+        args.doc = ROOT / "docs" / "benchmarks.md" if default else args.out_dir / "benchmarks.md"
     args.methods_command = f"python -m scripts.bench methods --setting strong --methods {' '.join(args.methods)}"
     args.command = shlex.join(["python", "-m", "scripts.bench", "peer-loop", *(sys.argv[1:] if argv is None else argv)])
     return args
@@ -294,7 +351,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         args.results.mkdir(parents=True, exist_ok=True)
         for name in KEPT[1:]:
             shutil.copy2(args.out_dir / name, args.results / name)
-    print(f"wrote {json_path} and {args.out_dir / 'peer_loop.png'}")
+    figure = (args.results or args.out_dir) / "peer_loop.png"
+    write_section(args.doc, SECTION, section_text(summary, figure, args.doc.parent), "Fashion-MNIST")
+    print(f"wrote {json_path}, {args.out_dir / 'peer_loop.png'} and {args.doc}")
     return summary
 
 

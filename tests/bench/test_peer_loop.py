@@ -2,8 +2,7 @@
 learning-rate sequence, our regressor and our augmentation; without our runs it says which command trains them; a
 miniature on digits runs, keeps its results and never runs a finished seed again.
 
-torchdistill is the ``bench`` extra, which ``make test`` (``.[dev]``) does not install: the tests that step it are
-skipped without it (``pip install -e ".[bench]"``).
+torchdistill is the ``bench`` extra, which ``make test`` installs (``.[dev,bench]``): these tests never skip.
 """
 
 import json
@@ -73,7 +72,6 @@ def models_and_data() -> tuple:
 
 
 def box_for(method: str, models_and_data: tuple):
-    pytest.importorskip("torchdistill")
     student, teacher, data, datamodule = models_and_data
     recipe = torchdistill_loop.read_recipe(method, our_run_config(method))
     return torchdistill_loop.build_box(recipe, student, teacher, data, datamodule, torch.device("cpu"), EPOCHS)
@@ -192,7 +190,6 @@ def test_timing_runs_the_rows_command_for_a_few_epochs_with_its_teacher_file(tmp
 
 
 def test_mini_trains_keeps_its_results_and_never_reruns_a_finished_seed(ours, tmp_path, monkeypatch, capsys):
-    pytest.importorskip("torchdistill")
     out, kept = tmp_path / "out", tmp_path / "kept"
     options = ["--mini", "--ours", str(ours), "--timing-epochs", "0", "--device", "cpu", "--results", str(kept)]
     assert peer_loop.main([*options, "--plan", "--out-dir", str(out)]) is None
@@ -207,6 +204,10 @@ def test_mini_trains_keeps_its_results_and_never_reruns_a_finished_seed(ours, tm
         assert row["ours"]["best"] == pytest.approx([80.0]) and row["torchdistill"]["seeds"] == 1  # --mini: 1 seed
         assert [[round(v, 6) for v in point] for point in row["ours"]["curve"]] == [[1, 50.0, 0.0], [2, 70.0, 0.0]]
     assert (out / "peer_loop.png").stat().st_size > 0 and (kept / "peer_loop.json").is_file()
+    section = (out / "benchmarks.md").read_text()  # --mini: beside the results, never docs/
+    assert "<!-- method-table:peer-loop:start -->" in section and "![Validation top-1 per epoch, both loops](" \
+        "../kept/peer_loop.png)" in section
+    assert "| kd | ours | 1 | 80.00 ± n/a |" in section and "- **kd**: torchdistill − ours n/a" in section
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished seed was trained again")
@@ -216,3 +217,23 @@ def test_mini_trains_keeps_its_results_and_never_reruns_a_finished_seed(ours, tm
     # A new machine: an empty out-dir gets the kept results back, and trains nothing.
     again = peer_loop.main([*options, "--out-dir", str(tmp_path / "fresh")])
     assert again["methods"]["kd"]["torchdistill"]["best"] == summary["methods"]["kd"]["torchdistill"]["best"]
+
+
+def test_the_table_says_whether_the_loops_agree(tmp_path):
+    """3 seeds a side, both with a std of 1 point: the difference +0.50 has se 0.816 and 4 degrees of freedom
+    (t 2.776), so [-1.77, +2.77] holds 0 and the loops agree; 3 points apart they differ."""
+    ours = [kept_seed(tmp_path / "kd" / str(seed), top1, 78_000, None) for seed, top1 in enumerate([0.90, 0.91, 0.92])]
+
+    def theirs(offset: float) -> list[dict]:
+        return [{"test_acc_top1_best": top1 + offset, "test_acc_top1_last": top1, "seconds": 100.0,
+                 "val_acc_top1": [0.5, 0.6], "teacher_test_acc_top1": 0.936} for top1 in (0.90, 0.91, 0.92)]
+
+    for offset, verdict in ((0.005, "**the two agree** (the interval holds 0)"),
+                            (0.03, "**they differ** (the interval excludes 0)")):
+        summary = {"methods": {"kd": peer_loop.compare("kd", ours, theirs(offset))}}
+        lines = peer_loop.markdown_table(summary)
+        assert lines[2] == "| kd | ours | 3 | 91.00 ± 2.48 | 91.00 | 60 | n/a |"  # t(2) 4.303 x 1 / sqrt(3)
+        assert lines[-1].startswith(f"- **kd**: torchdistill − ours {100 * offset:+.2f} [")
+        assert lines[-1].endswith(verdict)
+    assert "[-1.77, +2.77]" in peer_loop.markdown_table(
+        {"methods": {"kd": peer_loop.compare("kd", ours, theirs(0.005))}})[-1]
