@@ -18,42 +18,14 @@ from typing import Any
 import torch
 
 from distill.config import to_dict
-from distill.errors import ConfigError
 from distill.io import read_json, write_json
 from distill.models import create_model
 from distill.search.space import Candidate
 
 log = logging.getLogger("distill")
 
-METRICS = ("latency_ms", "bytes", "macs")
-RUNTIMES = ("onnx_int8", "onnx_fp32", "pytorch")
 MEASUREMENT_FORMAT = 1
 CPU = torch.device("cpu")  # the budget is measured where the deployed file runs: the CPU, fixed threads
-
-
-def check_budget(budget: Any) -> None:
-    """``search.budget``: the metric the front is drawn against, a runtime, and limits (each a number, ``default``
-    for the default student's value, or null for none), at least one of them set."""
-    if budget.metric not in METRICS:
-        raise ConfigError(f"search.budget.metric={budget.metric} is not one of: {', '.join(METRICS)}")
-    if budget.runtime not in RUNTIMES:
-        raise ConfigError(f"search.budget.runtime={budget.runtime} is not one of: {', '.join(RUNTIMES)}")
-    limits = to_dict(budget.get("limits"))
-    unknown = sorted(set(limits) - set(METRICS))
-    if unknown:
-        raise ConfigError(f"search.budget.limits has unknown metric(s) {unknown}; choose from: {', '.join(METRICS)}")
-    for metric, limit in limits.items():
-        if not (limit is None or limit == "default"
-                or (isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit > 0)):
-            raise ConfigError(f"search.budget.limits.{metric}={limit} must be a number > 0, 'default' (the default "
-                              f"student's {metric} on {budget.runtime}) or null (no limit)")
-    if all(limit is None for limit in limits.values()):
-        raise ConfigError("search.budget.limits sets no limit; give at least one, e.g. "
-                          f"search.budget.limits.{budget.metric}=default")
-    for key in ("threads", "repeats"):
-        value = budget[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"search.budget.{key}={value} must be a whole number >= 1")
 
 
 def measurement_key(candidate: Candidate, input_shape: tuple[int, ...], num_classes: int, budget: Any) -> str:

@@ -32,7 +32,7 @@ def hydra_main(cfg: DictConfig) -> None:
         if cfg.stage != "distill":
             raise ConfigError(f"distill-search distils every candidate: stage={cfg.stage} is not for it; leave stage "
                               "at distill")
-        from distill.search.study import check_settings
+        from distill.search.settings import check_settings
 
         check_settings(cfg)
         from distill.search.run import search

@@ -32,8 +32,6 @@ from distill.search.space import Candidate, apply, candidate_of, default_candida
 
 log = logging.getLogger("distill")
 
-SAMPLERS = ("tpe", "random")
-PRUNERS = ("hyperband", "successive_halving", "median", "none")
 STUDY_NAME = "distill-search"
 
 
@@ -68,28 +66,6 @@ class TrialReporter(L.Callback):
         if self.trial.should_prune():
             self.pruned_at = epoch
             trainer.should_stop = True
-
-
-def check_settings(cfg: DictConfig) -> None:
-    """``cfg.search`` before anything runs (and each training key against the run's config)."""
-    from distill.cli import has_key, sibling_keys, unknown_key
-    from distill.search.space import check_space
-
-    settings = cfg.search
-    check_space(settings.space, settings.get("training"))
-    for key in to_dict(settings.get("training")):
-        if key != "loss" and not has_key(cfg, key):
-            raise ConfigError(f"search.training.{key}: {unknown_key(key, sibling_keys(cfg, key) or [])}; the keys "
-                              "searched must exist (add a loss term with +loss.<term>... first)")
-    budget_module.check_budget(settings.budget)
-    for key in ("trials", "trial_epochs"):
-        value = settings[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"search.{key}={value} must be a whole number >= 1")
-    if settings.sampler not in SAMPLERS:
-        raise ConfigError(f"search.sampler={settings.sampler} is not one of: {', '.join(SAMPLERS)}")
-    if settings.pruner not in PRUNERS:
-        raise ConfigError(f"search.pruner={settings.pruner} is not one of: {', '.join(PRUNERS)}")
 
 
 def make_sampler(settings: Any) -> Any:
