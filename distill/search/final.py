@@ -16,7 +16,7 @@ from distill.search.space import Candidate, apply
 
 
 def interval(differences: list[float]) -> tuple[float, float, float] | None:
-    """Mean and 95 % t-interval of seed-paired differences; None with fewer than two."""
+    """Mean and 95 % t-interval of a sample (here: seed-paired differences); None with fewer than two values."""
     if len(differences) < 2:
         return None
     mean = statistics.fmean(differences)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shlex
 import shutil
@@ -32,14 +31,13 @@ from typing import Any
 
 import lightning as L
 import torch
-from scipy import stats
 
 from distill.io import atomic_write, read_json, write_json
+from distill.search.final import interval as mean_interval
 from scripts.bench.doc import MethodRuns, learning_curve, write_section
 from scripts.bench.grid import ROOT, STRONG, STRONG_COST
-from scripts.bench.peers import median_after_first
 from scripts.bench.results import copy_missing
-from scripts.bench.stats import mean_std, welch_interval
+from scripts.bench.stats import mean_std, median_after_first, welch_interval
 from scripts.bench.torchdistill_loop import MINI, Recipe, clock, read_recipe, run_torchdistill
 
 METHODS = ("kd", "fitnet")
@@ -139,37 +137,14 @@ def compare(method: str, ours_dirs: list[Path], results: list[dict[str, Any]]) -
               "curve": [[epoch + 1, *mean_std(values)] for epoch, values in enumerate(by_epoch)]}
     sides: dict[str, dict[str, Any]] = {"ours": ours_side, "torchdistill": theirs}
     for side in sides.values():
-        (mean, std), n = mean_std(side["best"]), len(side["best"])
-        half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n) if n > 1 and std is not None else None
-        side.update(seeds=n, best_mean=mean, best_half_width=half, last_mean=mean_std(side["last"])[0],
+        spread = mean_interval(side["best"])  # (mean, low, high); None below 2 seeds
+        side.update(seeds=len(side["best"]), best_mean=mean_std(side["best"])[0],
+                    best_half_width=spread[2] - spread[0] if spread else None, last_mean=mean_std(side["last"])[0],
                     seconds_median=statistics.median(side["seconds"]) if side["seconds"] else None)
     difference = welch_interval(sides["torchdistill"]["best"], sides["ours"]["best"])
     return {**sides, "difference": asdict(difference) if difference else None,
             "agree": None if difference is None else not difference.excludes_zero,
             "teacher_test_acc_top1": [r.get("teacher_test_acc_top1") for r in results]}  # the weights loaded right
-
-
-def table(summary: dict[str, Any]) -> str:
-    def number(value: float | None, digits: int = 2) -> str:
-        return "n/a" if value is None else f"{value:.{digits}f}"
-
-    lines = [f"{'method':<7} {'framework':<12} {'seeds':>5} {'top-1 best val (%), 95 % CI':>27} {'last (%)':>8} "
-             f"{'s/run':>6} {'train s/epoch':>13} {'epoch s':>7}"]
-    for method, row in summary["methods"].items():
-        for side in ("ours", "torchdistill"):
-            run, timing = row[side], (row.get("timing") or {}).get(side, {})
-            lines.append(f"{method:<7} {side:<12} {run['seeds']:>5} "
-                         f"{number(run['best_mean']) + ' ± ' + number(run['best_half_width']):>27} "
-                         f"{number(run['last_mean']):>8} {number(run['seconds_median'], 0):>6} "
-                         f"{number(timing.get('train_s_median')):>13} {number(timing.get('epoch_s_median')):>7}")
-        diff = row["difference"]
-        lines.append(f"{method:<7} torchdistill − ours: " + ("n/a (< 2 seeds a side)" if diff is None else
-                     f"{diff['estimate']:+.2f} [{diff['low']:+.2f}, {diff['high']:+.2f}] (Welch 95 %): "
-                     + ("agree" if row["agree"] else "DIFFER")))
-    measured = sorted({value for row in summary["methods"].values() for value in row["teacher_test_acc_top1"]
-                       if value is not None})
-    lines.append(f"teacher test top-1: {summary['teacher_test_acc_top1']} in our metrics.json, {measured} here")
-    return "\n".join(lines)
 
 
 def plot(summary: dict[str, Any], path: Path) -> Path:
@@ -344,7 +319,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         elif json_path.is_file():  # a rerun without timing keeps the last one's
             row["timing"] = (read_json(json_path)["methods"].get(method) or {}).get("timing")
         summary["methods"][method] = row
-    print(table(summary))
+    print("\n".join(markdown_table(summary)))
+    measured = sorted({v for row in summary["methods"].values() for v in row["teacher_test_acc_top1"] if v is not None})
+    print(f"teacher test top-1: {summary['teacher_test_acc_top1']} in our metrics.json, {measured} here")
     write_json(json_path, summary)
     plot(summary, args.out_dir / "peer_loop.png")
     if args.results:

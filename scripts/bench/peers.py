@@ -12,18 +12,15 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
-import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import RandomSampler, TensorDataset
 
+from scripts.bench.stats import median_after_first
+
 TEMPERATURE, CE_WEIGHT, KD_WEIGHT = 4.0, 0.1, 0.9  # distill's recipe: 0.1*CE + 0.9*T^2*KL at T=4
-
-
-def median_after_first(values: list[float], per_epoch: int = 1) -> float:
-    return statistics.median(values[per_epoch:] if len(values) > per_epoch else values)
 
 
 def _build_box(student: torch.nn.Module, teacher: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -42,6 +41,7 @@ from distill.models import create_model
 from distill.module import DistillationModule
 from distill.teacher.logits_cache import Variants, load_or_compute, teacher_outputs_key
 from scripts.bench.peers import torchdistill_kd
+from scripts.bench.stats import median_after_first
 
 
 class EpochTimer(L.Callback):
@@ -87,11 +87,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_after_warmup(values: list[float], per_epoch: int = 1) -> float:
-    kept = values[per_epoch:] if len(values) > per_epoch else values
-    return statistics.median(kept)
-
-
 def random_augmentation(padding: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """What a plain loop would do: a random crop offset and flip per image, drawn on the images' device."""
     def augment(images: torch.Tensor) -> torch.Tensor:
@@ -131,7 +126,7 @@ def plain_loop(student, images, labels, batch_size, epochs, lr, device, augment=
             step_times.append(time.perf_counter() - step)
         epoch_times.append(time.perf_counter() - start)
     steps_per_epoch = -(-len(labels) // batch_size)
-    return {"epoch_s": median_after_warmup(epoch_times), "step_ms": 1e3 * median_after_warmup(step_times,
+    return {"epoch_s": median_after_first(epoch_times), "step_ms": 1e3 * median_after_first(step_times,
                                                                                               steps_per_epoch)}
 
 
@@ -174,9 +169,9 @@ def timed_fit(module: L.LightningModule, data, args, accelerator) -> dict:
                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer])
     trainer.fit(module, datamodule=data)
     steps_per_epoch = len(timer.steps) // args.epochs
-    return {"epoch_s": median_after_warmup(timer.epochs),
-            "step_ms": 1e3 * median_after_warmup(timer.steps, steps_per_epoch),
-            "gap_ms": 1e3 * median_after_warmup(timer.gaps, steps_per_epoch - 1)}
+    return {"epoch_s": median_after_first(timer.epochs),
+            "step_ms": 1e3 * median_after_first(timer.steps, steps_per_epoch),
+            "gap_ms": 1e3 * median_after_first(timer.gaps, steps_per_epoch - 1)}
 
 
 def teacher_inference(teacher, images, batch_size, epochs, device) -> dict:
@@ -190,7 +185,7 @@ def teacher_inference(teacher, images, batch_size, epochs, device) -> dict:
                 teacher(images[i:i + batch_size])
         _sync(device)
         times.append(time.perf_counter() - start)
-    return {"epoch_s": median_after_warmup(times)}
+    return {"epoch_s": median_after_first(times)}
 
 
 def subsample(data: InMemoryDataModule, samples: int | None) -> None:

@@ -35,6 +35,12 @@ def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def median_after_first(values: Sequence[float], per_epoch: int = 1) -> float:
+    """The median of ``values`` without the first epoch's ``per_epoch`` values (warm-up: allocation, first
+    kernels, caches), or of all of them when there are no more."""
+    return statistics.median(values[per_epoch:] if len(values) > per_epoch else values)
+
+
 def welch_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> Interval | None:
     """The interval of mean(a) − mean(b) by Welch's t (unequal variances); None when a side has < 2 values.
 
