@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.io import atomic_write
+from scripts.bench.grid import TEACHER_FOLDER
 from scripts.bench.stats import Interval, gap_closed, mean_std, real_differences, welch_interval
 
 BASELINE = "student alone"
@@ -244,7 +245,7 @@ def curves_table(rows: list[MethodRuns], epochs: int) -> list[str]:
 def section_name(out_dir: Path) -> str:
     """The name of an out-dir's section: its folder's name, with its parent's for one teacher of a setting with
     several (benchmark_strong/teacher_seed0), so that two settings' teacher folders never share a section."""
-    return f"{out_dir.parent.name}/{out_dir.name}" if out_dir.name.startswith("teacher_seed") else out_dir.name
+    return f"{out_dir.parent.name}/{out_dir.name}" if out_dir.name.startswith(TEACHER_FOLDER) else out_dir.name
 
 
 def schedule_of_baseline(method: str) -> bool:

@@ -72,7 +72,7 @@ class Setting:
     more_rows: dict[str, list[str]] = field(default_factory=dict)
     # Teachers of the same recipe (teacher.train.seed 0, 1, ...): each has its own out-dir and table.
     teacher_seeds: int = 1
-    # Seconds of each unit of work on 2 CPU cores, for --plan (see methods.COST_KEYS); None: no estimate (a GPU).
+    # Seconds of each unit of work on 2 CPU cores, for --plan (the keys of FMNIST_COST); None: no estimate (a GPU).
     costs: Mapping[str, float] | None = None
     scheme_costs: Mapping[str, SchemeCost] | None = None  # None: SCHEME_COST (the small_cnn widths)
 
@@ -216,3 +216,14 @@ def loss_preset(name: str) -> dict:
 def folder_name(method: str) -> str:
     """The method's run folder: "ensemble (w32 + w24) kd" -> ensemble_w32_w24_kd (student alone -> student_alone)."""
     return re.sub(r"[^\w-]+", "_", method).strip("_")
+
+
+# A setting with several teachers of one recipe keeps each one's runs in <out-dir>/teacher_seed<seed>.
+TEACHER_FOLDER = "teacher_seed"
+
+
+def default_out_dir(setting: Setting, teacher_seed: int = 0) -> Path:
+    """outputs/benchmark (the Fashion-MNIST grid), outputs/benchmark_<setting>, and with several teachers of one
+    recipe, one folder per teacher: outputs/benchmark_strong/teacher_seed0."""
+    folder = ROOT / "outputs" / ("benchmark" if setting.name == "fmnist" else f"benchmark_{setting.name}")
+    return folder / f"{TEACHER_FOLDER}{teacher_seed}" if setting.teacher_seeds > 1 else folder

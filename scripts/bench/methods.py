@@ -47,7 +47,7 @@ from distill.losses import build_loss_terms
 from distill.teacher.logits_cache import live_teacher_reason
 from distill.teacher.weights_cache import teacher_cache_key
 from scripts.bench.doc import matched_name, write_doc, write_section
-from scripts.bench.grid import FIRST_SITTING, ROOT, SETTINGS, Method, Setting, folder_name, grid
+from scripts.bench.grid import FIRST_SITTING, ROOT, SETTINGS, Method, default_out_dir, folder_name, grid
 from scripts.bench.results import restore, save_row, save_teacher, save_top
 from scripts.bench.rows import collect, config_error, finished_seeds, matched_rows
 from scripts.bench.teacher_seeds import section_text as teacher_section
@@ -238,13 +238,6 @@ def check_setting(args: argparse.Namespace, folder: Path) -> None:
         details = ", ".join(f"{key} {old!r} there, {new!r} asked" for key, (old, new) in changed.items())
         sys.exit(f"error: {folder} holds runs of another setting ({details}); give a new --out-dir "
                  "and --results (or the same options as before)")
-
-
-def default_out_dir(setting: Setting, teacher_seed: int = 0) -> Path:
-    """outputs/benchmark (the Fashion-MNIST grid), outputs/benchmark_<setting>, and with several teachers of one
-    recipe, one folder per teacher: outputs/benchmark_strong/teacher_seed0."""
-    folder = ROOT / "outputs" / ("benchmark" if setting.name == "fmnist" else f"benchmark_{setting.name}")
-    return folder / f"teacher_seed{teacher_seed}" if setting.teacher_seeds > 1 else folder
 
 
 def doc_path(args: argparse.Namespace) -> Path:

@@ -35,7 +35,7 @@ import torch
 from distill.io import atomic_write, read_json, write_json
 from distill.search.final import interval as mean_interval
 from scripts.bench.doc import MethodRuns, learning_curve, write_section
-from scripts.bench.grid import ROOT, STRONG, STRONG_COST
+from scripts.bench.grid import ROOT, STRONG, STRONG_COST, default_out_dir
 from scripts.bench.results import copy_missing
 from scripts.bench.stats import mean_std, median_after_first, welch_interval
 from scripts.bench.torchdistill_loop import MINI, Recipe, clock, read_recipe, run_torchdistill
@@ -255,7 +255,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mini", action="store_true", help="1 seed, 1 epoch of 3 batches, 256 val/test images")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--ours", type=Path, default=ROOT / "outputs" / "benchmark_strong" / "teacher_seed0",
+    parser.add_argument("--ours", type=Path, default=default_out_dir(STRONG),
                         help="our finished runs: the strong grid's out-dir, or its --results folder")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "outputs" / "peer_loop")
     parser.add_argument("--results", type=Path, default=None, help="keep the result jsons here (to commit)")

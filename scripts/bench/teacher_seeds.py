@@ -15,11 +15,9 @@ from pathlib import Path
 
 from distill.io import read_json, write_json
 from scripts.bench.doc import BASELINE, MethodRuns, interval_text, plus_minus
-from scripts.bench.grid import Method, folder_name
+from scripts.bench.grid import TEACHER_FOLDER, Method, folder_name
 from scripts.bench.rows import finished_seeds
 from scripts.bench.stats import welch_interval
-
-FOLDER_PREFIX = "teacher_seed"
 
 
 def teacherless(method: Method) -> bool:
@@ -30,9 +28,9 @@ def teacherless(method: Method) -> bool:
 def teacher_dirs(out_dir: Path, teachers: int) -> dict[int, Path]:
     """The out-dirs of every teacher of the setting, beside ``out_dir`` (one of them); {} when ``out_dir`` is
     not a teacher's folder (a miniature, another --out-dir)."""
-    if not out_dir.name.startswith(FOLDER_PREFIX):
+    if not out_dir.name.startswith(TEACHER_FOLDER):
         return {}
-    return {seed: out_dir.parent / f"{FOLDER_PREFIX}{seed}" for seed in range(teachers)}
+    return {seed: out_dir.parent / f"{TEACHER_FOLDER}{seed}" for seed in range(teachers)}
 
 
 def share_teacherless_rows(methods: list[Method], out_dir: Path, first: Path, seeds: int) -> list[str]:
@@ -68,15 +66,16 @@ def gains_text(rows_by_teacher: dict[int, list[MethodRuns]], teacher_top1: dict[
                        for seed in seeds), "every teacher, pooled"]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for name in dict.fromkeys(names):  # each row once, in the order the tables have them
-        cells, pooled = [], []
+        cells, pooled, teachers_with_runs = [], [], 0
         for seed in seeds:
             row = next((r for r in rows_by_teacher[seed] if r.method == name and r.best), None)
             baseline = baselines[seed]
             interval = welch_interval(row.best, baseline.best) if row and baseline else None
             cells.append("—" if row is None else f"{plus_minus(row.best)}; "
                          + (interval_text(interval) if interval else "n/a"))
-            pooled += row.best if row else []
-        teachers_with_runs = sum(any(r.method == name and r.best for r in rows_by_teacher[s]) for s in seeds)
+            if row is not None:
+                pooled += row.best
+                teachers_with_runs += 1
         baseline = baselines[seeds[0]]
         interval = welch_interval(pooled, baseline.best) if teachers_with_runs > 1 and baseline else None
         cells.append(f"{plus_minus(pooled)}; {interval_text(interval)}" if interval else "—")
