@@ -65,9 +65,9 @@ def run_locked(cfg: DictConfig, overrides: Sequence[str], output_dir: Path) -> f
         if last and not cfg.get("ckpt_path"):
             log.info("resume=auto: continuing the unfinished run from %s", last)
             cfg.ckpt_path = last
-        (output_dir / "error.json").unlink(missing_ok=True)
     elif not cfg.get("ckpt_path") and is_rank_zero():
         check_unused(output_dir)
+    (output_dir / "error.json").unlink(missing_ok=True)  # an earlier attempt's failure is not this run's
     if is_rank_zero():
         record_run_config(cfg, output_dir)
     # A chain or born-again generations call run_single once per model (distill/schemes).

@@ -20,6 +20,9 @@ from distill.errors import FolderInUse
 LOCK_FILE = ".run.lock"
 # What a run leaves in its folder once it has started: a recorded config, checkpoints, or a summary.
 EARLIER_RUN = ("run_config.json", "metrics.json", "checkpoints/*.ckpt")
+# All that a run refused before training (data not found, a bad value) leaves: its folder is free for the retry
+# with the value fixed. Anything more (a checkpoint, a logger's folder) is an earlier run that trained.
+REFUSED_RUN_FILES = frozenset({".hydra", LOCK_FILE, "error.json", "run_config.json", "train.log"})
 
 
 @contextmanager
@@ -44,8 +47,18 @@ def run_folder_lock(output_dir: Path) -> Iterator[None]:
         handle.close()  # closing the file drops the lock
 
 
+def refused_before_training(output_dir: Path) -> bool:
+    """True when ``output_dir`` holds only what a run refused before its first step leaves (error.json among it)."""
+    if not (output_dir / "error.json").is_file():
+        return False
+    return {path.name for path in output_dir.iterdir()} <= REFUSED_RUN_FILES
+
+
 def earlier_run(output_dir: Path) -> str | None:
-    """What shows that a run already started in ``output_dir`` (the first file found), or None."""
+    """What shows that a run already started in ``output_dir`` (the first file found), or None: also None for a
+    run that was refused before it trained, which left nothing to keep or resume."""
+    if refused_before_training(output_dir):
+        return None
     for pattern in EARLIER_RUN:
         found = sorted(output_dir.glob(pattern))
         if found:

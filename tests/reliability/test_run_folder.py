@@ -71,3 +71,38 @@ def test_a_folder_with_an_earlier_run_is_reused_only_on_purpose(make_cfg, tmp_pa
     last = folder / "checkpoints" / "last.ckpt"
     run(make_cfg("trainer.max_epochs=2", "report.enabled=false", f"ckpt_path={last}"))  # continued on purpose
     assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+def test_a_run_refused_before_training_leaves_its_folder_free_for_the_retry(tmp_path):
+    """A run refused on its data (before its first step) records its config and error.json; the retry into the same
+    folder with the value fixed is a new run, not 'an earlier run that did not finish' to resume."""
+    folder = tmp_path / "run"
+    shared = [*QUICK, f"hydra.run.dir={folder}", f"paths.cache_dir={tmp_path / 'cache'}", "trainer.max_epochs=1",
+              "trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "stage=student"]
+    refused = subprocess.run([sys.executable, "-m", "distill.train", *shared, "data=image_folder",
+                              f"data.root={tmp_path / 'missing'}"], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=300)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "image folder(s) not found" in refused.stdout + refused.stderr and (folder / "error.json").is_file()
+    retry = subprocess.run([sys.executable, "-m", "distill.train", *shared], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=300)
+    assert retry.returncode == 0, retry.stderr[-2000:]
+    assert (folder / "metrics.json").is_file()
+    assert not (folder / "error.json").exists()  # the first attempt's failure is not this run's
+    assert json.loads((folder / "run_config.json").read_text())["data"]["_target_"].endswith("DigitsDataModule")
+
+
+def test_a_run_that_failed_after_it_trained_still_holds_its_folder(tmp_path):
+    """error.json beside a checkpoint or a logger's folder is a run that trained: still refused, not overwritten."""
+    from distill.reliability.run_folder import check_unused
+
+    for leftover in ("checkpoints/last.ckpt", "csv/version_0/metrics.csv"):
+        folder = tmp_path / leftover.split("/")[0]
+        for name in ("error.json", "run_config.json", "train.log"):
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text("{}")
+        check_unused(folder)  # only what a refused run leaves: free
+        (folder / leftover).parent.mkdir(parents=True)
+        (folder / leftover).write_text("x")
+        with pytest.raises(FolderInUse, match="holds an earlier run that did not finish"):
+            check_unused(folder)
