@@ -31,6 +31,17 @@ def close_matches(name: str, candidates: Iterable[str], limit: int = 5) -> str:
     return ", ".join(matches)
 
 
+# The longest quote of a library's error that a refusal carries (PyTorch lists every mismatched tensor): a refusal
+# is one line on the console.
+QUOTED_ERROR_CHARS = 300
+
+
+def quoted(error: BaseException) -> str:
+    """An error's text on one line, cut to QUOTED_ERROR_CHARS."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= QUOTED_ERROR_CHARS else text[:QUOTED_ERROR_CHARS] + " ..."
+
+
 def one_line(error: BaseException) -> str:
     """The message of ``error`` for a one-line refusal. An error raised in a DataLoader worker arrives re-raised
     with the worker's traceback as its message; its last line holds the original ``Type: message``."""

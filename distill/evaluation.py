@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from distill.config import load_config, to_dict
 from distill.errors import ConfigError
 from distill.io import read_json
-from distill.run_files import read_json_object, read_run_config
+from distill.run_files import check_exported, check_safetensors, read_json_object, read_run_config
 
 if TYPE_CHECKING:
     from torch import nn
@@ -52,8 +52,13 @@ def find_runs(folders: list[str]) -> list[Path]:
 
 def load_run_config(folder: Path) -> DictConfig:
     """A run's ``.hydra/config.yaml``, checked first (valid YAML, a mapping, the keys of a distill run): a folder of
-    another application is refused by name instead of failing on its first missing key."""
+    another application is refused by name instead of failing on its first missing key. Its summary and exported
+    student are checked too (JSON, keys, a whole weights file), all before torch is imported."""
     read_run_config(folder)
+    if (folder / "metrics.json").is_file():
+        read_json_object(folder / "metrics.json")
+    if (folder / "student.json").is_file():
+        check_exported(folder / "student.json")
     return load_config(folder / ".hydra" / "config.yaml")
 
 
@@ -67,6 +72,10 @@ def model_file(model: Any) -> Path | None:
     if not path.is_file():
         raise ConfigError(f"model={path} is a folder, not a model file; give its exported .json (student.json), or "
                           f"evaluate a run folder with runs=[{path}]")
+    if path.suffix == ".json":
+        check_exported(path)
+    elif path.suffix == ".safetensors":
+        check_safetensors(path)
     return path
 
 

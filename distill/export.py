@@ -18,14 +18,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from distill.errors import ConfigError
+from distill.errors import ConfigError, quoted
 from distill.io import atomic_write, write_json
 from distill.layer_sizes import resize_layers
 from distill.models import check_model_name
-from distill.run_files import read_description, weights_path
-
-# The longest quote of a loading error that a refusal carries (PyTorch lists every mismatched tensor).
-QUOTED_ERROR_CHARS = 300
+from distill.run_files import read_description, unreadable_weights, weights_path
 
 
 def model_usage(datamodule: Any) -> dict[str, Any]:
@@ -98,11 +95,4 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError) as error:
-        raise ConfigError(f"cannot read weights from {path} ({quoted(error)}): the file is cut short or corrupt; "
-                          "export the model again or copy the file whole") from None
-
-
-def quoted(error: BaseException) -> str:
-    """An error's text on one line, cut to QUOTED_ERROR_CHARS: a refusal is one line on the console."""
-    text = " ".join(str(error).split())
-    return text if len(text) <= QUOTED_ERROR_CHARS else text[:QUOTED_ERROR_CHARS] + " ..."
+        raise unreadable_weights(path, error) from None

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from distill.errors import ConfigError
+from distill.errors import ConfigError, quoted
 from distill.io import read_json
 
 # What every config distill-train composes holds, so a .hydra/config.yaml without them was written by another app:
@@ -104,3 +104,27 @@ def weights_path(json_path: Path, description: dict[str, Any]) -> Path:
         raise ConfigError(f"{json_path} names the weights file {path}, which does not exist; keep the .json and "
                           "its .safetensors together")
     return path
+
+
+def unreadable_weights(path: Path, error: BaseException) -> ConfigError:
+    return ConfigError(f"cannot read weights from {path} ({quoted(error)}): the file is cut short or corrupt; "
+                       "export the model again or copy the file whole")
+
+
+def check_safetensors(path: Path) -> None:
+    """Refuse a .safetensors file whose header or length is not whole, read with safetensors' numpy reader: a cut or
+    empty file is refused before the imports that rebuilding a model needs (torch, timm, Lightning)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy"):
+            pass
+    except (SafetensorError, OSError) as error:
+        raise unreadable_weights(path, error) from None
+
+
+def check_exported(json_path: Path) -> dict[str, Any]:
+    """An exported model's .json and its weights file, checked without building the model; the description."""
+    description = read_description(json_path)
+    check_safetensors(weights_path(json_path, description))
+    return description

@@ -19,7 +19,7 @@ from distill.cli import HydraCommand, fail
 from distill.compress.settings import check_settings
 from distill.config import CONF_DIR, load_config
 from distill.errors import ConfigError, DatasetNotFoundError, RunStopped
-from distill.run_files import read_run_config
+from distill.run_files import check_exported, read_run_config
 
 log = logging.getLogger("distill")
 
@@ -44,6 +44,7 @@ def run_folder(run: Any) -> Path:
         raise ConfigError(f"run={folder} has no exported student (student.json): compress a run that finished "
                           "(distill-train exports the student at its end), or finish it with ckpt_path=<its "
                           "checkpoints/last.ckpt>")
+    check_exported(folder / "student.json")  # its keys and a whole weights file, before torch is imported
     return folder
 
 

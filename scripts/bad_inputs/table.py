@@ -1,7 +1,7 @@
 """Runs every bad input we know of through the real commands; writes the table in docs/reliability.md.
 
     python -m scripts.bad_inputs                        # every case: the table in docs/reliability.md
-    python -m scripts.bad_inputs --only "ckpt_path" --out /tmp/r.md --json /tmp/r.json
+    python -m scripts.bad_inputs --only "ckpt_path"     # those cases again; the other rows keep their results
 
 The cases: distill-train's bad values and presets (cases_values.py), its bad files, folders and runs
 (cases_train.py), and the other tools' bad folders and files (cases_tools.py); a few rows are
@@ -173,7 +173,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m scripts.bad_inputs", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "reliability.md")
     parser.add_argument("--json", type=Path, default=ROOT / "docs" / "results" / "bad_input.json")
-    parser.add_argument("--only", default=None, help="run only the cases whose id contains this text")
+    parser.add_argument("--only", default=None, help="run only the cases whose id contains this text; the others "
+                        "keep their results from --json")
     args = parser.parse_args()
     from distill.io import write_json
 
@@ -188,6 +189,12 @@ def main() -> None:
             flag = "" if result["as_promised"] else "  <-- not as promised"
             print(f"{result['exit_code']:>4} {result['seconds']:6.1f}s  {row.command:<17} {row.id[:40]:<40} "
                   f"{result['message'][:70]}{flag}", flush=True)
+    if args.only is not None and args.json.is_file():  # the other cases keep their last results: a whole table
+        from distill.io import read_json
+
+        fresh = {result["id"]: result for result in results}
+        kept = {result["id"]: result for result in read_json(args.json)}
+        results = [fresh.get(row.id) or kept[row.id] for row in rows() if row.id in fresh or row.id in kept]
     write_json(args.json, results)
     write_doc(args.out, results)
     print(f"wrote {args.out} and {args.json}")
