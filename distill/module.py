@@ -22,6 +22,7 @@ from distill.errors import ConfigError, DivergenceError
 from distill.feature_taps import FeatureTaps
 from distill.losses import DistillBatch, LossTerm
 from distill.reliability.guard import NonFiniteWatch
+from distill.teacher.eval_logits import EvalTeacherLogits
 from distill.teacher.stored_logits import CachedTeacherOutputs
 
 log = logging.getLogger("distill")
@@ -147,6 +148,8 @@ class DistillationModule(L.LightningModule):
         self.teacher_outputs = teacher_outputs
         self.student_taps = FeatureTaps(student, [n for t in terms.values() for n in t.student_layers], "student")
         self.teacher_taps: FeatureTaps | None = None
+        # The live teacher's validation logits, kept from the first pass (they are the same every epoch).
+        self.val_teacher_logits = EvalTeacherLogits()
         if teacher is not None:
             teacher.requires_grad_(False)
             teacher.eval()
@@ -329,13 +332,29 @@ class DistillationModule(L.LightningModule):
         self.student_taps.pop()
         teacher_logits = None
         if self.teacher is not None:
-            teacher_logits, _ = self._teacher_outputs(images, indices, split)
+            teacher_logits = self._eval_teacher_logits(images, indices, split)
         # update() only: calling a metric (forward) would also compute it every step. Logged at the epoch end.
         # torch types a ModuleDict's values as plain modules; these hold the metrics made in __init__.
         cast(MeanMetric, self.eval_losses[split]).update(nn.functional.cross_entropy(student_logits, targets),
                                                          len(targets))
         for name, metric in cast(nn.ModuleDict, self.eval_metrics[split]).items():
             cast(Metric, metric).update(*metric_inputs(name, student_logits, teacher_logits, targets))
+
+    def _eval_teacher_logits(self, images: torch.Tensor, indices: torch.Tensor | None, split: str) -> torch.Tensor:
+        """The teacher's logits on an evaluation batch: a live teacher's on validation images it has seen are
+        read back (distill/teacher/eval_logits.py); the first read is checked against a live pass."""
+        store = self.val_teacher_logits
+        if split != "val" or indices is None or self.teacher_outputs is not None or store.off:
+            return self._teacher_outputs(images, indices, split)[0]
+        kept = store.lookup(indices)
+        if kept is not None and store.verified:
+            return kept
+        live = self._teacher_outputs(images, indices, split)[0]
+        if kept is None:
+            store.add(indices, live)
+        else:
+            store.verify(kept, live)
+        return live
 
     def _log_eval(self, split: str) -> None:
         self.log(f"{split}/loss/ce", cast(MeanMetric, self.eval_losses[split]))
