@@ -109,21 +109,28 @@ def peak_forward_memory(model: nn.Module, input_shape: tuple[int, ...]) -> dict[
             "method": method}
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on ``device`` (a GPU runs asynchronously; the CPU needs no wait)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def clock(device: torch.device) -> float:
+    """``time.perf_counter()`` once ``device`` has finished its queued work."""
+    synchronize(device)
+    return time.perf_counter()
 
 
 def time_calls(call: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> list[float]:
     """Wall-clock seconds of ``repeats`` calls after ``warmup`` untimed ones (device synchronised around each)."""
     for _ in range(warmup):
         call()
-    _synchronize(device)
+    synchronize(device)
     timings = []
     for _ in range(repeats):
         start = time.perf_counter()
         call()
-        _synchronize(device)
+        synchronize(device)
         timings.append(time.perf_counter() - start)
     return timings
 
@@ -216,7 +223,7 @@ class EnergyMeter:
         assert read is not None, "measure() needs an available meter"
         start = read()
         call()
-        _synchronize(self.device)
+        synchronize(self.device)
         used = read() - start
         if used < 0 and self.source and self.source.startswith("Intel RAPL"):
             used += sum(self._ranges) / 1e6

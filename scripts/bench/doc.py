@@ -67,6 +67,14 @@ class MethodRuns:
         return row
 
 
+def document_for(out_dir: Path, default_out_dir: Path, mini: bool, published: Path) -> Path:
+    """Where a command's section goes: the published document for its default folder only. Runs into another
+    --out-dir (a longer schedule, a miniature) write beside the runs, so they never replace the published table."""
+    if mini or out_dir.resolve() != default_out_dir.resolve():
+        return out_dir / "benchmarks.md"
+    return published
+
+
 def plus_minus(values: list[float]) -> str:
     """"84.89 ± 0.08": mean and sample std over seeds, or n/a."""
     mean, std = mean_std(values)

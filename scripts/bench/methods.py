@@ -46,7 +46,7 @@ from distill.io import read_json, write_json
 from distill.losses import build_loss_terms
 from distill.teacher.logits_cache import live_teacher_reason
 from distill.teacher.weights_cache import teacher_cache_key
-from scripts.bench.doc import matched_name, write_doc, write_section
+from scripts.bench.doc import document_for, matched_name, write_doc, write_section
 from scripts.bench.grid import FIRST_SITTING, ROOT, SETTINGS, Method, default_out_dir, folder_name, grid
 from scripts.bench.results import restore, save_row, save_teacher, save_top
 from scripts.bench.rows import collect, config_error, finished_seeds, matched_rows
@@ -241,13 +241,11 @@ def check_setting(args: argparse.Namespace, folder: Path) -> None:
 
 
 def doc_path(args: argparse.Namespace) -> Path:
-    """Where the table goes: docs/ for the default folder's grid only. Runs into another --out-dir (a longer
-    schedule, a miniature) write their table beside the runs, so they never replace the published one."""
+    """Where the table goes (--doc, else doc.document_for: docs/ for the default folder's grid only)."""
     if args.doc:
         return args.doc
-    if args.mini or args.out_dir.resolve() != default_out_dir(args.setting, args.teacher_seed).resolve():
-        return args.out_dir / "benchmarks.md"
-    return ROOT / "docs" / ("cifar100_benchmark.md" if args.setting.name == "cifar100" else "benchmarks.md")
+    published = ROOT / "docs" / ("cifar100_benchmark.md" if args.setting.name == "cifar100" else "benchmarks.md")
+    return document_for(args.out_dir, default_out_dir(args.setting, args.teacher_seed), args.mini, published)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -33,15 +33,17 @@ import lightning as L
 import torch
 
 from distill.io import atomic_write, read_json, write_json
+from distill.measure import clock
 from distill.search.final import interval as mean_interval
-from scripts.bench.doc import MethodRuns, learning_curve, write_section
+from scripts.bench.doc import MethodRuns, document_for, learning_curve, write_section
 from scripts.bench.grid import ROOT, STRONG, STRONG_COST, default_out_dir
 from scripts.bench.results import copy_missing
 from scripts.bench.stats import mean_std, median_after_first, welch_interval
-from scripts.bench.torchdistill_loop import MINI, Recipe, clock, read_recipe, run_torchdistill
+from scripts.bench.torchdistill_loop import MINI, Recipe, read_recipe, run_torchdistill
 
 METHODS = ("kd", "fitnet")
 RESULT = "result.json"
+DEFAULT_OUT_DIR = ROOT / "outputs" / "peer_loop"
 KEPT = ("torchdistill/*/*/result.json", "peer_loop.json", "peer_loop.png")  # what --results keeps
 # What our timing run must not take from the command that trained the row: its seeds, folders and length.
 TIMING_DROPPED = ("seed", "hydra.sweep.dir", "hydra.run.dir", "resume", "trainer.max_epochs")
@@ -257,7 +259,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--ours", type=Path, default=default_out_dir(STRONG),
                         help="our finished runs: the strong grid's out-dir, or its --results folder")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "outputs" / "peer_loop")
+    parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR)
     parser.add_argument("--results", type=Path, default=None, help="keep the result jsons here (to commit)")
     parser.add_argument("--timing-epochs", type=int, default=2, help="timed epochs of each side; 0: no timing")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -267,8 +269,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.seeds = MINI["seeds"] if args.mini else args.seeds
     if args.doc is None:  # the published section only from the default folder, as the methods command does
-        default = not args.mini and args.out_dir.resolve() == (ROOT / "outputs" / "peer_loop").resolve()
-        args.doc = ROOT / "docs" / "benchmarks.md" if default else args.out_dir / "benchmarks.md"
+        args.doc = document_for(args.out_dir, DEFAULT_OUT_DIR, args.mini, ROOT / "docs" / "benchmarks.md")
     args.methods_command = f"python -m scripts.bench methods --setting strong --methods {' '.join(args.methods)}"
     args.command = shlex.join(["python", "-m", "scripts.bench", "peer-loop", *(sys.argv[1:] if argv is None else argv)])
     return args

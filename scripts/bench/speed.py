@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from distill.data import DigitsDataModule, FashionMNISTDataModule, InMemoryDataModule
 from distill.data.base import augment_batch
 from distill.losses import build_loss_terms, kd_loss
+from distill.measure import synchronize
 from distill.models import create_model
 from distill.module import DistillationModule
 from distill.teacher.logits_cache import Variants, load_or_compute, teacher_outputs_key
@@ -58,7 +59,7 @@ class EpochTimer(L.Callback):
         self._step_end: float | None = None
 
     def _epoch_done(self, module) -> float:
-        _sync(module.device)
+        synchronize(module.device)
         now = time.perf_counter()
         if self._epoch is not None:
             self.epochs.append(now - self._epoch)
@@ -77,14 +78,9 @@ class EpochTimer(L.Callback):
             self.gaps.append(self._step - self._step_end)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        _sync(module.device)
+        synchronize(module.device)
         self._step_end = time.perf_counter()
         self.steps.append(self._step_end - self._step)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def random_augmentation(padding: int) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -122,7 +118,7 @@ def plain_loop(student, images, labels, batch_size, epochs, lr, device, augment=
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            _sync(device)
+            synchronize(device)
             step_times.append(time.perf_counter() - step)
         epoch_times.append(time.perf_counter() - start)
     steps_per_epoch = -(-len(labels) // batch_size)
@@ -183,7 +179,7 @@ def teacher_inference(teacher, images, batch_size, epochs, device) -> dict:
         with torch.no_grad():
             for i in range(0, len(images), batch_size):
                 teacher(images[i:i + batch_size])
-        _sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return {"epoch_s": median_after_first(times)}
 

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampl
 from distill.data.base import augment_batch
 from distill.export import load_exported
 from distill.feature_taps import resolve_layer_path
-from distill.measure import accuracy
+from distill.measure import accuracy, clock
 from distill.models import create_model
 
 MINI = {"seeds": 1, "epochs": 1, "batches": 3, "eval_images": 256}
@@ -197,12 +197,6 @@ def top1(model: nn.Module, loader: DataLoader, num_classes: int) -> float:
     top = accuracy(model, loader, num_classes)["top1"]
     assert top is not None  # only top-5 is None (fewer than 6 classes)
     return top
-
-
-def clock(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
 
 
 def run_torchdistill(recipe: Recipe, teacher_file: Path, seed: int, device: torch.device,
