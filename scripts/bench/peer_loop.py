@@ -210,9 +210,9 @@ def section_text(summary: dict[str, Any], figure: Path, doc_dir: Path) -> str:
         f"![Validation top-1 per epoch, both loops]({link})",
         "",
         f"- command: `{summary['command']}`; device: {summary['device']}",
-        f"- our runs: `{summary['ours']}`; teacher: test top-1 {summary['teacher_test_acc_top1']} in our "
-        "metrics.json, measured again by the torchdistill side: "
-        + ", ".join(sorted({f"{v}" for row in summary["methods"].values() for v in row["teacher_test_acc_top1"]
+        f"- our runs: `{in_repository(summary['ours'])}`; teacher: test top-1 "
+        f"{percent(summary['teacher_test_acc_top1'])} in our metrics.json, measured again by the torchdistill side: "
+        + ", ".join(sorted({percent(v) for row in summary["methods"].values() for v in row["teacher_test_acc_top1"]
                             if v is not None})),
     ])
 
@@ -229,6 +229,16 @@ def finished(path: Path, recipe: Recipe) -> dict[str, Any] | None:
         raise SystemExit(f"error: {path} holds a run of another recipe (--mini, or our runs changed); give another "
                          "--out-dir and --results")
     return result
+
+
+def in_repository(path: str) -> str:
+    """``path`` relative to the repository when it lies inside it (the doc names no machine's folders)."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else path
+
+
+def percent(fraction: float | None) -> str:
+    return "n/a" if fraction is None else f"{100 * fraction:.2f} %"
 
 
 def plan(args: argparse.Namespace, recipes: dict[str, Recipe | None]) -> float:
