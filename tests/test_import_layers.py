@@ -30,7 +30,8 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
         "distill.compress.checks", "distill.data.identity")),
     ("models and data", (
         "distill.models", "distill.data.*", "distill.export", "distill.feature_taps", "distill.layer_table",
-        "distill.config.schemes", "distill.teacher.stored_logits", "distill.report", "teachers.*")),
+        "distill.config.schemes", "distill.teacher.stored_logits", "distill.teacher.eval_logits", "distill.report",
+        "teachers.*")),
     ("losses", ("distill.losses.*",)),
     ("training: the Lightning module and one fit", (
         "distill.module", "distill.fit", "distill.teacher.logits_cache")),
