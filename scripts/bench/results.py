@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from distill.config import to_dict
-from distill.io import read_json
+from distill.io import read_json, write_json
 from distill.losses import build_loss_terms
 from distill.measure import count_flops, parameter_count
 from distill.models import create_model
@@ -71,12 +71,21 @@ def save_row(out_dir: Path, results: Path, folder: str) -> list[Path]:
     return copied + save_top(out_dir, results)
 
 
+def merge_records(newer: Path, older: Path, into: Path) -> bool:
+    """Write the records of both records.json files into ``into`` (a row named in both: ``newer``'s). The results
+    folder may hold rows of another machine's sittings that this out-dir never trained, and the out-dir rows
+    that the results folder has not kept yet: neither may lose the commit and command of the other's rows."""
+    records = {**(read_json(older) if older.is_file() else {}), **(read_json(newer) if newer.is_file() else {})}
+    if not records or (into.is_file() and read_json(into) == records):
+        return False
+    write_json(into, records)
+    return True
+
+
 def save_top(out_dir: Path, results: Path) -> list[Path]:
-    """setting.json, the teacher's run, and records.json (rewritten: it grows with every row)."""
+    """setting.json, the teacher's run, and records.json (merged: it grows with every row)."""
     copied = copy_missing(out_dir, results, tuple(p for p in TOP_FILES if p != "records.json"))
-    if (out_dir / "records.json").is_file():
-        results.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(out_dir / "records.json", results / "records.json")
+    if merge_records(out_dir / "records.json", results / "records.json", results / "records.json"):
         copied.append(results / "records.json")
     return copied
 
@@ -109,6 +118,8 @@ def restore(results: Path, out_dir: Path, cache_root: Path, teacher_key: str) ->
             f"{teacher_key}: the teacher's recipe (teacher.*, data, trainer settings) differs from the one those "
             "rows were trained with; give the same options as before, or a new --results and --out-dir")
     copied = copy_missing(results, out_dir, (*TOP_FILES, *(f"*/{pattern}" for pattern in RUN_FILES)))
+    if merge_records(out_dir / "records.json", results / "records.json", out_dir / "records.json"):
+        copied.append(out_dir / "records.json")
     entry, cache = results / TEACHER_ENTRY / teacher_key, TeacherCache(cache_root)
     if entry.is_dir() and cache.adopt(teacher_key, entry):
         copied.append(cache.entry(teacher_key))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from distill.io import read_json, write_json
 from scripts.bench.results import Size, closest_width, deployed_size, restore, save_row, save_teacher, save_top
 from tests.bench.conftest import kept_seed, run_config
 
@@ -32,12 +33,12 @@ def test_a_row_keeps_its_summaries_not_its_checkpoints(tmp_path):
     save_row(out, results, "kd")
     row = results / "kd"
     assert sorted(str(p.relative_to(row)) for p in row.rglob("*") if p.is_file()) == sorted(kept)
-    assert (results / "records.json").read_text() == '{"kd": 1}' and not (results / "dkd").exists()
+    assert read_json(results / "records.json") == {"kd": 1} and not (results / "dkd").exists()
 
     touch(out / "records.json", '{"kd": 1, "dkd": 2}')  # records.json grows with each row: copied again
     touch(out / "kd" / "0" / "metrics.json", "changed")  # a kept run file is never replaced
     save_row(out, results, "dkd")
-    assert (results / "records.json").read_text() == '{"kd": 1, "dkd": 2}'
+    assert read_json(results / "records.json") == {"kd": 1, "dkd": 2}
     assert (results / "kd" / "0" / "metrics.json").read_text() == "x" and (results / "dkd" / "0").is_dir()
 
 
@@ -60,6 +61,24 @@ def test_a_new_machine_gets_the_runs_and_the_teacher_back(tmp_path):
     assert (new_out / "kd" / "1" / "metrics.json").read_text() == "a run of this machine"
     assert (new_cache / "teachers" / "abc123" / "teacher.safetensors").read_text() == "weights"
     assert not [p for p in (new_cache / "teachers").iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_records_of_rows_trained_elsewhere_and_here_are_merged_both_ways(tmp_path):
+    """A results folder with rows of another machine's sitting, restored into an out-dir that already has records
+    of its own: the out-dir gets the other rows' commits, and saving keeps every row's (an out-dir's record
+    wins for a row named in both: it is the newer one)."""
+    out, results, cache = tmp_path / "out", tmp_path / "results", tmp_path / "cache"
+    touch(results / "records.json", '{"kd": {"commit": "aaa"}, "fitnet": {"commit": "bbb"}}')
+    touch(out / "records.json", '{"kd": {"commit": "ccc"}, "student alone": {"commit": "ddd"}}')
+    restore(results, out, cache, "abc123")
+    merged = {"kd": {"commit": "ccc"}, "fitnet": {"commit": "bbb"}, "student alone": {"commit": "ddd"}}
+    assert read_json(out / "records.json") == merged
+    write_json(out / "records.json", {**merged, "mlkd": {"commit": "eee"}})  # a row trained here since
+    save_top(out, results)
+    assert read_json(results / "records.json") == {**merged, "mlkd": {"commit": "eee"}}  # kd: this out-dir's
+    write_json(out / "records.json", {"mlkd": {"commit": "eee"}})  # an out-dir that lost the other rows' records
+    save_top(out, results)
+    assert read_json(results / "records.json") == {**merged, "mlkd": {"commit": "eee"}}  # the results keep them
 
 
 def test_a_teacher_of_another_recipe_stops_before_anything_is_copied(tmp_path):
