@@ -27,7 +27,7 @@ class EvalTeacherLogits:
 
     def __init__(self, max_values: int = MAX_VALUES) -> None:
         self.max_values = max_values
-        self.rows: torch.Tensor | None = None  # (largest index + 1, classes), on the logits' device
+        self.rows: torch.Tensor | None = None  # (capacity > largest index, classes), on the logits' device
         self.seen = torch.zeros(0, dtype=torch.bool)  # on the host: which rows hold logits
         self.verified = False  # kept rows matched a live pass once
         self.off = False
@@ -46,14 +46,17 @@ class EvalTeacherLogits:
         if self.off:
             return
         on_host = indices.cpu()
-        size = max(int(on_host.max()) + 1, len(self.seen))
-        if size * logits.shape[1] > self.max_values:
+        needed, classes = int(on_host.max()) + 1, logits.shape[1]
+        if needed * classes > self.max_values:
             log.info("validation teacher logits: %d images x %d classes is more than %d numbers; the teacher runs "
-                     "on every validation", size, logits.shape[1], self.max_values)
+                     "on every validation", needed, classes, self.max_values)
             self.off, self.rows = True, None
             return
-        if self.rows is None or len(self.rows) < size:
-            grown = logits.new_zeros(size, logits.shape[1])
+        if self.rows is None or len(self.rows) < needed:
+            # Twice the rows (within the limit), not just the batch's largest index: a first pass in index order
+            # would otherwise copy the whole store once per batch.
+            size = max(needed, min(2 * len(self.seen), self.max_values // classes))
+            grown = logits.new_zeros(size, classes)
             seen = torch.zeros(size, dtype=torch.bool)
             if self.rows is not None:
                 grown[:len(self.rows)] = self.rows

@@ -31,6 +31,17 @@ def test_kept_rows_are_given_only_for_indices_seen_before():
     assert torch.equal(store.lookup(torch.tensor([7, 1])), logits[[0, 1]])
 
 
+def test_a_first_pass_in_index_order_grows_the_store_by_doubling():
+    store = EvalTeacherLogits()
+    capacities = []
+    for index in range(100):
+        store.add(torch.tensor([index]), torch.full((1, 3), float(index)))
+        capacities.append(len(store.rows))
+    assert sorted(set(capacities)) == [1, 2, 4, 8, 16, 32, 64, 128]  # 8 copies, not 100
+    assert torch.equal(store.lookup(torch.arange(100)), torch.arange(100.0).unsqueeze(1).expand(100, 3))
+    assert store.lookup(torch.tensor([100])) is None  # room for it, but never added
+
+
 def test_rows_that_differ_from_a_live_pass_turn_the_store_off(caplog):
     store = EvalTeacherLogits()
     store.add(torch.tensor([0, 1]), torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
