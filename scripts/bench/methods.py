@@ -293,6 +293,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def table_command(argv: list[str], optional_rows: list[str]) -> str:
+    """The command that makes the whole table: ``argv`` without ``--methods`` and its names (a sitting that trained
+    some rows is not how the table is made; the same command without them trains every missing row), then the
+    optional rows the table holds, which only ``--methods`` trains (joined by ``&&``)."""
+    words, in_methods = [], False
+    for word in argv:
+        if word == "--methods":
+            in_methods = True
+            continue
+        if in_methods and not word.startswith("-") and "=" not in word:
+            continue
+        in_methods = False
+        words.append(word)
+    base = ["python", "-m", "scripts.bench", "methods", *words]
+    return " && ".join([shlex.join(base), *([shlex.join([*base, "--methods", *optional_rows])] if optional_rows else [])])
+
+
 def write_teacher_gains(doc: Path, methods: list[Method], teachers: dict[int, Path],
                         args: argparse.Namespace) -> None:
     """The section of each row's gain under each teacher of the setting (teacher_seeds.py), from the runs of
@@ -363,7 +380,7 @@ def main() -> None:
     rows += collect(optional, args.out_dir)  # optional rows trained now or earlier are rows of the table
     for method in [*methods, *optional] if args.results else []:  # rows of earlier calls too (chosen or not)
         save_row(args.out_dir, args.results, folder_name(method.name))
-    command = shlex.join(["python", "-m", "scripts.bench", "methods", *sys.argv[1:]])
+    command = table_command(sys.argv[1:], [r.method for r in rows if r.method in {m.name for m in optional}])
     write_doc(doc, rows, teacher, args.out_dir, command=command,
               setting={"data": args.setting.data, "experiment": args.setting.experiment, "epochs": args.epochs,
                        "title": section_title(args),

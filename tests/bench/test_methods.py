@@ -235,6 +235,18 @@ def test_overrides_written_after_methods_are_overrides_not_method_names():
     assert between.extra == ["a=1", "loss.kd.temperature=2"] and between.methods == ["kd"]
 
 
+def test_the_tables_command_is_the_whole_grids_not_the_sittings_methods_and_adds_its_optional_rows():
+    # A sitting that trained two rows with --methods did not make the table; the same command without them
+    # trains every missing row. The optional rows (trained only when named) follow as their own command.
+    argv = ["teacher_cache.augmentations=true", "--epochs", "60", "--methods", "mlkd", "dist",
+            "student alone matched simkd params", "x=1", "--results", "docs/r"]
+    base = "python -m scripts.bench methods teacher_cache.augmentations=true --epochs 60 x=1 --results docs/r"
+    assert methods.table_command(argv, []) == base
+    assert methods.table_command(argv, ["student alone matched simkd params"]) == (
+        f"{base} && {base} --methods 'student alone matched simkd params'")
+    assert methods.table_command(["--setting", "strong"], []) == "python -m scripts.bench methods --setting strong"
+
+
 def test_a_row_every_seed_of_which_stopped_on_a_config_error_is_shown_as_cannot_run(tmp_path):
     def seed_folder(method: str, seed: int, error: str | None = None, finished: bool = False) -> None:
         folder = tmp_path / method / str(seed)
