@@ -307,7 +307,8 @@ def table_command(argv: list[str], optional_rows: list[str]) -> str:
         in_methods = False
         words.append(word)
     base = ["python", "-m", "scripts.bench", "methods", *words]
-    return " && ".join([shlex.join(base), *([shlex.join([*base, "--methods", *optional_rows])] if optional_rows else [])])
+    optional = [shlex.join([*base, "--methods", *optional_rows])] if optional_rows else []
+    return " && ".join([shlex.join(base), *optional])
 
 
 def write_teacher_gains(doc: Path, methods: list[Method], teachers: dict[int, Path],
