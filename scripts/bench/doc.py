@@ -312,6 +312,7 @@ def section_text(rows: list[MethodRuns], teacher: dict[str, Any], command: str, 
         "",
         *differences_text(rows),
         "",
+        *setting.get("tuned_lines", []),  # the weights chosen on validation (tuned.section_text)
         *(["### Rows this setting cannot run", "",
            "Every seed stopped before training with the configuration error quoted; nothing was changed to make "
            "them run:", "", *not_applicable, ""] if not_applicable else []),

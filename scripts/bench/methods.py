@@ -14,6 +14,7 @@
                                                        # finished runs kept in the repo, the table published
     python -m scripts.bench methods ... --methods "student alone matched simkd params"
                                                        # an optional row: the student alone at SimKD's size
+    python -m scripts.bench methods --setting strong --tune mlkd   # and a row at the weight chosen on validation
 
 Each method is one Hydra multirun over the seeds in ``<out-dir>/<method>/`` with ``resume=auto``; a method
 whose seed folders all hold metrics.json is not started, an unfinished run resumes from its last.ckpt.
@@ -23,6 +24,8 @@ The rows (every loss preset, the schemes) and the settings are defined in grid.p
 teachers of one recipe has an out-dir and a section per teacher); the table is the
 out-dir's section of the document (doc.py); a row whose deployed student is larger than the student alone's gets
 optional rows, the student alone at its size (``matched_rows``), listed by --plan and trained only when named.
+``--tune`` gives a loss row a second row at the weight of its own term that has the best validation top-1
+(tuned.py: the candidates in ``<out-dir>/tune_<method>``, the choice in its choice.json).
 ``--results DIR`` keeps the small files of every finished run and the teacher's weights in DIR (to commit) and
 puts them back on a machine that lacks them (results.py): a grid spans machines.
 """
@@ -31,16 +34,12 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import DictConfig
 
 from distill.io import read_json, write_json
 from distill.losses import build_loss_terms
@@ -52,85 +51,22 @@ from scripts.bench.results import restore, save_row, save_teacher, save_top
 from scripts.bench.rows import collect, config_error, finished_seeds, matched_rows
 from scripts.bench.teacher_seeds import section_text as teacher_section
 from scripts.bench.teacher_seeds import share_teacherless_rows, teacher_dirs, teacherless
+from scripts.bench.training import common_overrides, composed, run_method, teacher_seed_override, train_teacher
+from scripts.bench.tuned import (
+    CHOICE,
+    candidate_weights,
+    choices,
+    method_term,
+    missing_candidates,
+    run_candidates,
+    tune_folder,
+    tuned_row,
+    tuned_rows,
+    write_choice,
+)
+from scripts.bench.tuned import section_text as tuned_section
 
-# What a run executes or reads: an uncommitted change here marks the row "+dirty" (a change to docs or to
-# another script, made while a long grid runs, does not change what the grid trains).
-RUN_PATHS = ("distill", "conf", "students", "teachers", "scripts/bench/methods.py", "scripts/bench/grid.py",
-             "scripts/bench/rows.py", "pyproject.toml")
-
-
-def commit() -> str:
-    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *RUN_PATHS], cwd=ROOT,
-                           capture_output=True, text=True).stdout.strip()
-    return (result.stdout.strip() or "unknown") + ("+dirty" if dirty else "")
-
-
-def common_overrides(args: argparse.Namespace) -> list[str]:
-    batches = [f"trainer.limit_train_batches={args.batches}"] if args.batches else []
-    return [f"experiment={args.setting.experiment}", f"trainer.max_epochs={args.epochs}", *batches,
-            f"teacher.train.max_epochs={args.teacher_epochs}", *teacher_seed_override(args),
-            f"paths.cache_dir={args.cache_dir}", "resume=auto", *args.setting.extra, *args.extra]
-
-
-def teacher_seed_override(args: argparse.Namespace) -> list[str]:
-    """The teacher's seed, for a setting with several teachers of one recipe (each its own out-dir)."""
-    return [f"teacher.train.seed={args.teacher_seed}"] if args.setting.teacher_seeds > 1 else []
-
-
-def composed(args: argparse.Namespace, *overrides: str) -> DictConfig:
-    """The config the runs get (the setting's overrides and the extra ones), composed as distill-train does."""
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=[*common_overrides(args), *overrides])
-
-
-def train(command: list[str], log_file: Path) -> tuple[int, float]:
-    """Run one distill-train command; its output goes to ``log_file`` (a benchmark's progress is one line each)."""
-    start = time.perf_counter()
-    with log_file.open("a") as log:
-        returncode = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
-    return returncode, time.perf_counter() - start
-
-
-def train_teacher(args: argparse.Namespace) -> dict | None:
-    """The teacher first (cached by its config), so no student run's time includes it; read back when done."""
-    folder = args.out_dir / "teacher"
-    if not (folder / "metrics.json").is_file():
-        command = [sys.executable, "-m", "distill.train", "stage=teacher", f"hydra.run.dir={folder}",
-                   *common_overrides(args)]
-        print(f"training: teacher ({args.teacher_epochs} epochs)", flush=True)
-        code = commit()
-        returncode, seconds = train(command, args.out_dir / "teacher.log")
-        print(f"teacher {'ok' if returncode == 0 else 'FAILED'} in {seconds / 60:.1f} min", flush=True)
-        if returncode != 0:
-            return None
-        record(args.out_dir, "teacher", command, seconds, returncode, code)
-    return read_json(folder / "metrics.json")
-
-
-def record(out_dir: Path, name: str, command: list[str], seconds: float, returncode: int, code: str) -> None:
-    """The commit (``code``, taken when the training started) and command that trained ``name``, in records.json."""
-    path = out_dir / "records.json"
-    records = read_json(path) if path.is_file() else {}
-    records[name] = {"commit": code, "command": shlex.join(["python", *command[1:]]), "wall_seconds": seconds,
-                     "returncode": returncode, "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")}
-    write_json(path, records)
-
-
-def run_method(method: Method, args: argparse.Namespace) -> bool:
-    """Train the seeds of ``method`` that have no metrics.json yet; False if it was already complete."""
-    folder = args.out_dir / folder_name(method.name)
-    if len(finished_seeds(folder, args.seeds)) == args.seeds:
-        return False
-    seeds = ",".join(str(s) for s in range(args.seeds))
-    command = [sys.executable, "-m", "distill.train", "-m", f"seed={seeds}", f"hydra.sweep.dir={folder}",
-               *common_overrides(args), *method.overrides]
-    print(f"training: {method.name}", flush=True)
-    code = commit()
-    returncode, seconds = train(command, args.out_dir / f"{folder.name}.log")
-    print(f"{method.name:<36} {'ok' if returncode == 0 else 'FAILED'} in {seconds / 60:6.1f} min", flush=True)
-    record(args.out_dir, method.name, command, seconds, returncode, code)
-    return True
+__all__ = ["common_overrides", "composed", "main", "parse_args", "plan"]
 
 
 def estimate(method: Method, args: argparse.Namespace, missing: int) -> float:
@@ -156,9 +92,11 @@ def cached_loss_rows(methods: list[Method], args: argparse.Namespace) -> tuple[s
     return cached, count
 
 
-def plan(methods: list[Method], args: argparse.Namespace, optional: Sequence[Method] = ()) -> float | None:
+def plan(methods: list[Method], args: argparse.Namespace, optional: Sequence[Method] = (),
+         tuning: Sequence[Method] = ()) -> float | None:
     """Print the grid with what is done and what is left, and the estimated time of what is left; then the
-    ``optional`` rows (not counted), which train only when --methods names them."""
+    ``optional`` rows (not counted), which train only when --methods names them, and the candidates of the
+    ``tuning`` rows (counted, with the row at the weight they choose)."""
     teacher_done = (args.out_dir / "teacher" / "metrics.json").is_file()
     teacher = f" (teacher.train.seed={args.teacher_seed})" if teacher_seed_override(args) else ""
     print(f"setting: experiment={args.setting.experiment}, {args.epochs} student epochs of "
@@ -201,6 +139,18 @@ def plan(methods: list[Method], args: argparse.Namespace, optional: Sequence[Met
         done = len(finished_seeds(args.out_dir / folder_name(method.name), args.seeds))
         print(f"{method.name:<38} {done:>2}/{args.seeds:<2} {'optional':>8}  " + " ".join(method.overrides)
               + f"  ({method.note}; trained only when --methods names it)")
+    for method in tuning:
+        term, weights = method_term(method)[0], candidate_weights(method_term(method)[1])
+        missing = missing_candidates(args.out_dir, method)
+        priced = replace(method, teacher_forwards=0.0) if method.name in cached else method
+        row_left = 0 if (tune_folder(args.out_dir, method.name) / CHOICE).is_file() else args.seeds
+        seconds = (estimate(priced, args, len(missing)) + estimate(priced, args, row_left)
+                   if total is not None else None)
+        if total is not None and seconds is not None:
+            total += seconds
+        print(f"{'tune ' + method.name:<38} {len(weights) - len(missing):>2}/{len(weights):<2} "
+              f"{'n/a' if seconds is None else f'{seconds / 60:.1f}':>8}  {term} at {', '.join(map(str, weights))} "
+              f"(seed 0), then {args.seeds} seeds at the weight of best validation top-1 (none if the reference)")
     if total is None:
         print("no time estimate: the setting has no costs for 2 CPU cores (grid.Setting.costs); it is for a GPU")
     else:
@@ -262,6 +212,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batches", type=int, default=None, help="training batches per epoch (default: setting's)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--methods", nargs="*", default=None, help="train only these rows (the table shows all run)")
+    parser.add_argument("--tune", nargs="*", default=[], metavar="METHOD",
+                        help="also a row at the weight of best validation top-1 for these loss rows (tuned.py)")
     parser.add_argument("--first", action="store_true", help="the first sitting's rows only (FIRST_SITTING)")
     parser.add_argument("--out-dir", type=Path, default=None)
     parser.add_argument("--cache-dir", type=Path, default=Path("~/.cache/distill").expanduser())
@@ -275,9 +227,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_intermixed_args(argv)  # overrides may stand before, between and after the options
     # --methods takes every word after it, so overrides written after it land there; a method name never
     # holds "=" (a Hydra override always does), so those words go back to the overrides, in their order.
-    if args.methods:
-        args.extra += [word for word in args.methods if "=" in word]
-        args.methods = [word for word in args.methods if "=" not in word]
+    for name in ("methods", "tune"):
+        if getattr(args, name):
+            args.extra += [word for word in getattr(args, name) if "=" in word]
+            setattr(args, name, [word for word in getattr(args, name) if "=" not in word])
     args.setting = SETTINGS["cifar100" if args.cifar100 else args.setting]
     if not 0 <= args.teacher_seed < args.setting.teacher_seeds:
         parser.error(f"--teacher-seed {args.teacher_seed}: the {args.setting.name} setting has "
@@ -327,6 +280,25 @@ def write_teacher_gains(doc: Path, methods: list[Method], teachers: dict[int, Pa
                   args.setting.data)
 
 
+def tuning_methods(methods: list[Method], args: argparse.Namespace) -> list[Method]:
+    """The loss rows --tune names, refused before anything trains if one is not a loss row of the setting; with
+    --methods, their reference rows are chosen too (the reference weight is a candidate)."""
+    by_name = {method.name: method for method in methods}
+    tuning = []
+    for name in args.tune:
+        if name not in by_name:
+            sys.exit(f"error: --tune {name!r} is not a row of the {args.setting.name} setting; choose from: "
+                     + ", ".join(m.name for m in methods if m.preset and m.name in m.preset))
+        try:
+            method_term(by_name[name])
+        except ValueError as error:
+            sys.exit(f"error: --tune: {error}")
+        tuning.append(by_name[name])
+    if args.methods is not None:
+        args.methods = [*args.methods, *(m.name for m in tuning if m.name not in args.methods)]
+    return tuning
+
+
 def main() -> None:
     args = parse_args()
     doc = doc_path(args)
@@ -338,6 +310,8 @@ def main() -> None:
         check_setting(args, args.results)
         restore(args.results, args.out_dir, args.cache_dir, teacher_key)
     check_setting(args, args.out_dir)
+    tuning = tuning_methods(methods, args)
+    methods += tuned_rows(methods, args.out_dir)  # chosen in an earlier call: rows like the others
     optional = matched_rows(collect(methods, args.out_dir))  # from the finished runs: what size to match
     unknown = sorted(set(args.methods or []) - {m.name for m in [*methods, *optional]})
     if unknown:
@@ -357,7 +331,7 @@ def main() -> None:
         print(f"rows without a teacher, shared from {teachers[0]}: "
               + ", ".join(m.name for m in methods if teacherless(m)))
     if args.plan:
-        plan(chosen, args, [m for m in optional if m not in chosen])
+        plan(chosen, args, [m for m in optional if m not in chosen], tuning)
         return
     args.out_dir.mkdir(parents=True, exist_ok=True)
     write_json(args.out_dir / "setting.json", setting_record(args))
@@ -368,6 +342,21 @@ def main() -> None:
         if teacher.get("teacher", {}).get("cache_key"):  # a teacher trained here (not a weights file)
             save_teacher(args.cache_dir, teacher_key, args.results)
         save_top(args.out_dir, args.results)
+    for method in tuning:  # the reference row, the candidates, the choice; then its row trains with the others
+        run_method(method, args)
+        run_candidates(method, args)
+        if args.results:
+            for folder in (folder_name(method.name), tune_folder(args.out_dir, method.name).name):
+                save_row(args.out_dir, args.results, folder)
+        try:
+            choice = write_choice(args.out_dir, method)
+        except ValueError as error:
+            sys.exit(f"error: {error} (logs in {args.out_dir})")
+        row = tuned_row(method, choice)
+        print(f"{method.name}: {choice['term']} {choice['chosen']} chosen on validation", flush=True)
+        if row is not None and row.name not in {m.name for m in methods}:
+            methods.append(row)
+            chosen.append(row)
     trained = 0
     for method in chosen:
         trained += run_method(method, args)
@@ -381,12 +370,14 @@ def main() -> None:
     rows += collect(optional, args.out_dir)  # optional rows trained now or earlier are rows of the table
     for method in [*methods, *optional] if args.results else []:  # rows of earlier calls too (chosen or not)
         save_row(args.out_dir, args.results, folder_name(method.name))
+        save_row(args.out_dir, args.results, tune_folder(args.out_dir, method.name).name)
     command = table_command(sys.argv[1:], [r.method for r in rows if r.method in {m.name for m in optional}])
     write_doc(doc, rows, teacher, args.out_dir, command=command,
               setting={"data": args.setting.data, "experiment": args.setting.experiment, "epochs": args.epochs,
                        "title": section_title(args),
                        "seeds": args.seeds, "teacher_epochs": args.teacher_epochs,
-                       "published": dict(args.setting.published), "extra": setting_record(args)["extra"]})
+                       "published": dict(args.setting.published), "extra": setting_record(args)["extra"],
+                       "tuned_lines": tuned_section(choices(methods, args.out_dir))})
     if teachers:
         write_teacher_gains(doc, methods, teachers, args)
     print(f"wrote {doc}")

@@ -39,7 +39,7 @@ from distill.teacher.weights_cache import TeacherCache
 RUN_FILES = ("*/metrics.json", "*/run_config.json", "*/error.json", "*/csv/metrics.csv",
              "*/links/*/metrics.json", "*/links/*/run_config.json", "*/links/*/csv/metrics.csv")
 TOP_FILES = ("setting.json", "records.json", "teacher/metrics.json", "teacher/run_config.json",
-             "teacher/csv/metrics.csv")
+             "teacher/csv/metrics.csv", "tune_*/choice.json")  # the weights chosen on validation (tuned.py)
 TEACHER_ENTRY = "teacher/cache"  # <results>/teacher/cache/<key>/: the teacher cache entry, as the cache holds it
 
 
