@@ -15,7 +15,7 @@ from torch.testing import assert_close
 from distill.config import CONF_DIR
 from distill.errors import ConfigError
 from distill.losses import DistillBatch, build_loss_terms, kd_loss
-from distill.losses.mlkd import mlkd_loss, share_at_or_below_median
+from distill.losses.mlkd import batch_correlation_loss, class_correlation_loss, mlkd_loss, share_at_or_below_median
 from distill.models import create_model
 from distill.module import DistillationModule
 from distill.runner import run
@@ -255,3 +255,27 @@ def test_the_preset_runs_end_to_end_and_logs_its_term(make_cfg):
     run(cfg)
     header = (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").read_text().splitlines()[0]
     assert "train/loss/mlkd" in header and "train/loss/ce" in header
+
+
+@pytest.mark.parametrize(("batch", "classes"), [(120, 10), (200, 100)])
+def test_the_gram_levels_grow_with_the_batch_over_the_classes_by_hand(batch, classes):
+    # A one-hot teacher and a uniform student, each class batch/classes times: P_t^T P_t = (b/C) I and every
+    # entry of P_s^T P_s is b/C^2, so ||.||^2 / C = b^2 (C - 1) / C^3; P_t P_t^T is 1 for a pair of one class and
+    # P_s P_s^T is 1/C everywhere, so ||.||^2 / b = b (C - 1) / C^2: 129.6 and 10.8 at batch 120 on 10 classes,
+    # 3.96 and 1.98 at 200 on 100. Why MLKD's CIFAR-100 weights overwhelm CE on 10 classes (docs/losses.md).
+    labels = torch.arange(batch, dtype=torch.int64) % classes
+    p_teacher = F.one_hot(labels, classes).double()
+    p_student = torch.full((batch, classes), 1.0 / classes, dtype=torch.float64)
+    assert class_correlation_loss(p_student, p_teacher).item() == pytest.approx(batch**2 * (classes - 1) / classes**3)
+    assert batch_correlation_loss(p_student, p_teacher).item() == pytest.approx(batch * (classes - 1) / classes**2)
+
+
+def test_mlkd_levels_prints_each_level_against_ce(capsys):
+    from scripts import mlkd_levels
+
+    mlkd_levels.main(["--pairs", "64x100", "128x10"])
+    lines = capsys.readouterr().out.splitlines()
+    ratios = [float(line.split("|")[-2]) for line in lines[2:]]
+    assert len(ratios) == 2 and ratios[1] > 10 * ratios[0]  # 0.9 MLKD / 0.1 CE: about 20 there, over 400 here
+    cifar, ours = mlkd_levels.levels(64, 100), mlkd_levels.levels(128, 10)
+    assert ours["class"] > ours["instance"] and cifar["class"] < 0.01 * cifar["instance"]
