@@ -110,7 +110,8 @@ def tuned_row(method: Method, choice: dict[str, Any]) -> Method | None:
 def tuned_rows(methods: list[Method], out_dir: Path) -> list[Method]:
     """The rows of every method whose choice.json is in the out-dir (none where the reference was chosen)."""
     by_name = {method.name: method for method in methods}
-    rows = [tuned_row(by_name[choice["method"]], choice) for choice in choices(methods, out_dir)]
+    rows = [tuned_row(by_name[choice["method"]], choice) for choice in choices(methods, out_dir)
+            if choice.get("method") in by_name]
     return [row for row in rows if row is not None]
 
 
