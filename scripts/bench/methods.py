@@ -51,7 +51,7 @@ from scripts.bench.results import restore, save_row, save_teacher, save_top
 from scripts.bench.rows import collect, config_error, finished_seeds, matched_rows
 from scripts.bench.teacher_seeds import section_text as teacher_section
 from scripts.bench.teacher_seeds import share_teacherless_rows, teacher_dirs, teacherless
-from scripts.bench.training import common_overrides, composed, run_method, teacher_seed_override, train_teacher
+from scripts.bench.training import composed, run_method, teacher_seed_override, train_teacher
 from scripts.bench.tuned import (
     CHOICE,
     candidate_weights,
@@ -65,8 +65,6 @@ from scripts.bench.tuned import (
     write_choice,
 )
 from scripts.bench.tuned import section_text as tuned_section
-
-__all__ = ["common_overrides", "composed", "main", "parse_args", "plan"]
 
 
 def estimate(method: Method, args: argparse.Namespace, missing: int) -> float:

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from scripts.bench import methods  # the command's own functions, tested without a subprocess
+from scripts.bench import (
+    methods,  # the command's own functions, tested without a subprocess
+    training,
+)
 from scripts.bench import rows as bench_rows
 from scripts.bench.doc import (
     MethodRuns,
@@ -203,7 +206,7 @@ def test_only_the_default_folder_replaces_the_published_table(tmp_path):
     args = methods.parse_args(["--setting", "strong", "--teacher-seed", "1"])
     assert args.out_dir == ROOT / "outputs" / "benchmark_strong" / "teacher_seed1"
     assert methods.doc_path(args) == ROOT / "docs" / "benchmarks.md"
-    assert "teacher.train.seed=1" in methods.common_overrides(args)
+    assert "teacher.train.seed=1" in training.common_overrides(args)
     args = methods.parse_args([])
     args.out_dir = tmp_path / "benchmark_e60"
     assert methods.doc_path(args) == tmp_path / "benchmark_e60" / "benchmarks.md"
@@ -345,7 +348,7 @@ def test_plan_of_the_strong_setting_lists_the_rows_chosen_before_it_ran(tmp_path
     assert 5 < hours < 20  # the 2-core costs of resnet8/resnet20 steps, not the small_cnn ones (about 1 h)
     assert not (tmp_path / "bench").exists()
     args = methods.parse_args(["--setting", "strong", "--teacher-seed", "1"])
-    config = methods.composed(args)
+    config = training.composed(args)
     assert (config.teacher.name, config.student.name, config.teacher.train.seed) == ("cifar_resnet20",
                                                                                     "cifar_resnet8", 1)
     with pytest.raises(SystemExit):
@@ -481,7 +484,7 @@ def test_a_cifar_resnet_student_is_matched_in_size_through_its_width_form(tmp_pa
     optional = bench_rows.matched_rows([baseline, simkd])
     overrides = dict((m.name, m.overrides) for m in optional)["student alone matched simkd params"]
     assert overrides[:2] == ["stage=student", "student.name=cifar_resnet"]
-    composed = methods.composed(methods.parse_args(["--setting", "strong"]), *overrides)
+    composed = training.composed(methods.parse_args(["--setting", "strong"]), *overrides)
     student = {"name": composed.student.name, "kwargs": dict(composed.student.kwargs)}
     assert student["kwargs"]["depth"] == 8 and student["kwargs"]["width"] == int(overrides[-1].split("=")[1])
     assert abs(size_of({"student": student, **STRONG_RUN}).params - 120_000) < 15_000  # the closest width
