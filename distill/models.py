@@ -17,7 +17,7 @@ from torch import nn
 import students  # noqa: F401  (registers our architectures into timm's registry)
 from distill.config import to_dict
 from distill.errors import ConfigError, close_matches
-from distill.run_files import read_description, weights_path
+from distill.run_files import read_description, unreadable_weights, weights_path
 
 # Prefixes of the state dicts our Lightning checkpoints hold: the trained network is ``student``.
 CHECKPOINT_MODEL_PREFIX = "student."
@@ -95,13 +95,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         path = weights_path(path, read_description(path))
     try:
         state_dict = timm.models.load_state_dict(str(path), use_ema=False, weights_only=True)
-    except Exception as error:
-        raise ConfigError(
-            # Unpickling errors span many lines: a refusal is one line on the console.
-            f"cannot read weights from {path}: {type(error).__name__}: {' '.join(str(error).split())[:300]}. "
-            "Expected a .safetensors file, a PyTorch state dict (.pth/.pt) or a distill checkpoint (.ckpt); the "
-            "file may be truncated or corrupt"
-        ) from error
+    except Exception as error:  # unpickling errors span many lines: the refusal quotes them on one
+        raise unreadable_weights(path, error, fix="give a .safetensors file, a PyTorch state dict (.pth/.pt) or "
+                                 "a distill checkpoint (.ckpt), whole") from error
     if any(key.startswith(CHECKPOINT_MODEL_PREFIX) for key in state_dict):
         # A distill Lightning checkpoint: keep the trained network, drop adapters and the teacher.
         state_dict = {

@@ -106,9 +106,12 @@ def weights_path(json_path: Path, description: dict[str, Any]) -> Path:
     return path
 
 
-def unreadable_weights(path: Path, error: BaseException) -> ConfigError:
-    return ConfigError(f"cannot read weights from {path} ({quoted(error)}): the file is cut short or corrupt; "
-                       "export the model again or copy the file whole")
+EXPORTED_WEIGHTS_FIX = "export the model again or copy the file whole"
+
+
+def unreadable_weights(path: Path, error: BaseException, fix: str = EXPORTED_WEIGHTS_FIX) -> ConfigError:
+    """The one-line refusal of a weights file that does not load, with ``fix`` for where it came from."""
+    return ConfigError(f"cannot read weights from {path} ({quoted(error)}): the file is cut short or corrupt; {fix}")
 
 
 def check_safetensors(path: Path) -> None:
