@@ -92,7 +92,7 @@ def test_tune_miniature_chooses_on_validation_keeps_the_choice_and_resumes(tmp_p
     """KD at 1 epoch of 3 batches: the reference row, 4 candidates, the choice; a second call trains nothing, and
     the choice comes back from --results on a new machine."""
     out, results = tmp_path / "bench", tmp_path / "results"
-    args = ["--mini", "--methods", "student alone", "--tune", "kd", "--out-dir", str(out),
+    args = ["--mini", "--methods", "--tune", "kd", "--out-dir", str(out),  # --methods: no row but kd's own
             "--cache-dir", str(tmp_path / "cache"), "--results", str(results)]
     first = script_main(methods, *args)
     assert "tuning: kd (kd at 0.3, 0.09, 0.03, 0.009; seed 0)" in first
