@@ -16,8 +16,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from distill.losses.logits import kd_loss
-from distill.losses.mlkd import batch_correlation_loss, class_correlation_loss, share_at_or_below_median
+from distill.losses.mlkd import mlkd_levels
 
 TEMPERATURES = (2.0, 3.0, 4.0, 5.0, 6.0)  # conf/loss/mlkd.yaml
 
@@ -28,16 +27,9 @@ def levels(batch: int, classes: int, seed: int = 0) -> dict[str, float]:
     labels = torch.randint(classes, (batch,), generator=generator)
     teacher = torch.randn(batch, classes, generator=generator) + 10 * F.one_hot(labels, classes)
     student = 0.1 * torch.randn(batch, classes, generator=generator)
-    confidence = F.softmax(teacher, dim=1)
-    sample_share = share_at_or_below_median(confidence.amax(dim=1)).item()
-    class_share = share_at_or_below_median(confidence.sum(dim=0)).item()
-    result = {"ce": F.cross_entropy(student, labels).item(), "instance": 0.0, "batch": 0.0, "class": 0.0}
-    for temperature in TEMPERATURES:
-        p_student, p_teacher = F.softmax(student / temperature, dim=1), F.softmax(teacher / temperature, dim=1)
-        result["instance"] += sample_share * kd_loss(student, teacher, temperature).item()
-        result["batch"] += sample_share * batch_correlation_loss(p_student, p_teacher).item()
-        result["class"] += class_share * class_correlation_loss(p_student, p_teacher).item()
-    return result
+    instance, batch_level, class_level = mlkd_levels(student, teacher, TEMPERATURES)
+    return {"ce": F.cross_entropy(student, labels).item(), "instance": instance.item(), "batch": batch_level.item(),
+            "class": class_level.item()}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -58,20 +58,29 @@ def mlkd_loss(student_logits: Views, teacher_logits: Views, temperatures: Sequen
     if not students or len(students) != len(teachers):
         raise ValueError(f"mlkd_loss needs one teacher view per student view, got {len(students)} student and "
                          f"{len(teachers)} teacher views")
-    weak_student, weak_teacher = students[0], teachers[0]
-    confidence = F.softmax(weak_teacher.detach(), dim=1)
-    sample_share = share_at_or_below_median(confidence.amax(dim=1))
-    class_share = share_at_or_below_median(confidence.sum(dim=0))
-    total = weak_student.new_zeros(())
+    instance, batch, classes = mlkd_levels(students[0], teachers[0], temperatures)
+    total = instance + batch + classes
     for temperature in temperatures:
-        p_student = F.softmax(weak_student / temperature, dim=1)
-        p_teacher = F.softmax(weak_teacher / temperature, dim=1)
-        total = total + sample_share * (kd_loss(weak_student, weak_teacher, temperature)
-                                        + batch_correlation_loss(p_student, p_teacher))
-        total = total + class_share * class_correlation_loss(p_student, p_teacher)
         for student, teacher in zip(students[1:], teachers[1:]):
             total = total + kd_loss(student, teacher, temperature)
     return total
+
+
+def mlkd_levels(student: torch.Tensor, teacher: torch.Tensor,
+                temperatures: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MLKD's instance, batch and class levels on one view (b x C logits), each masked and summed over the
+    temperatures: their sum is :func:`mlkd_loss` of that view (scripts/mlkd_levels.py prints them apart)."""
+    confidence = F.softmax(teacher.detach(), dim=1)
+    sample_share = share_at_or_below_median(confidence.amax(dim=1))
+    class_share = share_at_or_below_median(confidence.sum(dim=0))
+    instance = batch = classes = student.new_zeros(())
+    for temperature in temperatures:
+        p_student = F.softmax(student / temperature, dim=1)
+        p_teacher = F.softmax(teacher / temperature, dim=1)
+        instance = instance + sample_share * kd_loss(student, teacher, temperature)
+        batch = batch + sample_share * batch_correlation_loss(p_student, p_teacher)
+        classes = classes + class_share * class_correlation_loss(p_student, p_teacher)
+    return instance, batch, classes
 
 
 @register_loss("mlkd")

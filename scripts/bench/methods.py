@@ -138,7 +138,8 @@ def plan(methods: list[Method], args: argparse.Namespace, optional: Sequence[Met
         print(f"{method.name:<38} {done:>2}/{args.seeds:<2} {'optional':>8}  " + " ".join(method.overrides)
               + f"  ({method.note}; trained only when --methods names it)")
     for method in tuning:
-        term, weights = method_term(method)[0], candidate_weights(method_term(method)[1])
+        term, reference = method_term(method)
+        weights = candidate_weights(reference)
         missing = missing_candidates(args.out_dir, method)
         priced = replace(method, teacher_forwards=0.0) if method.name in cached else method
         row_left = 0 if (tune_folder(args.out_dir, method.name) / CHOICE).is_file() else args.seeds

@@ -15,7 +15,13 @@ from torch.testing import assert_close
 from distill.config import CONF_DIR
 from distill.errors import ConfigError
 from distill.losses import DistillBatch, build_loss_terms, kd_loss
-from distill.losses.mlkd import batch_correlation_loss, class_correlation_loss, mlkd_loss, share_at_or_below_median
+from distill.losses.mlkd import (
+    batch_correlation_loss,
+    class_correlation_loss,
+    mlkd_levels,
+    mlkd_loss,
+    share_at_or_below_median,
+)
 from distill.models import create_model
 from distill.module import DistillationModule
 from distill.runner import run
@@ -279,3 +285,9 @@ def test_mlkd_levels_prints_each_level_against_ce(capsys):
     assert len(ratios) == 2 and ratios[1] > 10 * ratios[0]  # 0.9 MLKD / 0.1 CE: about 20 there, over 400 here
     cifar, ours = mlkd_levels.levels(64, 100), mlkd_levels.levels(128, 10)
     assert ours["class"] > ours["instance"] and cifar["class"] < 0.01 * cifar["instance"]
+
+
+def test_the_levels_sum_to_the_loss_of_one_view():
+    student, teacher = torch.tensor(STUDENT_LOGITS, dtype=DOUBLE), torch.tensor(TEACHER_LOGITS, dtype=DOUBLE)
+    instance, batch, classes = mlkd_levels(student, teacher, [2.0, 4.0])
+    assert_close(instance + batch + classes, mlkd_loss(student, teacher, [2.0, 4.0]))
