@@ -341,8 +341,9 @@ def main() -> None:
         if teacher.get("teacher", {}).get("cache_key"):  # a teacher trained here (not a weights file)
             save_teacher(args.cache_dir, teacher_key, args.results)
         save_top(args.out_dir, args.results)
+    trained = 0
     for method in tuning:  # the reference row, the candidates, the choice; then its row trains with the others
-        run_method(method, args)
+        trained += run_method(method, args)
         run_candidates(method, args)
         if args.results:
             for folder in (folder_name(method.name), tune_folder(args.out_dir, method.name).name):
@@ -356,7 +357,6 @@ def main() -> None:
         if row is not None and row.name not in {m.name for m in methods}:
             methods.append(row)
             chosen.append(row)
-    trained = 0
     for method in chosen:
         trained += run_method(method, args)
         if args.results:  # each row as it finishes: a crash later in the grid loses none of it
@@ -367,9 +367,11 @@ def main() -> None:
     rows = collect(methods, args.out_dir)
     optional = matched_rows(rows)  # again: a row trained now may be the larger one
     rows += collect(optional, args.out_dir)  # optional rows trained now or earlier are rows of the table
-    for method in [*methods, *optional] if args.results else []:  # rows of earlier calls too (chosen or not)
-        save_row(args.out_dir, args.results, folder_name(method.name))
-        save_row(args.out_dir, args.results, tune_folder(args.out_dir, method.name).name)
+    if args.results:  # rows of earlier calls too (chosen or not), and the candidates of every tuned row
+        folders = [folder_name(method.name) for method in [*methods, *optional]]
+        folders += [tune.name for tune in (tune_folder(args.out_dir, m.name) for m in methods) if tune.is_dir()]
+        for folder in folders:
+            save_row(args.out_dir, args.results, folder)
     command = table_command(sys.argv[1:], [r.method for r in rows if r.method in {m.name for m in optional}])
     write_doc(doc, rows, teacher, args.out_dir, command=command,
               setting={"data": args.setting.data, "experiment": args.setting.experiment, "epochs": args.epochs,

@@ -277,46 +277,61 @@ def test_a_row_every_seed_of_which_stopped_on_a_config_error_is_shown_as_cannot_
 
 
 @pytest.mark.skipif(not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(), reason="no Fashion-MNIST here")
-def test_benchmark_miniature_resumes(tmp_path, script_main):
-    """2 methods, 1 seed, 1 epoch of 3 batches; the second call finds every run finished and trains nothing, and
-    so does a third on a "new machine" that has only the --results folder."""
-    out = tmp_path / "bench"
-    args = ["--mini", "--methods", "student alone", "kd", "--out-dir", str(out), "--cache-dir", str(tmp_path / "cache"),
-            "--results", str(tmp_path / "results")]
+def test_benchmark_miniature_tunes_and_resumes(tmp_path, script_main):
+    """2 rows and KD's weight chosen on validation (the reference, 4 candidates, the choice), 1 seed, 1 epoch of 3
+    batches; the second call finds every run finished and trains nothing, and so does a third on a "new machine"
+    that has only the --results folder. One teacher serves both parts (the tune's own miniature cost a minute)."""
+    out, results = tmp_path / "bench", tmp_path / "results"
+    where = ["--mini", "--out-dir", str(out), "--cache-dir", str(tmp_path / "cache"), "--results", str(results)]
+    args = [*where, "--methods", "student alone", "kd", "--tune", "kd"]
     first = script_main(methods, *args)  # the script in-process; each run still a distill-train process
-    assert "trained: 2 method(s)" in first
+    assert "tuning: kd (kd at 0.3, 0.09, 0.03, 0.009; seed 0)" in first
     summary = json.loads((out / "kd" / "0" / "metrics.json").read_text())
     assert 0 <= summary["metrics"]["test_last/acc_top1"] <= 1 and summary["seconds"] > 0
+    choice = json.loads((out / "tune_kd" / "choice.json").read_text())
+    scores = {c["weight"]: c["best_val_acc_top1"] for c in choice["candidates"]}
+    assert len(scores) == 5 and scores[choice["chosen"]] == max(scores.values())
+    for entry in choice["candidates"]:  # each score is its run's own, at its own weight
+        run = out / entry["run"]
+        student = json.loads((run / "metrics.json").read_text())["student"]
+        assert student["best_val_acc_top1"] == entry["best_val_acc_top1"]
+        assert json.loads((run / "run_config.json").read_text())["loss"]["kd"]["weight"] == entry["weight"]
+    tuned_row_trained = (out / "kd_weight_chosen_on_validation" / "0" / "metrics.json").is_file()
+    assert tuned_row_trained == (choice["chosen"] != 0.9)
+    assert f"trained: {2 + tuned_row_trained} method(s); 0 read back" in first  # the reference row counts too
     records = json.loads((out / "records.json").read_text())
-    assert set(records) == {"teacher", "student alone", "kd"} and all(r["commit"] for r in records.values())
+    assert {"teacher", "student alone", "kd", "tune kd"} <= set(records) and all(r["commit"] for r in records.values())
     doc = (out / "benchmarks.md").read_text()
     assert "top-1 best val epoch" in doc and "top-1 last epoch" in doc and "| kd |" in doc
     assert "### Every row during training" in doc and "| method | epoch 1 |" in doc
+    assert "### Weights chosen on validation" in doc
+    assert ("| kd, weight chosen on validation |" in doc) == tuned_row_trained
     folders = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_dir())
 
     second = script_main(methods, *args)
-    assert "trained: 0 method(s)" in second and "training:" not in second
+    assert "trained: 0 method(s)" in second and "training:" not in second and "tuning:" not in second
     assert sorted(p.relative_to(out) for p in out.rglob("*") if p.is_dir()) == folders
+    assert json.loads((results / "tune_kd" / "choice.json").read_text()) == choice
 
     # Every row of the out-dir is kept, also by a call that chose other rows: kd's kept files are gone, a call
     # for the student alone (which trains nothing) keeps them again.
-    shutil.rmtree(tmp_path / "results" / "kd")
-    script_main(methods, *[a for a in args if a != "kd"])
-    assert (tmp_path / "results" / "kd" / "0" / "metrics.json").is_file()
+    shutil.rmtree(results / "kd")
+    script_main(methods, *where, "--methods", "student alone")
+    assert (results / "kd" / "0" / "metrics.json").is_file()
 
     # A new machine: no out-dir, no teacher cache, only the kept results (committed). Nothing trains, not even
-    # the teacher, and the table is the same document.
+    # the teacher or the candidates, and the table is the same document.
     shutil.rmtree(out)
     shutil.rmtree(tmp_path / "cache")
     third = script_main(methods, *args)
-    assert "trained: 0 method(s)" in third and "training:" not in third
+    assert "trained: 0 method(s)" in third and "training:" not in third and "tuning:" not in third
     assert (out / "benchmarks.md").read_text() == doc
-    assert not list((tmp_path / "results").rglob("*.ckpt"))  # weights of the teacher only, no checkpoints
+    assert not list(results.rglob("*.ckpt"))  # weights of the teacher only, no checkpoints
 
     # A row missing on that new machine trains against the kept teacher (read from the cache it was put back
     # into), not against a teacher trained again.
     shutil.rmtree(out / "kd")
-    shutil.rmtree(tmp_path / "results" / "kd")
+    shutil.rmtree(results / "kd")
     assert "trained: 1 method(s)" in script_main(methods, *args)
     log = (out / "kd.log").read_text()
     assert "reused cached weights" in log and "no cached weights" not in log

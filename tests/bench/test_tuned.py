@@ -85,31 +85,3 @@ def test_plan_prices_the_candidates_and_the_row_and_chooses_the_reference_row_to
     # 4 candidates of one seed and 3 seeds at the chosen weight: 7 runs of the mlkd row's 3.
     assert minutes["tune mlkd"] == pytest.approx(minutes["mlkd"] * 7 / 3, rel=0.01)
     assert "mlkd at 0.3, 0.09, 0.03, 0.009 (seed 0)" in rows["tune mlkd"]
-
-
-@pytest.mark.skipif(not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(), reason="no Fashion-MNIST here")
-def test_tune_miniature_chooses_on_validation_keeps_the_choice_and_resumes(tmp_path, script_main):
-    """KD at 1 epoch of 3 batches: the reference row, 4 candidates, the choice; a second call trains nothing, and
-    the choice comes back from --results on a new machine."""
-    out, results = tmp_path / "bench", tmp_path / "results"
-    args = ["--mini", "--methods", "--tune", "kd", "--out-dir", str(out),  # --methods: no row but kd's own
-            "--cache-dir", str(tmp_path / "cache"), "--results", str(results)]
-    first = script_main(methods, *args)
-    assert "tuning: kd (kd at 0.3, 0.09, 0.03, 0.009; seed 0)" in first
-    choice = json.loads((out / "tune_kd" / "choice.json").read_text())
-    scores = {c["weight"]: c["best_val_acc_top1"] for c in choice["candidates"]}
-    assert len(scores) == 5 and scores[choice["chosen"]] == max(scores.values())
-    for entry in choice["candidates"]:  # each score is its run's own, at its own weight
-        run = out / entry["run"]
-        student = json.loads((run / "metrics.json").read_text())["student"]
-        assert student["best_val_acc_top1"] == entry["best_val_acc_top1"]
-        assert json.loads((run / "run_config.json").read_text())["loss"]["kd"]["weight"] == entry["weight"]
-    doc = (out / "benchmarks.md").read_text()
-    assert "### Weights chosen on validation" in doc
-    tuned_row_trained = (out / "kd_weight_chosen_on_validation" / "0" / "metrics.json").is_file()
-    assert tuned_row_trained == (choice["chosen"] != 0.9)
-    assert ("| kd, weight chosen on validation |" in doc) == tuned_row_trained
-
-    second = script_main(methods, *args)
-    assert "training:" not in second and "tuning:" not in second
-    assert json.loads((results / "tune_kd" / "choice.json").read_text()) == choice
