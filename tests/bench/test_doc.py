@@ -25,6 +25,7 @@ from scripts.bench.doc import (
 from scripts.bench.grid import FMNIST
 from scripts.bench.stats import gap_closed, real_differences, welch_interval
 
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_welch_interval_equal_variances_by_hand():
