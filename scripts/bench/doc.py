@@ -48,6 +48,9 @@ class MethodRuns:
     # teacher's classifier); a seed whose files cannot say is left out.
     params: list[int] = field(default_factory=list)
     macs: list[int] = field(default_factory=list)
+    # Training top-1 (%) at the last epoch per seed: below the student alone's, the row's terms took capacity
+    # from fitting the labels (the rule for a second row at a weight chosen on validation).
+    train_top1: list[float] = field(default_factory=list)
 
     @classmethod
     def from_summaries(cls, method: str, overrides: str, summaries: list[dict[str, Any]], record: dict[str, Any],
@@ -124,14 +127,14 @@ def method_table(rows: list[MethodRuns], teacher_top1: float | None,
     """
     baseline = next((r for r in rows if r.method == BASELINE), None)
     lines = ["| method | seeds | top-1 best val epoch (%) | top-1 last epoch (%) | gain over student alone "
-             "(best, 95 % CI) | gap closed | parameters | MACs | time / run | commit |"
+             "(best, 95 % CI) | gap closed | train top-1 last epoch (%) | parameters | MACs | time / run | commit |"
              + (" published (%) |" if published else ""),
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|" + ("---:|" if published else "")]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|" + ("---:|" if published else "")]
     for row in sorted(rows, key=lambda r: -(mean_std(r.best)[0] or 0)):
         commit = f"`{row.record.get('commit', 'unknown')}`"
         if row.not_applicable or row.no_runs:
             why = "cannot run here" if row.not_applicable else "no kept runs"
-            lines.append(f"| {row.method} | 0 | — | — | {why} (below) | — | — | — | — | {commit} |"
+            lines.append(f"| {row.method} | 0 | — | — | {why} (below) | — | — | — | — | — | {commit} |"
                          + (" — |" if published else ""))
             continue
         gain = welch_interval(row.best, baseline.best) if baseline and row is not baseline else None
@@ -143,7 +146,7 @@ def method_table(rows: list[MethodRuns], teacher_top1: float | None,
         closed_text = "—" if closed is None else f"{closed:.2f}"
         mark = f" {LARGER}" if larger(row, baseline) else ""
         lines.append(f"| {row.method} | {len(row.best)} | {plus_minus(row.best)} | {plus_minus(row.last)} | "
-                     f"{gain_text} | {closed_text} | {size_text(row.params)}{mark} | "
+                     f"{gain_text} | {closed_text} | {plus_minus(row.train_top1)} | {size_text(row.params)}{mark} | "
                      f"{size_text(row.macs, 1e6, 2, ' M')}{mark} | {time_text} | {commit} |"
                      + (f" {published[row.method]:.2f} |" if published and row.method in published else
                         " — |" if published else ""))

@@ -38,25 +38,42 @@ TERM_PREFIX = "train/"
 LOSS_MARK = "loss/"
 
 
-def metrics_csv(seed_dir: Path) -> Path:
-    """The csv of the run that trained the seed's final student (a linked scheme's last link)."""
+def final_csv(seed_dir: Path) -> Path | None:
+    """The csv of the run that trained the seed's final student (a linked scheme's last link), or None."""
     own = seed_dir / "csv" / "metrics.csv"
     if own.is_file():
         return own
     links = sorted((seed_dir / "links").glob("*/csv/metrics.csv"), key=lambda p: int(p.parts[-3].split("-")[0]))
-    if not links:
+    return links[-1] if links else None
+
+
+def last_train_epoch(path: Path) -> dict[str, float] | None:
+    """The last csv row with the epoch's training means (Lightning writes them on a row of their own), or None."""
+    with path.open() as handle:
+        rows = [row for row in csv.DictReader(handle) if row.get(f"{TERM_PREFIX}acc_top1")]
+    return {key: float(value) for key, value in rows[-1].items() if value} if rows else None
+
+
+def train_top1(seed_dir: Path) -> float | None:
+    """The seed's training top-1 (%) at its last epoch (on augmented batches), or None where its csv cannot say."""
+    path = final_csv(seed_dir)
+    values = last_train_epoch(path) if path is not None else None
+    return 100 * values[f"{TERM_PREFIX}acc_top1"] if values is not None else None
+
+
+def metrics_csv(seed_dir: Path) -> Path:
+    path = final_csv(seed_dir)
+    if path is None:
         sys.exit(f"error: {seed_dir} has no csv/metrics.csv (nor links/*/csv/metrics.csv); the table needs runs "
                  "trained with the csv logger, as the methods command trains them")
-    return links[-1]
+    return path
 
 
 def last_epoch(path: Path) -> dict[str, float]:
-    """The last csv row with the epoch's training means (Lightning writes them on a row of their own)."""
-    with path.open() as handle:
-        rows = [row for row in csv.DictReader(handle) if row.get(f"{TERM_PREFIX}acc_top1")]
-    if not rows:
+    values = last_train_epoch(path)
+    if values is None:
         sys.exit(f"error: {path} has no finished training epoch (no {TERM_PREFIX}acc_top1 value)")
-    return {key: float(value) for key, value in rows[-1].items() if value}
+    return values
 
 
 def term_weights(config: dict) -> dict[str, float]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from distill.io import read_json
 from scripts.bench.doc import BASELINE, MATCHED, MethodRuns, larger, matched_name
+from scripts.bench.fit import train_top1
 from scripts.bench.grid import Method, folder_name
 from scripts.bench.results import closest_width, deployed_size, width_form
 
@@ -44,6 +45,7 @@ def collect(methods: list[Method], out_dir: Path) -> list[MethodRuns]:
             sizes = [deployed_size(run_dir) for run_dir in row.run_dirs]
             row.params = [params for params, _ in sizes if params is not None]
             row.macs = [macs for _, macs in sizes if macs is not None]
+            row.train_top1 = [top1 for top1 in map(train_top1, row.run_dirs) if top1 is not None]
             rows.append(row)
         elif reason := config_error(folder):
             rows.append(MethodRuns(method.name, " ".join(method.overrides), record=record, note=method.note,

@@ -24,6 +24,7 @@ from scripts.bench.doc import (
 )
 from scripts.bench.grid import FMNIST
 from scripts.bench.stats import gap_closed, real_differences, welch_interval
+from tests.bench.conftest import kept_seed
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -266,5 +267,27 @@ def test_a_row_every_seed_of_which_stopped_on_a_config_error_is_shown_as_cannot_
     rows = {row.method: row for row in bench_rows.collect(rows_asked, tmp_path)}
     assert set(rows) == {"kd", "fsp"} and rows["fsp"].not_applicable and not rows["kd"].not_applicable
     table = method_table(list(rows.values()), teacher_top1=90.0)
-    assert "| fsp | 0 | — | — | cannot run here (below) | — | — | — | — |" in table
+    assert "| fsp | 0 | — | — | cannot run here (below) | — | — | — | — | — |" in table
     assert table.index("| kd |") < table.index("| fsp |")  # rows with numbers first
+
+
+def test_the_table_shows_each_rows_training_top1_at_its_last_epoch(tmp_path):
+    """The column the rule for a second row reads: the last training epoch's train/acc_top1 of each seed's csv (a
+    validation row and a training row of an earlier epoch are not it); a seed without a csv is left out."""
+    def seed(folder: Path, top1: float, train_accs: list[float] | None) -> None:
+        kept_seed(folder, top1, 6274, None)
+        if train_accs is not None:
+            (folder / "csv").mkdir()
+            rows = [f"{epoch},,{acc}" for epoch, acc in enumerate(train_accs)] + [f"{len(train_accs) - 1},0.9,"]
+            (folder / "csv" / "metrics.csv").write_text("epoch,val/acc_top1,train/acc_top1\n" + "\n".join(rows) + "\n")
+
+    seed(tmp_path / "student_alone" / "0", 0.90, [0.5, 0.91])
+    seed(tmp_path / "student_alone" / "1", 0.91, [0.6, 0.93])
+    seed(tmp_path / "mlkd" / "0", 0.33, [0.2, 0.30])
+    seed(tmp_path / "mlkd" / "1", 0.32, None)
+    rows = bench_rows.collect([methods.Method("student alone", ["stage=student"]),
+                               methods.Method("mlkd", ["loss=mlkd"])], tmp_path)
+    assert {row.method: row.train_top1 for row in rows} == {"student alone": [91.0, 93.0], "mlkd": [30.0]}
+    lines = {line.split(" | ")[0]: line.split(" | ") for line in method_table(rows, teacher_top1=94.0).splitlines()}
+    column = lines["| method"].index("train top-1 last epoch (%)")
+    assert lines["| student alone"][column] == "92.00 ± 1.41" and lines["| mlkd"][column] == "30.00 ± 0.00"

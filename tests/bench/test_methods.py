@@ -199,7 +199,7 @@ def test_every_row_states_its_deployed_students_size_and_a_larger_one_is_marked(
     lines = {line.split(" | ")[0].removeprefix("| "): line for line in table.splitlines()[2:]}
     assert "| 54,850 † | 2.82 M † |" in lines["simkd"]
     assert "| 6,274 | 0.51 M |" in lines["kd"] and "| 6,274 | 0.51 M |" in lines["student alone"]
-    assert lines["dist"].startswith("| dist | 0 | — | — | no kept runs (below) | — | — | — | — | `abc1234` |")
+    assert lines["dist"].startswith("| dist | 0 | — | — | no kept runs (below) | — | — | — | — | — | `abc1234` |")
     assert list(lines) == ["simkd", "kd", "student alone", "dist"]
 
     teacher = {"teacher": {"architecture": "small_cnn", "params": 94186, "test_acc_top1": 0.9}}
