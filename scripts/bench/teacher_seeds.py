@@ -61,7 +61,8 @@ def gains_text(rows_by_teacher: dict[int, list[MethodRuns]], teacher_top1: dict[
     seeds = sorted(rows_by_teacher)
     baselines = {seed: next((r for r in rows if r.method == BASELINE and r.best), None)
                  for seed, rows in rows_by_teacher.items()}
-    names = [r.method for seed in seeds for r in rows_by_teacher[seed] if r.best and r.method != BASELINE]
+    names = [r.method for seed in seeds for r in rows_by_teacher[seed]  # the rows with a teacher
+             if r.best and r.method != BASELINE and "stage=student" not in r.overrides.split()]
     header = ["row", *(f"teacher {seed} ({'n/a' if teacher_top1.get(seed) is None else f'{teacher_top1[seed]:.2f}'} %)"
                        for seed in seeds), "every teacher, pooled"]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]

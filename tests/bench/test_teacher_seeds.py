@@ -58,8 +58,10 @@ def interval(a: list[float], b: list[float]) -> tuple[float, float, float]:
 def test_gains_under_each_teacher_and_pooled():
     alone = [90.0, 90.2, 90.4]
     kd0, kd1, dkd0 = [91.0, 91.2, 91.4], [90.4, 90.6, 90.8], [92.0, 92.2, 92.4]
+    # The student alone on a longer schedule has no teacher either: no line of its own.
+    longer = MethodRuns("student alone, 60 epochs", "stage=student trainer.max_epochs=60", best=[92.0, 92.1, 92.2])
     rows = {0: [MethodRuns("student alone", "", best=alone), MethodRuns("kd", "", best=kd0),
-                MethodRuns("dkd", "", best=dkd0)],
+                MethodRuns("dkd", "", best=dkd0), longer],
             1: [MethodRuns("student alone", "", best=alone), MethodRuns("kd", "", best=kd1)]}
     lines = gains_text(rows, {0: 93.6, 1: None}).splitlines()
     assert lines[0] == "| row | teacher 0 (93.60 %) | teacher 1 (n/a %) | every teacher, pooled |"
