@@ -33,7 +33,6 @@ puts them back on a machine that lacks them (results.py): a grid spans machines.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -49,6 +48,7 @@ from scripts.bench.doc import document_for, matched_name, write_doc, write_secti
 from scripts.bench.grid import FIRST_SITTING, ROOT, SETTINGS, Method, default_out_dir, folder_name, grid
 from scripts.bench.results import restore, save_row, save_teacher, save_top
 from scripts.bench.rows import collect, config_error, finished_seeds, matched_rows
+from scripts.bench.table_command import table_command
 from scripts.bench.teacher_seeds import section_text as teacher_section
 from scripts.bench.teacher_seeds import share_teacherless_rows, teacher_dirs, teacherless
 from scripts.bench.training import composed, run_method, teacher_seed_override, train_teacher
@@ -245,24 +245,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def table_command(argv: list[str], optional_rows: list[str]) -> str:
-    """The command that makes the whole table: ``argv`` without ``--methods`` and its names (a sitting that trained
-    some rows is not how the table is made; the same command without them trains every missing row), then the
-    optional rows the table holds, which only ``--methods`` trains (joined by ``&&``)."""
-    words, in_methods = [], False
-    for word in argv:
-        if word == "--methods":
-            in_methods = True
-            continue
-        if in_methods and not word.startswith("-") and "=" not in word:
-            continue
-        in_methods = False
-        words.append(word)
-    base = ["python", "-m", "scripts.bench", "methods", *words]
-    optional = [shlex.join([*base, "--methods", *optional_rows])] if optional_rows else []
-    return " && ".join([shlex.join(base), *optional])
-
-
 def write_teacher_gains(doc: Path, methods: list[Method], teachers: dict[int, Path],
                         args: argparse.Namespace) -> None:
     """The section of each row's gain under each teacher of the setting (teacher_seeds.py), from the runs of
@@ -372,7 +354,10 @@ def main() -> None:
         folders += [tune.name for tune in (tune_folder(args.out_dir, m.name) for m in methods) if tune.is_dir()]
         for folder in folders:
             save_row(args.out_dir, args.results, folder)
-    command = table_command(sys.argv[1:], [r.method for r in rows if r.method in {m.name for m in optional}])
+    optional_names = {m.name for m in optional}
+    command = table_command(sys.argv[1:], [m.name for m in grid(args.setting, args.epochs)],
+                            [r.method for r in rows], [r.method for r in rows if r.method in optional_names],
+                            [c["method"] for c in choices(methods, args.out_dir)])
     write_doc(doc, rows, teacher, args.out_dir, command=command,
               setting={"data": args.setting.data, "experiment": args.setting.experiment, "epochs": args.epochs,
                        "title": section_title(args),

@@ -24,6 +24,7 @@ from scripts.bench.doc import (
 )
 from scripts.bench.grid import FMNIST
 from scripts.bench.stats import gap_closed, real_differences, welch_interval
+from scripts.bench.table_command import table_command
 from tests.bench.conftest import kept_seed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -238,11 +239,29 @@ def test_the_tables_command_is_the_whole_grids_not_the_sittings_methods_and_adds
     # trains every missing row. The optional rows (trained only when named) follow as their own command.
     argv = ["teacher_cache.augmentations=true", "--epochs", "60", "--methods", "mlkd", "dist",
             "student alone matched simkd params", "x=1", "--results", "docs/r"]
+    grid_rows = ["student alone", "kd", "mlkd", "dist", "simkd"]
     base = "python -m scripts.bench methods teacher_cache.augmentations=true --epochs 60 x=1 --results docs/r"
-    assert methods.table_command(argv, []) == base
-    assert methods.table_command(argv, ["student alone matched simkd params"]) == (
+    assert table_command(argv, grid_rows, grid_rows) == base
+    assert table_command(argv, grid_rows, [*grid_rows, "student alone matched simkd params"],
+                         ["student alone matched simkd params"]) == (
         f"{base} && {base} --methods 'student alone matched simkd params'")
-    assert methods.table_command(["--setting", "strong"], []) == "python -m scripts.bench methods --setting strong"
+    assert table_command(["--setting", "strong"], [], []) == "python -m scripts.bench methods --setting strong"
+
+
+def test_the_command_of_a_table_of_some_rows_names_them_and_tuned_rows_come_from_tune():
+    grid_rows = ["student alone", "kd", "dkd", "mlkd", "simkd"]
+    base = "python -m scripts.bench methods --setting strong --epochs 60"
+    # A table of three rows by design: the one command that makes it names them, whatever a sitting named.
+    argv = ["--setting", "strong", "--epochs", "60", "--methods", "kd"]
+    assert table_command(argv, grid_rows, ["dkd", "kd", "student alone"]) == (
+        f"{base} --methods dkd kd 'student alone'")
+    # A row at a weight chosen on validation needs --tune (its candidates and choice), which also trains its
+    # reference row: neither is named in --methods, and the whole grid needs no --methods at all.
+    tuned = [*grid_rows, "mlkd, weight chosen on validation"]
+    argv = ["--setting", "strong", "--epochs", "60", "--tune", "mlkd", "--methods", "dkd"]
+    assert table_command(argv, grid_rows, tuned, tuned=["mlkd"]) == f"{base} --tune mlkd"
+    assert table_command(argv, grid_rows, ["student alone", "mlkd, weight chosen on validation", "mlkd"],
+                         tuned=["mlkd"]) == f"{base} --methods 'student alone' --tune mlkd"
 
 
 def test_a_row_every_seed_of_which_stopped_on_a_config_error_is_shown_as_cannot_run(tmp_path):
