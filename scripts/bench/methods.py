@@ -43,7 +43,7 @@ from hydra.utils import instantiate
 from distill.io import read_json, write_json
 from distill.losses import build_loss_terms
 from distill.teacher.logits_cache import live_teacher_reason
-from distill.teacher.weights_cache import TeacherCache, teacher_cache_key
+from distill.teacher.weights_cache import teacher_cache_key
 from scripts.bench.doc import document_for, matched_name, write_doc, write_section
 from scripts.bench.grid import FIRST_SITTING, ROOT, SETTINGS, Method, default_out_dir, folder_name, grid
 from scripts.bench.results import restore, save_row, save_teacher, save_top
@@ -95,15 +95,11 @@ def plan(methods: list[Method], args: argparse.Namespace, optional: Sequence[Met
     """Print the grid with what is done and what is left, and the estimated time of what is left; then the
     ``optional`` rows (not counted), which train only when --methods names them, and the candidates of the
     ``tuning`` rows (counted, with the row at the weight they choose)."""
-    # A teacher the cache holds (trained for another out-dir of the same recipe) is read, not trained.
-    cached_teacher = TeacherCache(args.cache_dir).has(teacher_cache_key(composed(args)))
-    teacher_state = ("done" if (args.out_dir / "teacher" / "metrics.json").is_file() else
-                     f"cached in {args.cache_dir}" if cached_teacher else "to train")
-    teacher_done = teacher_state != "to train"
+    teacher_done = (args.out_dir / "teacher" / "metrics.json").is_file()
     teacher = f" (teacher.train.seed={args.teacher_seed})" if teacher_seed_override(args) else ""
     print(f"setting: experiment={args.setting.experiment}, {args.epochs} student epochs of "
           f"{args.batches or 'all'} batches, {args.seeds} seeds, teacher{teacher} {args.teacher_epochs} epochs "
-          f"({teacher_state}); out: {args.out_dir}")
+          f"({'done' if teacher_done else 'to train'}); out: {args.out_dir}")
     total, teacher_seconds, cost = None, 0.0, args.setting.costs
     if cost is not None and args.batches:
         teacher_seconds = cost["run"] + args.teacher_epochs * (args.batches * cost["teacher_step"] + cost["validation"])
