@@ -272,3 +272,11 @@ def test_plan_lists_the_matched_rows_as_optional_and_trains_them_only_when_named
     assert "student alone matched simkd params" in named  # still listed, as optional
     with pytest.raises(SystemExit, match=r"unknown method\(s\) \['student alone matched kd params'\]"):
         script_main(methods, "--plan", "--out-dir", str(kept_runs), "--methods", "student alone matched kd params")
+
+
+def test_plan_of_the_cifar100_setting_reads_no_data(tmp_path, script_main):
+    """--plan prices the GPU setting without its data: nothing may download CIFAR-100 (or fail for want of it)."""
+    stdout = script_main(methods, "--cifar100", "--plan", "--out-dir", str(tmp_path / "bench"),
+                         "--cache-dir", str(tmp_path / "cache"))
+    assert "no time estimate" in stdout and "dml x2" in stdout
+    assert not (tmp_path / "bench").exists() and not (tmp_path / "cache").exists()
