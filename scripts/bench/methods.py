@@ -304,13 +304,13 @@ def main() -> None:
     chosen += [m for m in optional if m.name in (args.methods or [])]
     teachers = teacher_dirs(args.out_dir, args.setting.teacher_seeds)
     if args.teacher_seed > 0 and teachers:  # the rows without a teacher are the first teacher's runs
-        named = [m.name for m in chosen if teacherless(m) and args.methods is not None]
+        named = [m.name for m in chosen if teacherless(m.overrides) and args.methods is not None]
         if named:
             sys.exit(f"error: {named} train the student without a teacher: their runs are shared by every teacher; "
                      "train them with --teacher-seed 0")
-        chosen = [m for m in chosen if not teacherless(m)]
+        chosen = [m for m in chosen if not teacherless(m.overrides)]
         print(f"rows without a teacher, shared from {teachers[0]}: "
-              + ", ".join(m.name for m in methods if teacherless(m)))
+              + ", ".join(m.name for m in methods if teacherless(m.overrides)))
     if args.plan:
         plan(chosen, args, [m for m in optional if m not in chosen], tuning)
         return

@@ -6,6 +6,8 @@ from __future__ import annotations
 import shlex
 from collections.abc import Collection, Sequence
 
+from scripts.bench.tuned import tuned_name
+
 ROW_OPTIONS = ("--methods", "--tune")  # the options that name rows: the table's own rows replace them
 
 
@@ -36,7 +38,7 @@ def table_command(argv: Sequence[str], grid_rows: Collection[str], table_rows: S
     """
     base = ["python", "-m", "scripts.bench", "methods", *without_row_options(argv)]
     tune = ["--tune", *tuned] if tuned else []
-    from_tuning = {*tuned, *(f"{name}, weight chosen on validation" for name in tuned)}
+    from_tuning = {*tuned, *map(tuned_name, tuned)}
     if set(grid_rows) - from_tuning <= set(table_rows):
         optional = [shlex.join([*base, "--methods", *optional_rows])] if optional_rows else []
         return " && ".join([shlex.join([*base, *tune]), *optional])

@@ -11,6 +11,7 @@ standard deviation, so the pooled interval covers it.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from distill.io import read_json, write_json
@@ -20,9 +21,10 @@ from scripts.bench.rows import finished_seeds
 from scripts.bench.stats import welch_interval
 
 
-def teacherless(method: Method) -> bool:
-    """A row that trains the student without a teacher (the student alone, on any schedule)."""
-    return "stage=student" in method.overrides
+def teacherless(overrides: Iterable[str]) -> bool:
+    """A row's overrides that train the student without a teacher (the student alone, on any schedule, at any
+    size)."""
+    return "stage=student" in overrides
 
 
 def teacher_dirs(out_dir: Path, teachers: int) -> dict[int, Path]:
@@ -41,7 +43,7 @@ def share_teacherless_rows(methods: list[Method], out_dir: Path, first: Path, se
     records_path, first_records_path = out_dir / "records.json", first / "records.json"
     records = read_json(records_path) if records_path.is_file() else {}
     first_records = read_json(first_records_path) if first_records_path.is_file() else {}
-    for method in filter(teacherless, methods):
+    for method in (m for m in methods if teacherless(m.overrides)):
         source, target = first / folder_name(method.name), out_dir / folder_name(method.name)
         if target.exists() or target.is_symlink() or len(finished_seeds(source, seeds)) < seeds:
             continue
@@ -62,7 +64,7 @@ def gains_text(rows_by_teacher: dict[int, list[MethodRuns]], teacher_top1: dict[
     baselines = {seed: next((r for r in rows if r.method == BASELINE and r.best), None)
                  for seed, rows in rows_by_teacher.items()}
     names = [r.method for seed in seeds for r in rows_by_teacher[seed]  # the rows with a teacher
-             if r.best and r.method != BASELINE and "stage=student" not in r.overrides.split()]
+             if r.best and r.method != BASELINE and not teacherless(r.overrides.split())]
     header = ["row", *(f"teacher {seed} ({'n/a' if teacher_top1.get(seed) is None else f'{teacher_top1[seed]:.2f}'} %)"
                        for seed in seeds), "every teacher, pooled"]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
