@@ -51,7 +51,7 @@ from scripts.bench.rows import collect, config_error, finished_seeds, matched_ro
 from scripts.bench.table_command import table_command
 from scripts.bench.teacher_seeds import section_text as teacher_section
 from scripts.bench.teacher_seeds import share_teacherless_rows, teacher_dirs, teacherless
-from scripts.bench.training import composed, run_method, teacher_seed_override, train_teacher
+from scripts.bench.training import composed, run_method, teacher_in_cache, teacher_seed_override, train_teacher
 from scripts.bench.tuned import (
     CHOICE,
     candidate_weights,
@@ -95,11 +95,13 @@ def plan(methods: list[Method], args: argparse.Namespace, optional: Sequence[Met
     """Print the grid with what is done and what is left, and the estimated time of what is left; then the
     ``optional`` rows (not counted), which train only when --methods names them, and the candidates of the
     ``tuning`` rows (counted, with the row at the weight they choose)."""
-    teacher_done = (args.out_dir / "teacher" / "metrics.json").is_file()
+    teacher_state = ("done" if (args.out_dir / "teacher" / "metrics.json").is_file() else
+                     f"cached in {args.cache_dir}" if teacher_in_cache(args) else "to train")
+    teacher_done = teacher_state != "to train"
     teacher = f" (teacher.train.seed={args.teacher_seed})" if teacher_seed_override(args) else ""
     print(f"setting: experiment={args.setting.experiment}, {args.epochs} student epochs of "
           f"{args.batches or 'all'} batches, {args.seeds} seeds, teacher{teacher} {args.teacher_epochs} epochs "
-          f"({'done' if teacher_done else 'to train'}); out: {args.out_dir}")
+          f"({teacher_state}); out: {args.out_dir}")
     total, teacher_seconds, cost = None, 0.0, args.setting.costs
     if cost is not None and args.batches:
         teacher_seconds = cost["run"] + args.teacher_epochs * (args.batches * cost["teacher_step"] + cost["validation"])

@@ -12,9 +12,12 @@ import time
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from distill.data.identity import data_identity
+from distill.errors import DatasetNotFoundError
 from distill.io import read_json, write_json
+from distill.teacher.weights_cache import TeacherCache, teacher_cache_key
 from scripts.bench.grid import ROOT, Method, folder_name
 from scripts.bench.rows import finished_seeds
 
@@ -47,6 +50,19 @@ def composed(args: argparse.Namespace, *overrides: str) -> DictConfig:
     """The config the runs get (the setting's overrides and the extra ones), composed as distill-train does."""
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose("train", overrides=[*common_overrides(args), *overrides])
+
+
+def teacher_in_cache(args: argparse.Namespace) -> bool:
+    """Whether the cache holds the teacher the runs would train (another out-dir of the same recipe trained it).
+    Its key needs the data's identity, read here with data.download=false (the key leaves that flag out): --plan
+    never downloads, and data that is not on this machine means no cached teacher."""
+    cfg = composed(args)
+    offline = OmegaConf.merge(cfg.data, {"download": False}) if "download" in cfg.data else cfg.data
+    try:
+        identity = data_identity(offline)
+    except DatasetNotFoundError:
+        return False
+    return TeacherCache(args.cache_dir).has(teacher_cache_key(cfg, identity))
 
 
 def train(command: list[str], log_file: Path) -> tuple[int, float]:

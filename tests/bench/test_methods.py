@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from distill.teacher.weights_cache import TeacherCache, teacher_cache_key
 from scripts.bench import (
     methods,  # the command's own functions, tested without a subprocess
     training,
@@ -88,7 +89,8 @@ def test_benchmark_miniature_tunes_and_resumes(tmp_path, script_main):
 
 
 def test_plan_lists_every_preset_and_scheme_and_trains_nothing(tmp_path, script_main):
-    stdout = script_main(methods, "--plan", "--out-dir", str(tmp_path / "bench"))
+    stdout = script_main(methods, "--plan", "--out-dir", str(tmp_path / "bench"),
+                         "--cache-dir", str(tmp_path / "cache"))
     rows = {line.split("  ")[0].strip(): line for line in stdout.splitlines()[2:-1]}
     presets = {p.stem for p in (ROOT / "conf" / "loss").glob("*.yaml")} - {"ce", "kd_per_teacher"}
     assert presets | {"student alone", "dml x2", "born-again x2, kd"} <= set(rows)
@@ -102,7 +104,7 @@ def test_plan_of_the_strong_setting_lists_the_rows_chosen_before_it_ran(tmp_path
     """The strong setting's rows are the issue's list, fixed in grid.STRONG; each teacher seed has its folder,
     and its runs distil from that teacher (teacher.train.seed in every run's overrides)."""
     stdout = script_main(methods, "--setting", "strong", "--teacher-seed", "1", "--plan",
-                         "--out-dir", str(tmp_path / "bench"))
+                         "--out-dir", str(tmp_path / "bench"), "--cache-dir", str(tmp_path / "cache"))
     assert stdout.startswith("setting: experiment=fmnist_strong, 30 student epochs of 100 batches, 3 seeds, "
                              "teacher (teacher.train.seed=1) 150 epochs (to train)")
     rows = {line.split("  ")[0].strip() for line in stdout.splitlines()[2:-1]}
@@ -124,7 +126,8 @@ def test_plan_counts_no_teacher_pass_for_rows_the_output_cache_serves_but_counts
     """KD reads cached logits once teacher_cache.augmentations=true (50 crop/flip variants an image); FitNet reads
     teacher features, so its teacher runs live either way."""
     def plan(*overrides: str) -> tuple[float, dict[str, float], str]:
-        args = methods.parse_args([*overrides, "--epochs", "60", "--out-dir", str(tmp_path), "--plan"])
+        args = methods.parse_args([*overrides, "--epochs", "60", "--out-dir", str(tmp_path), "--plan",
+                                    "--cache-dir", str(tmp_path / "cache")])
         total = methods.plan([m for m in methods.grid(args.setting, 60) if m.name in ("kd", "fitnet")], args)
         out = capsys.readouterr().out
         rows = {line.split()[0]: float(line.split()[2]) for line in out.splitlines()
@@ -147,7 +150,7 @@ def test_plan_prices_a_scheme_by_its_runs_and_the_teachers_and_caches_it_builds(
     the ensemble trains its second teacher and builds the two teachers' cache once, in the row's first seed."""
     cost = FMNIST_COST
     args = methods.parse_args(["teacher_cache.augmentations=true", "--epochs", "60", "--out-dir", str(tmp_path),
-                                 "--plan"])
+                                 "--plan", "--cache-dir", str(tmp_path / "cache")])
     grid = {m.name: m for m in methods.grid(args.setting, 60)}
     build = cost["cache_batch"] * 50 * 55_000 / 128
     teacher = cost["run"] + 60 * (100 * cost["teacher_step"] + cost["validation"])
@@ -280,3 +283,25 @@ def test_plan_of_the_cifar100_setting_reads_no_data(tmp_path, script_main):
                          "--cache-dir", str(tmp_path / "cache"))
     assert "no time estimate" in stdout and "dml x2" in stdout
     assert not (tmp_path / "bench").exists() and not (tmp_path / "cache").exists()
+
+
+def test_plan_counts_no_teacher_training_for_a_teacher_the_cache_holds(tmp_path, capsys):
+    """A new out-dir whose teacher recipe another out-dir trained (the strong pair at 60 epochs, teacher 0 of the
+    30-epoch grid): the runs read the cached teacher, so --plan neither prices nor announces its training."""
+    def plan(cache: Path) -> tuple[float, str]:
+        args = methods.parse_args(["--epochs", "60", "--out-dir", str(tmp_path / "e60"), "--plan",
+                                   "--cache-dir", str(cache)])
+        total = methods.plan([m for m in methods.grid(args.setting, 60) if m.name == "kd"], args)
+        return total, capsys.readouterr().out
+
+    empty_total, empty_out = plan(tmp_path / "empty")
+    args = methods.parse_args(["--epochs", "60", "--out-dir", str(tmp_path / "e60")])
+    entry = TeacherCache(tmp_path / "cache").entry(teacher_cache_key(training.composed(args)))
+    entry.mkdir(parents=True)
+    (entry / "teacher.json").write_text("{}")
+    cached_total, cached_out = plan(tmp_path / "cache")
+    assert "epochs (to train)" in empty_out
+    assert f"epochs (cached in {tmp_path / 'cache'})" in cached_out
+    cost = FMNIST_COST
+    teacher = cost["run"] + args.teacher_epochs * (100 * cost["teacher_step"] + cost["validation"])
+    assert empty_total - cached_total == pytest.approx(teacher)
