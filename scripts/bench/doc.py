@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from scripts.bench.stats import Interval, gap_closed, mean_std, real_differences
 BASELINE = "student alone"
 # The optional rows that train the student alone at a larger row's size, matched on each of these measures.
 MATCHED = {"params": "parameters", "macs": "MACs"}
+# The one optional row for both measures, where the same width is the closest in parameters and in MACs.
+BOTH = "size"
 LARGER = "†"  # marks a row whose deployed student is larger than the student alone's
 
 
@@ -95,8 +98,13 @@ def seeds_text(rows: list[MethodRuns]) -> str:
 
 
 def matched_name(method: str, measure: str) -> str:
-    """The optional row of the student alone at ``method``'s size in ``measure`` (a key of MATCHED)."""
+    """The optional row of the student alone at ``method``'s size in ``measure`` (a key of MATCHED, or BOTH)."""
     return f"{BASELINE} matched {method} {measure}"
+
+
+def matched_row(by_name: dict[str, MethodRuns], method: str, measure: str) -> MethodRuns | None:
+    """The row of the student alone matched to ``method`` in ``measure``: its own, or the one for both."""
+    return by_name.get(matched_name(method, measure)) or by_name.get(matched_name(method, BOTH))
 
 
 def is_matched(row: MethodRuns) -> bool:
@@ -157,9 +165,10 @@ def ratio_text(mine: list[int], theirs: list[int], what: str) -> str:
     return f"{max(mine) / max(theirs):.1f}x the {what}" if mine and theirs else f"{what} n/a"
 
 
-def larger_text(rows: list[MethodRuns]) -> list[str]:
+def larger_text(rows: list[MethodRuns], optional: Sequence[str] = ()) -> list[str]:
     """Under the table: the rows marked larger, how much larger, and their gain over the student alone at matched
-    size (the optional matched rows), or how to train that comparison."""
+    size (the optional matched rows), or how to train that comparison (``optional``: the names of those rows,
+    rows.matched_rows)."""
     baseline = next((r for r in rows if r.method == BASELINE), None)
     marked = [r for r in rows if larger(r, baseline)]
     if baseline is None or not marked:
@@ -172,17 +181,25 @@ def larger_text(rows: list[MethodRuns]) -> list[str]:
         sizes = (f"{ratio_text(row.params, baseline.params, 'parameters')}, "
                  f"{ratio_text(row.macs, baseline.macs, 'MACs')}")
         matched = []
-        for measure, what in MATCHED.items():
-            other = by_name.get(matched_name(row.method, measure))
-            gain = welch_interval(row.best, other.best) if other else None
-            if other and gain:
+        others = {measure: matched_row(by_name, row.method, measure) for measure in MATCHED}
+        distinct: list[MethodRuns] = []  # one line for the row shared by both measures
+        for other in others.values():
+            if other is not None and all(other is not seen for seen in distinct):
+                distinct.append(other)
+        for other in distinct:
+            gain = welch_interval(row.best, other.best)
+            what = " and ".join(MATCHED[measure] for measure, o in others.items() if o is other)
+            if gain:
                 matched.append(f"{interval_text(gain)} over the student alone of matched {what} "
                                f"({size_text(other.params)} parameters, {size_text(other.macs, 1e6, 2, ' M')} MACs)")
-        missing = [f'"{matched_name(row.method, m)}"' for m in MATCHED if matched_name(row.method, m) not in by_name]
+        missing = [f'"{name}"' for name in optional
+                   if name.startswith(matched_name(row.method, "")) and name not in by_name]
         lines.append(f"- **{row.method}** ({sizes}): " + "; ".join(
             matched + ([f"the student alone at matched size is not trained: add `--methods {' '.join(missing)}` "
                         "to the command under *How this table was made* (optional rows of `--plan`)"]
-                       if missing else [])) + ".")
+                       if missing else [])
+            + ([] if matched or missing else ["no row of the student alone at matched size (its network has no "
+                                              "width to change)"])) + ".")
     return [*lines, ""]
 
 
@@ -310,7 +327,7 @@ def section_text(rows: list[MethodRuns], teacher: dict[str, Any], command: str, 
         f"epochs, {seeds_text(rows)} per row.",
         "",
         table,
-        *larger_text(rows),
+        *larger_text(rows, setting.get("optional") or ()),
         "### Which differences are real",
         "",
         *differences_text(rows),

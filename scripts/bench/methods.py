@@ -302,8 +302,9 @@ def main() -> None:
     if unknown:
         sys.exit(f"error: unknown method(s) {unknown}; choose from: {', '.join(m.name for m in methods)}"
                  + (f"; optional: {', '.join(m.name for m in optional)}" if optional else "")
-                 + f" ('{matched_name('<row>', 'params')}' and '... macs' exist once the row has finished runs "
-                   "whose deployed student is larger than the student alone's)")
+                 + f" ('{matched_name('<row>', 'params')}' and '... macs', or '... size' where one width matches "
+                   "both, exist once the row has finished runs whose deployed student is larger than the student "
+                   "alone's)")
     chosen = [m for m in methods if args.methods is None or m.name in args.methods]
     chosen += [m for m in optional if m.name in (args.methods or [])]
     teachers = teacher_dirs(args.out_dir, args.setting.teacher_seeds)
@@ -367,7 +368,8 @@ def main() -> None:
                        "title": section_title(args),
                        "seeds": args.seeds, "teacher_epochs": args.teacher_epochs,
                        "published": dict(args.setting.published), "extra": setting_record(args)["extra"],
-                       "tuned_lines": tuned_section(choices(methods, args.out_dir))})
+                       "tuned_lines": tuned_section(choices(methods, args.out_dir)),
+                       "optional": [m.name for m in optional]})
     if teachers:
         write_teacher_gains(doc, methods, teachers, args)
     print(f"wrote {doc}")

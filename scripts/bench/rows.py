@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 from distill.io import read_json
-from scripts.bench.doc import BASELINE, MATCHED, MethodRuns, larger, matched_name
+from scripts.bench.doc import BASELINE, BOTH, MATCHED, MethodRuns, larger, matched_name
 from scripts.bench.fit import train_top1
 from scripts.bench.grid import Method, folder_name
 from scripts.bench.results import closest_width, deployed_size, width_form
@@ -75,19 +75,22 @@ def matched_rows(rows: list[MethodRuns]) -> list[Method]:
     config = {**configs[0], "student": student}
     methods = []
     for row in (r for r in rows if larger(r, baseline)):
-        for measure, what in MATCHED.items():
-            values = getattr(row, measure)
-            if not values:
-                continue
-            width, size = closest_width(config, measure, max(values))
+        closest = {measure: (closest_width(config, measure, max(values)), max(values))
+                   for measure in MATCHED if (values := getattr(row, measure))}
+        # One row where one width is the closest in both measures (the same network would train twice).
+        widths = {width for (width, _), _ in closest.values()}
+        groups = {BOTH: list(closest)} if len(closest) > 1 and len(widths) == 1 else {m: [m] for m in closest}
+        for name, measures in groups.items():
+            (width, size), _ = closest[measures[0]]
+            targets = " and in ".join(f"{MATCHED[m]} ({closest[m][1]:,})" for m in measures)
             # A step costs less than its MACs say at this size (fixed per-step overheads): the width-16 student's
             # 3.8x the MACs cost about 2 width-8 steps (grid.SCHEME_COST), about the square root.
             methods.append(Method(
-                matched_name(row.method, measure), ["stage=student", *student_overrides(configs[0], student, width)],
+                matched_name(row.method, name), ["stage=student", *student_overrides(configs[0], student, width)],
                 student_steps=math.sqrt(size.macs / max(baseline.macs)), teacher_forwards=0,
                 note=f"{student['name']} width {width}: {size.params:,} parameters, "
-                     f"{size.macs / 1e6:.2f} M MACs, the width closest to {row.method}'s deployed student in {what} "
-                     f"({max(values):,})"))
+                     f"{size.macs / 1e6:.2f} M MACs, the width closest to {row.method}'s deployed student in "
+                     f"{targets}"))
     return methods
 
 

@@ -205,8 +205,12 @@ def test_every_row_states_its_deployed_students_size_and_a_larger_one_is_marked(
     assert lines["dist"].startswith("| dist | 0 | — | — | no kept runs (below) | — | — | — | — | — | `abc1234` |")
     assert list(lines) == ["simkd", "kd", "student alone", "dist"]
 
+    # The optional rows: the student alone at the width closest to SimKD's student in parameters, and in MACs.
+    optional = bench_rows.matched_rows(rows)
+    names = [m.name for m in optional]
     teacher = {"teacher": {"architecture": "small_cnn", "params": 94186, "test_acc_top1": 0.9}}
-    setting = {"data": "Fashion-MNIST", "experiment": "fmnist_benchmark", "epochs": 60, "teacher_epochs": 60}
+    setting = {"data": "Fashion-MNIST", "experiment": "fmnist_benchmark", "epochs": 60, "teacher_epochs": 60,
+               "optional": names}
     text = section_text(rows, teacher, "python -m scripts.bench methods", setting)
     assert ("† The deployed student (what the run exports and measures) is larger than the student alone's (6,274 "
             "parameters, 0.51 M MACs): the row's gain over the student alone is not a gain at equal size.") in text
@@ -217,8 +221,6 @@ def test_every_row_states_its_deployed_students_size_and_a_larger_one_is_marked(
     assert ("- **dist**: records.json has its training (commit `abc1234`, exit 0, finished 2026-11-29 13:30:02), "
             "but no seed of it finished here: dist/ holds no metrics.json") in text
 
-    # The optional rows: the student alone at the width closest to SimKD's student in parameters, and in MACs.
-    optional = bench_rows.matched_rows(rows)
     assert [(m.name, m.overrides) for m in optional] == [
         ("student alone matched simkd params", ["stage=student", "student.kwargs.width=24"]),
         ("student alone matched simkd macs", ["stage=student", "student.kwargs.width=19"])]
@@ -231,8 +233,8 @@ def test_every_row_states_its_deployed_students_size_and_a_larger_one_is_marked(
     rows += bench_rows.collect(optional, kept_runs)
     matched_line = next(line for line in method_table(rows, 90.0).splitlines() if "matched simkd params" in line)
     assert "| 53,362 | 4.23 M |" in matched_line
-    assert larger_text(rows)[2].startswith(
-        "- **simkd** (8.7x the parameters, 5.5x the MACs): +1.10 [") and larger_text(rows)[2].endswith(
+    assert larger_text(rows, names)[2].startswith(
+        "- **simkd** (8.7x the parameters, 5.5x the MACs): +1.10 [") and larger_text(rows, names)[2].endswith(
         "over the student alone of matched parameters (53,362 parameters, 4.23 M MACs); the student alone at matched "
         'size is not trained: add `--methods "student alone matched simkd macs"` to the command under *How this '
         "table was made* (optional rows of `--plan`).")
@@ -259,6 +261,31 @@ def test_a_cifar_resnet_student_is_matched_in_size_through_its_width_form(tmp_pa
 
 
 # What size_of reads of a strong-setting run besides the student: a one-channel 28x28 input, 10 classes.
+def test_one_row_matches_both_measures_where_one_width_is_the_closest_in_both(tmp_path):
+    """The strong pair's SimKD (the resnet8 trunk, a projector and the teacher's classifier: 91,322 parameters and
+    10.0 M MACs, 1.17x and 1.07x the student alone's) is closest in both to cifar_resnet8 at width 17: one optional
+    row, not two rows that would train the same network; once it has runs, one line gives the gain over it."""
+    config = {"student": {"name": "cifar_resnet8", "kwargs": {}}, **STRONG_RUN}
+    (tmp_path / "alone").mkdir()
+    (tmp_path / "alone" / "run_config.json").write_text(json.dumps(config))
+    baseline = MethodRuns("student alone", "", best=[90.5, 90.7], run_dirs=[tmp_path / "alone"], params=[77_754],
+                          macs=[size_of(config).macs])
+    simkd = MethodRuns("simkd", "", best=[91.0, 91.2], params=[91_322], macs=[9_998_208])
+    optional = bench_rows.matched_rows([baseline, simkd])
+    assert [m.name for m in optional] == ["student alone matched simkd size"]
+    assert optional[0].overrides[-1] == "++student.kwargs.width=17"
+    assert optional[0].note.endswith("the width closest to simkd's deployed student in parameters (91,322) and in "
+                                     "MACs (9,998,208)")
+    lines = larger_text([baseline, simkd], ["student alone matched simkd size"])
+    assert lines[2].endswith('add `--methods "student alone matched simkd size"` to the command under *How this '
+                             "table was made* (optional rows of `--plan`).")
+    matched = MethodRuns("student alone matched simkd size", "", best=[91.4, 91.6], params=[87_679],
+                         macs=[10_543_128])
+    lines = larger_text([baseline, simkd, matched], ["student alone matched simkd size"])
+    assert lines[2] == ("- **simkd** (1.2x the parameters, 1.1x the MACs): -0.40 [-1.01, +0.21] over the student "
+                        "alone of matched parameters and MACs (87,679 parameters, 10.54 M MACs).")
+
+
 STRONG_RUN = {"stage": "student", "data": {"_target_": "distill.data.FashionMNISTDataModule", "root": "/nonexistent"},
               "teacher": {"name": "cifar_resnet20", "kwargs": {}, "pretrained": False, "weights": None},
               "loss": {"ce": {"weight": 1.0}}}
