@@ -276,6 +276,9 @@ def test_one_row_matches_both_measures_where_one_width_is_the_closest_in_both(tm
     assert optional[0].overrides[-1] == "++student.kwargs.width=17"
     assert optional[0].note.endswith("the width closest to simkd's deployed student in parameters (91,322) and in "
                                      "MACs (9,998,208)")
+    # A student without a width has no matched rows (rows.matched_rows finds none): the line says so.
+    assert larger_text([baseline, simkd], [])[2].endswith(
+        "no row of the student alone at matched size (its network has no width to change).")
     lines = larger_text([baseline, simkd], ["student alone matched simkd size"])
     assert lines[2].endswith('add `--methods "student alone matched simkd size"` to the command under *How this '
                              "table was made* (optional rows of `--plan`).")
