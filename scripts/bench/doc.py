@@ -181,14 +181,13 @@ def larger_text(rows: list[MethodRuns], optional: Sequence[str] = ()) -> list[st
         sizes = (f"{ratio_text(row.params, baseline.params, 'parameters')}, "
                  f"{ratio_text(row.macs, baseline.macs, 'MACs')}")
         matched = []
-        others = {measure: matched_row(by_name, row.method, measure) for measure in MATCHED}
-        distinct: list[MethodRuns] = []  # one line for the row shared by both measures
-        for other in others.values():
-            if other is not None and all(other is not seen for seen in distinct):
-                distinct.append(other)
-        for other in distinct:
+        measures_of: dict[str, list[str]] = {}  # each matched row's measures: one line for a row shared by both
+        for measure, what in MATCHED.items():
+            if other := matched_row(by_name, row.method, measure):
+                measures_of.setdefault(other.method, []).append(what)
+        for name, whats in measures_of.items():
+            other, what = by_name[name], " and ".join(whats)
             gain = welch_interval(row.best, other.best)
-            what = " and ".join(MATCHED[measure] for measure, o in others.items() if o is other)
             if gain:
                 matched.append(f"{interval_text(gain)} over the student alone of matched {what} "
                                f"({size_text(other.params)} parameters, {size_text(other.macs, 1e6, 2, ' M')} MACs)")

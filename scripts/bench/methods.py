@@ -359,17 +359,17 @@ def main() -> None:
         folders += [tune.name for tune in (tune_folder(args.out_dir, m.name) for m in methods) if tune.is_dir()]
         for folder in folders:
             save_row(args.out_dir, args.results, folder)
-    optional_names = {m.name for m in optional}
+    optional_names = [m.name for m in optional]
+    tuned_choices = choices(methods, args.out_dir)
     command = table_command(sys.argv[1:], [m.name for m in grid(args.setting, args.epochs)],
                             [r.method for r in rows], [r.method for r in rows if r.method in optional_names],
-                            [c["method"] for c in choices(methods, args.out_dir)])
+                            [c["method"] for c in tuned_choices])
     write_doc(doc, rows, teacher, args.out_dir, command=command,
               setting={"data": args.setting.data, "experiment": args.setting.experiment, "epochs": args.epochs,
                        "title": section_title(args),
                        "seeds": args.seeds, "teacher_epochs": args.teacher_epochs,
                        "published": dict(args.setting.published), "extra": setting_record(args)["extra"],
-                       "tuned_lines": tuned_section(choices(methods, args.out_dir)),
-                       "optional": [m.name for m in optional]})
+                       "tuned_lines": tuned_section(tuned_choices), "optional": optional_names})
     if teachers:
         write_teacher_gains(doc, methods, teachers, args)
     print(f"wrote {doc}")

@@ -75,14 +75,14 @@ def matched_rows(rows: list[MethodRuns]) -> list[Method]:
     config = {**configs[0], "student": student}
     methods = []
     for row in (r for r in rows if larger(r, baseline)):
-        closest = {measure: (closest_width(config, measure, max(values)), max(values))
-                   for measure in MATCHED if (values := getattr(row, measure))}
+        targets = {measure: max(values) for measure in MATCHED if (values := getattr(row, measure))}
+        closest = {measure: closest_width(config, measure, target) for measure, target in targets.items()}
         # One row where one width is the closest in both measures (the same network would train twice).
-        widths = {width for (width, _), _ in closest.values()}
+        widths = {width for width, _ in closest.values()}
         groups = {BOTH: list(closest)} if len(closest) > 1 and len(widths) == 1 else {m: [m] for m in closest}
         for name, measures in groups.items():
-            (width, size), _ = closest[measures[0]]
-            targets = " and in ".join(f"{MATCHED[m]} ({closest[m][1]:,})" for m in measures)
+            width, size = closest[measures[0]]
+            matched = " and in ".join(f"{MATCHED[m]} ({targets[m]:,})" for m in measures)
             # A step costs less than its MACs say at this size (fixed per-step overheads): the width-16 student's
             # 3.8x the MACs cost about 2 width-8 steps (grid.SCHEME_COST), about the square root.
             methods.append(Method(
@@ -90,7 +90,7 @@ def matched_rows(rows: list[MethodRuns]) -> list[Method]:
                 student_steps=math.sqrt(size.macs / max(baseline.macs)), teacher_forwards=0,
                 note=f"{student['name']} width {width}: {size.params:,} parameters, "
                      f"{size.macs / 1e6:.2f} M MACs, the width closest to {row.method}'s deployed student in "
-                     f"{targets}"))
+                     f"{matched}"))
     return methods
 
 

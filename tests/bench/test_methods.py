@@ -261,6 +261,11 @@ def test_a_cifar_resnet_student_is_matched_in_size_through_its_width_form(tmp_pa
 
 
 # What size_of reads of a strong-setting run besides the student: a one-channel 28x28 input, 10 classes.
+STRONG_RUN = {"stage": "student", "data": {"_target_": "distill.data.FashionMNISTDataModule", "root": "/nonexistent"},
+              "teacher": {"name": "cifar_resnet20", "kwargs": {}, "pretrained": False, "weights": None},
+              "loss": {"ce": {"weight": 1.0}}}
+
+
 def test_one_row_matches_both_measures_where_one_width_is_the_closest_in_both(tmp_path):
     """The strong pair's SimKD (the resnet8 trunk, a projector and the teacher's classifier: 91,322 parameters and
     10.0 M MACs, 1.17x and 1.07x the student alone's) is closest in both to cifar_resnet8 at width 17: one optional
@@ -287,11 +292,6 @@ def test_one_row_matches_both_measures_where_one_width_is_the_closest_in_both(tm
     lines = larger_text([baseline, simkd, matched], ["student alone matched simkd size"])
     assert lines[2] == ("- **simkd** (1.2x the parameters, 1.1x the MACs): -0.40 [-1.01, +0.21] over the student "
                         "alone of matched parameters and MACs (87,679 parameters, 10.54 M MACs).")
-
-
-STRONG_RUN = {"stage": "student", "data": {"_target_": "distill.data.FashionMNISTDataModule", "root": "/nonexistent"},
-              "teacher": {"name": "cifar_resnet20", "kwargs": {}, "pretrained": False, "weights": None},
-              "loss": {"ce": {"weight": 1.0}}}
 
 
 def test_plan_lists_the_matched_rows_as_optional_and_trains_them_only_when_named(kept_runs, script_main):
