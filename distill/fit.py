@@ -21,6 +21,7 @@ from distill.losses import build_loss_terms
 from distill.module import DistillationModule
 from distill.reliability.checkpoints import AtomicCheckpointIO, LastCheckpoint
 from distill.reliability.interrupts import CheckpointOnSignal
+from distill.reliability.run_clock import with_training_timer
 from distill.reliability.seeding import StepSeeder
 from distill.teacher.stored_logits import CachedTeacherOutputs
 from distill.tracking import close_loggers, keep_csv_rows_on_resume
@@ -109,6 +110,8 @@ def fit_module(cfg: DictConfig, module: L.LightningModule, datamodule: L.Lightni
     # Not optional, so not in the callbacks config: exact resume and a checkpoint on SIGTERM/Ctrl-C.
     on_signal = CheckpointOnSignal()
     callbacks += [StepSeeder(), on_signal]
+    # Keeps the training time in every checkpoint, so a resumed run reports all it cost (reliability/run_clock).
+    callbacks = with_training_timer(callbacks, cfg.trainer.get("max_time"))
     loggers = instantiate_group(cfg.get("logger"))
     if ckpt_path is not None:  # before anything opens the loggers' folders
         keep_csv_rows_on_resume(loggers)

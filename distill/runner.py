@@ -29,6 +29,7 @@ from distill.plan import baseline_loss, prepare
 from distill.ranks import is_rank_zero
 from distill.reliability.interrupts import terminate_raises
 from distill.reliability.resume import auto_resume_checkpoint, check_same_config, finished_run, record_run_config
+from distill.reliability.run_clock import earlier_training_seconds
 from distill.reliability.run_folder import check_unused, earlier_run, run_folder_lock
 from distill.run_summary import describe_loss, print_summary
 from distill.schemes import run_mutual, run_scheme
@@ -70,10 +71,17 @@ def run_locked(cfg: DictConfig, overrides: Sequence[str], output_dir: Path) -> f
     (output_dir / "error.json").unlink(missing_ok=True)  # an earlier attempt's failure is not this run's
     if is_rank_zero():
         record_run_config(cfg, output_dir)
+    # What earlier calls trained here or up to ckpt_path (a resumed model, a teacher or chain link finished
+    # before), read before this call's checkpoints replace theirs; 0 for a new folder.
+    earlier = earlier_training_seconds(output_dir, cfg.get("ckpt_path"))
     # A chain or born-again generations call run_single once per model (distill/schemes).
     start = time.perf_counter()
     summary = run_scheme(cfg, overrides, run_single)
-    summary["seconds"] = time.perf_counter() - start  # this call only: a resumed run counts its last part
+    summary["seconds_this_call"] = time.perf_counter() - start
+    # The run's cost: this call, and the training time of the calls it continued (None when a checkpoint of an
+    # older version does not say: then this call only, as the field name says).
+    summary["seconds_earlier_calls"] = earlier
+    summary["seconds"] = summary["seconds_this_call"] + (earlier or 0.0)
     if is_rank_zero():  # DDP workers run this script too; one writes the summary
         write_json(output_dir / "metrics.json", summary)
         print_summary(summary)

@@ -64,6 +64,8 @@ def uninterrupted(tmp_path_factory) -> tuple[dict[str, torch.Tensor], Path]:
     root = tmp_path_factory.mktemp("exact_resume")
     result = train(root / "whole", root / "cache")
     assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((root / "whole" / "metrics.json").read_text())
+    assert summary["seconds_earlier_calls"] == 0 and summary["seconds"] == summary["seconds_this_call"] > 0
     return final_state(root / "whole" / "checkpoints" / "last.ckpt"), root / "cache"
 
 
@@ -77,6 +79,11 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(uninterru
     assert saved["global_step"] == 27  # the step-27 checkpoint, 6 batches into epoch 1
 
     assert_resumes_exactly(last, cache, tmp_path / "resumed", expected)
+    # The resumed run's time counts the killed call's training up to its checkpoint, which the checkpoint kept.
+    killed_seconds = saved["callbacks"]["Timer"]["time_elapsed"]["train"]
+    summary = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+    assert killed_seconds > 0 and summary["seconds_earlier_calls"] == pytest.approx(killed_seconds)
+    assert summary["seconds"] == pytest.approx(summary["seconds_this_call"] + killed_seconds)
 
 
 def test_sigterm_writes_a_checkpoint_and_prints_the_resume_command(uninterrupted, tmp_path):

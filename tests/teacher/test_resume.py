@@ -8,6 +8,7 @@ teacher's fit only.
 
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
 import sys
@@ -92,10 +93,16 @@ def test_a_chain_link_stopped_mid_training_continues_from_its_own_checkpoint(tmp
     assert command.endswith(f"resume=auto hydra.run.dir={run_dir}") and "ckpt_path=" not in command
     link = run_dir / "links" / "2-small_cnn" / "checkpoints" / "last.ckpt"
     assert torch.load(link, weights_only=True)["global_step"] == 6
+    # What the stopped call trained, as each model's last checkpoint kept it: the teacher, link 1, part of link 2.
+    trained_before = {path.relative_to(run_dir).parts[-3]: torch.load(path, weights_only=True)["callbacks"]["Timer"]
+                      ["time_elapsed"]["train"] for path in run_dir.rglob("last.ckpt")}
+    assert sorted(trained_before) == ["1-small_cnn", "2-small_cnn", "teacher"]
 
     again = train(run_dir, tmp_path / "cache", *chain, "resume=auto")
     output = again.stdout + again.stderr
     assert again.returncode == 0, output[-3000:]
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert summary["seconds_earlier_calls"] == pytest.approx(sum(trained_before.values()))
     assert f"continuing student (link 2) from {link}" in output
     assert "link 1 (small_cnn) reused from the cache" in output
     assert torch.load(link, weights_only=True)["global_step"] == 21  # one whole epoch, not 6 + 21
