@@ -26,16 +26,17 @@ out-dir's section of the document (doc.py); a row whose deployed student is larg
 optional rows, the student alone at its size (``matched_rows``), listed by --plan and trained only when named.
 ``--tune`` gives a loss row a second row at the weight of its own term that has the best validation top-1
 (tuned.py: the candidates in ``<out-dir>/tune_<method>``, the choice in its choice.json).
-``--results DIR`` keeps the small files of every finished run and the teacher's weights in DIR (to commit) and
-puts them back on a machine that lacks them (results.py): a grid spans machines.
+``--results DIR`` keeps the small files of every finished run (each seed as it ends) and the teacher's weights
+in DIR (to commit) and puts them back on a machine that lacks them (results.py): a grid spans machines.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from hydra.utils import instantiate
@@ -249,6 +250,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def keeper(args: argparse.Namespace, name: str) -> Callable[[], object] | None:
+    """What keeps row ``name``'s ended seeds in the results folder (None without --results): called while the
+    row trains and when it ends, so a crash or a sitting's end loses no seed that had finished."""
+    return partial(save_row, args.out_dir, args.results, folder_name(name)) if args.results else None
+
+
 def write_teacher_gains(doc: Path, methods: list[Method], teachers: dict[int, Path],
                         args: argparse.Namespace) -> None:
     """The section of each row's gain under each teacher of the setting (teacher_seeds.py), from the runs of
@@ -330,7 +337,7 @@ def main() -> None:
         save_top(args.out_dir, args.results)
     trained = 0
     for method in tuning:  # the reference row, the candidates, the choice; then its row trains with the others
-        trained += run_method(method, args)
+        trained += run_method(method, args, keeper(args, method.name))
         run_candidates(method, args)
         if args.results:
             for folder in (folder_name(method.name), tune_folder(args.out_dir, method.name).name):
@@ -345,9 +352,7 @@ def main() -> None:
             methods.append(row)
             chosen.append(row)
     for method in chosen:
-        trained += run_method(method, args)
-        if args.results:  # each row as it finishes: a crash later in the grid loses none of it
-            save_row(args.out_dir, args.results, folder_name(method.name))
+        trained += run_method(method, args, keeper(args, method.name))
     print(f"trained: {trained} method(s); {len(chosen) - trained} read back from {args.out_dir}", flush=True)
     if args.teacher_seed > 0 and teachers:
         share_teacherless_rows(methods, args.out_dir, teachers[0], args.seeds)

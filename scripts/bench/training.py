@@ -9,6 +9,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -65,11 +66,25 @@ def teacher_in_cache(args: argparse.Namespace) -> bool:
     return TeacherCache(args.cache_dir).has(teacher_cache_key(cfg, identity))
 
 
-def train(command: list[str], log_file: Path) -> tuple[int, float]:
-    """Run one distill-train command; its output goes to ``log_file`` (a benchmark's progress is one line each)."""
+KEEP_EVERY_SECONDS = 60.0  # how often a row's finished seeds are kept while its other seeds train
+
+
+def train(command: list[str], log_file: Path, while_running: Callable[[], object] | None = None,
+          every: float = KEEP_EVERY_SECONDS) -> tuple[int, float]:
+    """Run one distill-train command; its output goes to ``log_file`` (a benchmark's progress is one line each).
+    ``while_running`` is called every ``every`` seconds while it runs, and once when it has ended."""
     start = time.perf_counter()
     with log_file.open("a") as log:
-        returncode = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
+        process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        while True:
+            try:
+                returncode = process.wait(timeout=every if while_running else None)
+                break
+            except subprocess.TimeoutExpired:
+                assert while_running is not None  # no timeout without it
+                while_running()
+    if while_running is not None:
+        while_running()
     return returncode, time.perf_counter() - start
 
 
@@ -98,8 +113,11 @@ def record(out_dir: Path, name: str, command: list[str], seconds: float, returnc
     write_json(path, records)
 
 
-def run_method(method: Method, args: argparse.Namespace) -> bool:
-    """Train the seeds of ``method`` that have no metrics.json yet; False if it was already complete."""
+def run_method(method: Method, args: argparse.Namespace, keep: Callable[[], object] | None = None) -> bool:
+    """Train the seeds of ``method`` that have no metrics.json yet; False if it was already complete.
+
+    ``keep`` (the results folder's ``save_row`` for this row) is called while the seeds train, so each seed is
+    kept within a minute of finishing: a sitting that ends in a row's last seed loses that seed only."""
     folder = args.out_dir / folder_name(method.name)
     if len(finished_seeds(folder, args.seeds)) == args.seeds:
         return False
@@ -108,7 +126,7 @@ def run_method(method: Method, args: argparse.Namespace) -> bool:
                *common_overrides(args), *method.overrides]
     print(f"training: {method.name}", flush=True)
     code = commit()
-    returncode, seconds = train(command, args.out_dir / f"{folder.name}.log")
+    returncode, seconds = train(command, args.out_dir / f"{folder.name}.log", keep)
     print(f"{method.name:<36} {'ok' if returncode == 0 else 'FAILED'} in {seconds / 60:6.1f} min", flush=True)
     record(args.out_dir, method.name, command, seconds, returncode, code)
     return True

@@ -3,12 +3,15 @@ the deployed student a kept run says."""
 
 from __future__ import annotations
 
+import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from distill.io import read_json, write_json
 from scripts.bench.results import Size, closest_width, deployed_size, restore, save_row, save_teacher, save_top
+from scripts.bench.training import train
 from tests.bench.conftest import kept_seed, run_config
 
 
@@ -40,6 +43,36 @@ def test_a_row_keeps_its_summaries_not_its_checkpoints(tmp_path):
     save_row(out, results, "dkd")
     assert read_json(results / "records.json") == {"kd": 1, "dkd": 2}
     assert (results / "kd" / "0" / "metrics.json").read_text() == "x" and (results / "dkd" / "0").is_dir()
+
+
+# A row of two seeds as a multirun trains it: seed 0 finishes, then seed 1 starts only once seed 0 is in the results
+# folder (within 10 s), so the row ends well only if its first seed was kept while the second still trained.
+TWO_SEEDS = """
+import json, pathlib, sys, time
+row, kept = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+(row / "0" / "csv").mkdir(parents=True)
+(row / "0" / "csv" / "metrics.csv").write_text("epoch\\n0\\n")
+(row / "0" / "metrics.json").write_text(json.dumps({"seconds": 1}))
+for _ in range(200):
+    if (kept / "0" / "metrics.json").is_file():
+        break
+    time.sleep(0.05)
+else:
+    sys.exit(3)
+(row / "1" / "csv").mkdir(parents=True)
+(row / "1" / "csv" / "metrics.csv").write_text("epoch\\n0\\n")
+(row / "1" / "metrics.json").write_text(json.dumps({"seconds": 2}))
+"""
+
+
+def test_a_rows_finished_seeds_are_kept_while_its_other_seeds_train(tmp_path):
+    out, results = tmp_path / "out", tmp_path / "results"
+    keep = partial(save_row, out, results, "kd")
+    returncode, _ = train([sys.executable, "-c", TWO_SEEDS, str(out / "kd"), str(results / "kd")],
+                          tmp_path / "kd.log", keep, every=0.1)
+    assert returncode == 0, (tmp_path / "kd.log").read_text()  # 3: seed 0 was not kept while the row ran
+    # and the seed that finished last is kept when the row ends
+    assert read_json(results / "kd" / "1" / "metrics.json") == {"seconds": 2}
 
 
 def test_a_new_machine_gets_the_runs_and_the_teacher_back(tmp_path):
