@@ -74,15 +74,19 @@ def train(command: list[str], log_file: Path, while_running: Callable[[], object
     """Run one distill-train command; its output goes to ``log_file`` (a benchmark's progress is one line each).
     ``while_running`` is called every ``every`` seconds while it runs, and once when it has ended."""
     start = time.perf_counter()
-    with log_file.open("a") as log:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        while True:
-            try:
-                returncode = process.wait(timeout=every if while_running else None)
-                break
-            except subprocess.TimeoutExpired:
-                assert while_running is not None  # no timeout without it
-                while_running()
+    with (log_file.open("a") as log,
+          subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT) as process):
+        try:
+            while True:
+                try:
+                    returncode = process.wait(timeout=every if while_running else None)
+                    break
+                except subprocess.TimeoutExpired:
+                    assert while_running is not None  # no timeout without it
+                    while_running()
+        except BaseException:  # as subprocess.run does: no training left running without its benchmark
+            process.kill()
+            raise
     if while_running is not None:
         while_running()
     return returncode, time.perf_counter() - start

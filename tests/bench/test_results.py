@@ -4,6 +4,7 @@ the deployed student a kept run says."""
 from __future__ import annotations
 
 import sys
+import time
 from functools import partial
 from pathlib import Path
 
@@ -73,6 +74,16 @@ def test_a_rows_finished_seeds_are_kept_while_its_other_seeds_train(tmp_path):
     assert returncode == 0, (tmp_path / "kd.log").read_text()  # 3: seed 0 was not kept while the row ran
     # and the seed that finished last is kept when the row ends
     assert read_json(results / "kd" / "1" / "metrics.json") == {"seconds": 2}
+
+
+def test_a_keep_that_fails_stops_the_training_it_watched(tmp_path):
+    def disk_full() -> None:
+        raise OSError(28, "No space left on device")
+
+    started = time.perf_counter()
+    with pytest.raises(OSError, match="No space left"):
+        train([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "kd.log", disk_full, every=0.1)
+    assert time.perf_counter() - started < 30  # the training was killed and waited for, not left to run 60 s
 
 
 def test_a_new_machine_gets_the_runs_and_the_teacher_back(tmp_path):
