@@ -236,7 +236,12 @@ SEARCH_FAST = [*FAST, "search.trial_epochs=1", "search.budget.repeats=3", "searc
 
 
 def test_search_command(work):
-    result = run_readme("distill-search search.trials=8", work, "search", [*SEARCH_FAST, "search.trials=2"])
+    # Which of two drawn candidates beats the default student's int8 latency (a few hundredths of a millisecond
+    # for these networks) depends on the CPU: on CI's, neither did, and the search rightly ended with nothing to
+    # retrain (exit 2; tests/search covers that case). A limit every candidate meets keeps the latency
+    # measurement and makes the whole path (trials, front, final runs) run on any machine.
+    fixed = [*SEARCH_FAST, "search.trials=2", "search.budget.limits.latency_ms=1000"]
+    result = run_readme("distill-search search.trials=8", work, "search", fixed)
     assert "## Pareto front" in result.stdout and (work["root"] / "search" / "final").is_dir()
 
 

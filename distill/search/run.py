@@ -74,6 +74,10 @@ def report_markdown(result: dict[str, Any], metric: str) -> str:
              f"teacher-output cache entries built: {result['teacher_output_cache_entries_built']}.", "",
              "## Pareto front (validation top-1 against the budget metric, within budget)", "",
              front_table(result["front"], metric)]
+    if result.get("best") is None:
+        lines += ["", "No trial within budget finished, so nothing was retrained. Run more trials "
+                      "(`search.trials`), a space with smaller candidates (`search.space`), or a looser budget "
+                      "(`search.budget.limits`)."]
     final = result.get("final")
     if final:
         lines += ["", f"## Final runs (full schedule, seeds {final['seeds']}): test top-1", "",

@@ -56,6 +56,7 @@ def test_a_candidate_over_budget_is_measured_but_never_trained(make_search_cfg):
     assert trial["state"] == "stopped by budget" and trial["epochs"] == "0" and trial["within_budget"] == "False"
     assert int(trial["macs"]) > result["budget"]["limits"]["macs"]
     assert result["best"] is None and result["stopped_by_budget"] == 1
+    assert "No trial within budget finished, so nothing was retrained" in (folder / "search.md").read_text()
     trained = {p.parent.name for p in (folder / "trials").glob("*/trial.json")}
     assert len(trained) == 1  # only the default student's reference run: the candidate has no folder
     measured = list((Path(cfg.paths.cache_dir) / "search_measurements").glob("*.json"))
