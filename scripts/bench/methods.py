@@ -50,8 +50,8 @@ from scripts.bench.grid import FIRST_SITTING, ROOT, SETTINGS, Method, default_ou
 from scripts.bench.results import restore, save_row, save_teacher, save_top
 from scripts.bench.rows import collect, config_error, finished_seeds, matched_rows
 from scripts.bench.table_command import table_command
+from scripts.bench.teacher_seeds import restore_other_teachers, share_teacherless_rows, teacher_dirs, teacherless
 from scripts.bench.teacher_seeds import section_text as teacher_section
-from scripts.bench.teacher_seeds import share_teacherless_rows, teacher_dirs, teacherless
 from scripts.bench.training import composed, run_method, teacher_in_cache, teacher_seed_override, train_teacher
 from scripts.bench.tuned import (
     CHOICE,
@@ -301,6 +301,7 @@ def main() -> None:
     if teacher_key is not None:  # before anything reads the out-dir: a new machine gets the kept runs and teacher back
         check_setting(args, args.results)
         restore(args.results, args.out_dir, args.cache_dir, teacher_key)
+        restore_other_teachers(args.results, args.out_dir, args.setting.teacher_seeds, args.teacher_seed)
     check_setting(args, args.out_dir)
     tuning = tuning_methods(methods, args)
     methods += tuned_rows(methods, args.out_dir)  # chosen in an earlier call: rows like the others

@@ -117,12 +117,18 @@ def restore(results: Path, out_dir: Path, cache_root: Path, teacher_key: str) ->
             f"error: {results} keeps runs distilled from teacher {kept[0]}, but this config's teacher key is "
             f"{teacher_key}: the teacher's recipe (teacher.*, data, trainer settings) differs from the one those "
             "rows were trained with; give the same options as before, or a new --results and --out-dir")
-    copied = copy_missing(results, out_dir, (*TOP_FILES, *(f"*/{pattern}" for pattern in RUN_FILES)))
-    if merge_records(out_dir / "records.json", results / "records.json", out_dir / "records.json"):
-        copied.append(out_dir / "records.json")
+    copied = restore_runs(results, out_dir)
     entry, cache = results / TEACHER_ENTRY / teacher_key, TeacherCache(cache_root)
     if entry.is_dir() and cache.adopt(teacher_key, entry):
         copied.append(cache.entry(teacher_key))
+    return copied
+
+
+def restore_runs(results: Path, out_dir: Path) -> list[Path]:
+    """The kept runs and records of ``results`` copied into ``out_dir`` where missing (the teacher stays out)."""
+    copied = copy_missing(results, out_dir, (*TOP_FILES, *(f"*/{pattern}" for pattern in RUN_FILES)))
+    if merge_records(out_dir / "records.json", results / "records.json", out_dir / "records.json"):
+        copied.append(out_dir / "records.json")
     return copied
 
 

@@ -4,6 +4,7 @@ row's gain under each teacher and pooled over them (hand-computed intervals)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from scipy import stats
 from scripts.bench import methods
 from scripts.bench.doc import MethodRuns
 from scripts.bench.grid import STRONG, grid
-from scripts.bench.teacher_seeds import gains_text, share_teacherless_rows, teacher_dirs
+from scripts.bench.teacher_seeds import gains_text, restore_other_teachers, share_teacherless_rows, teacher_dirs
 from tests.bench.conftest import kept_seed
 
 
@@ -41,6 +42,36 @@ def test_a_row_without_a_teacher_is_not_trained_under_the_second_teacher(tmp_pat
     printed = script_main(methods, "--setting", "strong", "--teacher-seed", "1", "--out-dir", str(out), "--plan")
     assert f"rows without a teacher, shared from {tmp_path / 'teacher_seed0'}: student alone" in printed
     assert "\nstudent alone " not in printed and "\nkd " in printed  # not planned: it trains nothing here
+
+
+def test_a_new_machine_running_the_second_teacher_gets_the_first_teachers_kept_runs_back(tmp_path, script_main):
+    """Run for teacher 1 only, with its own --results: without teacher 0's kept runs, its table would have no
+    student alone to share and the gains section no teacher 0 (as a sitting found on a fresh machine)."""
+    results, out = tmp_path / "results", tmp_path / "outputs"
+    for seed in range(3):
+        kept_seed(results / "teacher_seed0" / "student_alone" / str(seed), 0.90, 77_754, None)
+        kept_seed(results / "teacher_seed1" / "kd" / str(seed), 0.91, 77_754, None)
+    (results / "teacher_seed0" / "records.json").write_text(json.dumps({"student alone": {"commit": "abc1234"}}))
+    teacher_record = results / "teacher_seed0" / "teacher" / "metrics.json"
+    teacher_record.parent.mkdir()
+    teacher_record.write_text(json.dumps({"teacher": {"test_acc_top1": 0.94}}))
+    assert restore_other_teachers(results / "elsewhere", out / "teacher_seed1", 2, 1) == []  # not a teacher's
+
+    second = ["--setting", "strong", "--teacher-seed", "1", "--out-dir", str(out / "teacher_seed1")]
+    printed = script_main(methods, *second, "--results", str(results / "teacher_seed1"),
+                          "--cache-dir", str(tmp_path / "cache"), "--plan")
+    first = out / "teacher_seed0"
+    assert sorted(p.parent.name for p in first.glob("student_alone/*/metrics.json")) == ["0", "1", "2"]
+    assert json.loads((first / "records.json").read_text()) == {"student alone": {"commit": "abc1234"}}
+    assert (first / "teacher" / "metrics.json").is_file()  # the gains section's "teacher 0 (94.00 %)"
+    assert (out / "teacher_seed1" / "kd" / "2" / "metrics.json").is_file()  # its own, as before
+    assert f"rows without a teacher, shared from {first}: student alone" in printed
+
+    # Teacher 0's command gets teacher 1's runs back in turn (its gains section has both), never its own twice.
+    shutil.rmtree(out)
+    restored = restore_other_teachers(results / "teacher_seed0", out / "teacher_seed0", 2, 0)
+    assert sorted(str(p.relative_to(out)) for p in restored) == [f"teacher_seed1/kd/{seed}/metrics.json"
+                                                                 for seed in range(3)]
 
 
 def interval(a: list[float], b: list[float]) -> tuple[float, float, float]:
