@@ -259,11 +259,13 @@ def keeper(args: argparse.Namespace, name: str) -> Callable[[], object] | None:
 def write_teacher_gains(doc: Path, methods: list[Method], teachers: dict[int, Path],
                         args: argparse.Namespace) -> None:
     """The section of each row's gain under each teacher of the setting (teacher_seeds.py), from the runs of
-    every teacher's out-dir that exists."""
+    every teacher's out-dir that exists, with the rows chosen on validation in each (not only in this one)."""
     rows_by_teacher, top1 = {}, {}
+    names = {method.name for method in methods}
     for seed, folder in teachers.items():
         if folder.is_dir():
-            rows_by_teacher[seed] = collect(methods, folder)
+            tuned_there = [row for row in tuned_rows(methods, folder) if row.name not in names]
+            rows_by_teacher[seed] = collect([*methods, *tuned_there], folder)
             metrics = folder / "teacher" / "metrics.json"
             accuracy = (read_json(metrics).get("teacher") or {}).get("test_acc_top1") if metrics.is_file() else None
             top1[seed] = None if accuracy is None else 100 * accuracy

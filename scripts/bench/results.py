@@ -64,8 +64,12 @@ def ended(seed: Path) -> bool:
 
 
 def save_row(out_dir: Path, results: Path, folder: str) -> list[Path]:
-    """Keep the ended seeds of one row (its folder in the out-dir), and the records that name its commit."""
+    """Keep the ended seeds of one row (its folder in the out-dir), and the records that name its commit. A row
+    linked from another out-dir (a later teacher's student alone: teacher_seeds.py) is kept by that one's results,
+    not a second time here."""
     copied, patterns = [], tuple(pattern.removeprefix("*/") for pattern in RUN_FILES)
+    if (out_dir / folder).is_symlink():
+        return save_top(out_dir, results)
     for seed in sorted(p for p in (out_dir / folder).glob("*") if p.is_dir() and ended(p)):
         copied += copy_missing(seed, results / folder / seed.name, patterns)
     return copied + save_top(out_dir, results)

@@ -13,6 +13,7 @@ from scipy import stats
 from scripts.bench import methods
 from scripts.bench.doc import MethodRuns
 from scripts.bench.grid import STRONG, grid
+from scripts.bench.results import save_row
 from scripts.bench.teacher_seeds import gains_text, restore_other_teachers, share_teacherless_rows, teacher_dirs
 from tests.bench.conftest import kept_seed
 
@@ -32,6 +33,10 @@ def test_the_student_alone_is_shared_by_the_second_teacher_with_its_record(tmp_p
     assert json.loads((second / "records.json").read_text()) == {
         "student alone": {"commit": "abc1234", "shared_from": "teacher_seed0"}}
     assert share_teacherless_rows(rows, second, first, seeds=3) == []  # linked once
+    # Kept by teacher 0's results folder only: teacher 1's keeps its record, not a second copy of the runs.
+    kept = tmp_path / "results_teacher_seed1"
+    save_row(second, kept, "student_alone")
+    assert not (kept / "student_alone").exists() and "student alone" in json.loads((kept / "records.json").read_text())
 
 
 def test_a_row_without_a_teacher_is_not_trained_under_the_second_teacher(tmp_path, script_main):
@@ -111,13 +116,19 @@ def test_the_strong_grid_writes_its_gains_section_from_every_teachers_folder(tmp
     """write_teacher_gains reads both teachers' folders (the second sharing the student alone)."""
     base = tmp_path / "benchmark_strong"
     for folder, top1s in (("teacher_seed0/student_alone", [0.900, 0.902, 0.904]),
-                          ("teacher_seed0/kd", [0.910, 0.912, 0.914]), ("teacher_seed1/kd", [0.904, 0.906, 0.908])):
+                          ("teacher_seed0/kd", [0.910, 0.912, 0.914]), ("teacher_seed1/kd", [0.904, 0.906, 0.908]),
+                          ("teacher_seed0/mlkd_weight_chosen_on_validation", [0.890, 0.892, 0.894])):
         for seed, top1 in enumerate(top1s):
             kept_seed(base / folder / str(seed), top1, None, None)
     for seed, top1 in ((0, 0.936), (1, 0.935)):
         (base / f"teacher_seed{seed}" / "teacher").mkdir(parents=True)
         (base / f"teacher_seed{seed}" / "teacher" / "metrics.json").write_text(
             json.dumps({"teacher": {"test_acc_top1": top1}}))
+    # A row chosen on validation under teacher 0 (tuned.py): in the section whichever teacher's command writes it.
+    (base / "teacher_seed0" / "tune_mlkd").mkdir()
+    (base / "teacher_seed0" / "tune_mlkd" / "choice.json").write_text(json.dumps(
+        {"method": "mlkd", "term": "mlkd", "reference": 0.9, "chosen": 0.09,
+         "candidates": [{"weight": 0.9}, {"weight": 0.09}]}))
     share_teacherless_rows(grid(STRONG, 30), base / "teacher_seed1", base / "teacher_seed0", seeds=3)
     args = methods.parse_args(["--setting", "strong", "--teacher-seed", "1", "--out-dir", str(base / "teacher_seed1")])
     doc = tmp_path / "benchmarks.md"
@@ -126,3 +137,4 @@ def test_the_strong_grid_writes_its_gains_section_from_every_teachers_folder(tmp
     assert "<!-- method-table:benchmark_strong/teachers:start -->" in text
     assert "| row | teacher 0 (93.60 %) | teacher 1 (93.50 %) | every teacher, pooled |" in text
     assert "| kd | 91.20 ± 0.20; +1.00 [+0.55, +1.45] * | 90.60 ± 0.20; +0.40 [-0.05, +0.85] |" in text
+    assert "| mlkd, weight chosen on validation | 89.20 ± 0.20; -1.00 [-1.45, -0.55] * | — | — |" in text
