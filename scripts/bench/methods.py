@@ -303,7 +303,8 @@ def main() -> None:
     if teacher_key is not None:  # before anything reads the out-dir: a new machine gets the kept runs and teacher back
         check_setting(args, args.results)
         restore(args.results, args.out_dir, args.cache_dir, teacher_key)
-        restore_other_teachers(args.results, args.out_dir, args.setting.teacher_seeds, args.teacher_seed)
+        restore_other_teachers(args.results, args.out_dir, args.cache_dir, args.setting.teacher_seeds,
+                               args.teacher_seed)
     check_setting(args, args.out_dir)
     tuning = tuning_methods(methods, args)
     methods += tuned_rows(methods, args.out_dir)  # chosen in an earlier call: rows like the others

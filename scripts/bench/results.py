@@ -128,6 +128,14 @@ def restore(results: Path, out_dir: Path, cache_root: Path, teacher_key: str) ->
     return copied
 
 
+def restore_teachers(results: Path, cache_root: Path) -> list[Path]:
+    """Every teacher kept in ``results`` put into the cache where its key is missing (a run that asks for that
+    key gets the very teacher the kept rows had: the strong setting's ensemble row distils from both teachers)."""
+    cache = TeacherCache(cache_root)
+    return [cache.entry(entry.name) for entry in sorted((results / TEACHER_ENTRY).glob("*"))
+            if entry.is_dir() and cache.adopt(entry.name, entry)]
+
+
 def restore_runs(results: Path, out_dir: Path) -> list[Path]:
     """The kept runs and records of ``results`` copied into ``out_dir`` where missing (the teacher stays out)."""
     copied = copy_missing(results, out_dir, (*TOP_FILES, *(f"*/{pattern}" for pattern in RUN_FILES)))

@@ -17,7 +17,7 @@ from pathlib import Path
 from distill.io import read_json, write_json
 from scripts.bench.doc import BASELINE, MethodRuns, interval_text, plus_minus
 from scripts.bench.grid import TEACHER_FOLDER, Method, folder_name
-from scripts.bench.results import restore_runs
+from scripts.bench.results import restore_runs, restore_teachers
 from scripts.bench.rows import finished_seeds
 from scripts.bench.stats import welch_interval
 
@@ -36,16 +36,18 @@ def teacher_dirs(out_dir: Path, teachers: int) -> dict[int, Path]:
     return {seed: out_dir.parent / f"{TEACHER_FOLDER}{seed}" for seed in range(teachers)}
 
 
-def restore_other_teachers(results: Path, out_dir: Path, teachers: int, own_seed: int) -> list[Path]:
-    """On a new machine, the kept runs of the setting's other teachers, from the results folders beside
-    ``results`` into the out-dirs beside ``out_dir``: a later teacher shares the first teacher's student alone,
-    and the gains section reads every teacher's rows. Without them, both would be written from this teacher's
-    runs alone. Their teachers' weights are not restored: nothing trains against them here."""
+def restore_other_teachers(results: Path, out_dir: Path, cache_root: Path, teachers: int,
+                           own_seed: int) -> list[Path]:
+    """On a new machine, what the setting's other teachers kept, from the results folders beside ``results``:
+    their runs into the out-dirs beside ``out_dir`` (a later teacher shares the first teacher's student alone,
+    and the gains section reads every teacher's rows; without them, both would be written from this teacher's
+    runs alone), and their weights into the cache (the ensemble row distils from every teacher, which would
+    otherwise be trained again: a different teacher from the one the other teacher's rows had)."""
     kept, out = teacher_dirs(results, teachers), teacher_dirs(out_dir, teachers)
     copied = []
     for seed, folder in kept.items():
         if seed != own_seed and seed in out and folder.is_dir():
-            copied += restore_runs(folder, out[seed])
+            copied += restore_runs(folder, out[seed]) + restore_teachers(folder, cache_root)
     return copied
 
 

@@ -49,9 +49,10 @@ def test_a_row_without_a_teacher_is_not_trained_under_the_second_teacher(tmp_pat
     assert "\nstudent alone " not in printed and "\nkd " in printed  # not planned: it trains nothing here
 
 
-def test_a_new_machine_running_the_second_teacher_gets_the_first_teachers_kept_runs_back(tmp_path, script_main):
+def test_a_new_machine_running_the_second_teacher_gets_the_first_teachers_runs_and_weights(tmp_path, script_main):
     """Run for teacher 1 only, with its own --results: without teacher 0's kept runs, its table would have no
-    student alone to share and the gains section no teacher 0 (as a sitting found on a fresh machine)."""
+    student alone to share and the gains section no teacher 0 (as a sitting found on a fresh machine); without
+    teacher 0's weights, the ensemble row would train teacher 0 again."""
     results, out = tmp_path / "results", tmp_path / "outputs"
     for seed in range(3):
         kept_seed(results / "teacher_seed0" / "student_alone" / str(seed), 0.90, 77_754, None)
@@ -60,21 +61,28 @@ def test_a_new_machine_running_the_second_teacher_gets_the_first_teachers_kept_r
     teacher_record = results / "teacher_seed0" / "teacher" / "metrics.json"
     teacher_record.parent.mkdir()
     teacher_record.write_text(json.dumps({"teacher": {"test_acc_top1": 0.94}}))
-    assert restore_other_teachers(results / "elsewhere", out / "teacher_seed1", 2, 1) == []  # not a teacher's
+    kept_teacher = results / "teacher_seed0" / "teacher" / "cache" / "key0"  # its weights, as save_teacher keeps them
+    kept_teacher.mkdir(parents=True)
+    (kept_teacher / "teacher.json").write_text("{}")
+    (kept_teacher / "model.safetensors").write_bytes(b"weights of teacher 0")
+    cache = tmp_path / "cache"
+    assert restore_other_teachers(results / "elsewhere", out / "teacher_seed1", cache, 2, 1) == []  # no teacher's
 
     second = ["--setting", "strong", "--teacher-seed", "1", "--out-dir", str(out / "teacher_seed1")]
     printed = script_main(methods, *second, "--results", str(results / "teacher_seed1"),
-                          "--cache-dir", str(tmp_path / "cache"), "--plan")
+                          "--cache-dir", str(cache), "--plan")
     first = out / "teacher_seed0"
     assert sorted(p.parent.name for p in first.glob("student_alone/*/metrics.json")) == ["0", "1", "2"]
     assert json.loads((first / "records.json").read_text()) == {"student alone": {"commit": "abc1234"}}
     assert (first / "teacher" / "metrics.json").is_file()  # the gains section's "teacher 0 (94.00 %)"
     assert (out / "teacher_seed1" / "kd" / "2" / "metrics.json").is_file()  # its own, as before
     assert f"rows without a teacher, shared from {first}: student alone" in printed
+    # Teacher 0's weights are in the cache too: the ensemble row, under either teacher's command, distils from it.
+    assert (cache / "teachers" / "key0" / "model.safetensors").read_bytes() == b"weights of teacher 0"
 
     # Teacher 0's command gets teacher 1's runs back in turn (its gains section has both), never its own twice.
     shutil.rmtree(out)
-    restored = restore_other_teachers(results / "teacher_seed0", out / "teacher_seed0", 2, 0)
+    restored = restore_other_teachers(results / "teacher_seed0", out / "teacher_seed0", cache, 2, 0)
     assert sorted(str(p.relative_to(out)) for p in restored) == [f"teacher_seed1/kd/{seed}/metrics.json"
                                                                  for seed in range(3)]
 
