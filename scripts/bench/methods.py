@@ -125,9 +125,10 @@ def plan(methods: list[Method], args: argparse.Namespace, optional: Sequence[Met
         seconds = estimate(method, args, args.seeds - done) if total is not None else None
         if reason := config_error(args.out_dir / folder_name(method.name)):
             seconds, method = 0.0, replace(method, note=f"cannot run here: {reason}")  # tried again: a few seconds
-        if seconds:  # the teachers a row trains for itself, and their output caches
+        if seconds:  # the teachers a row trains for itself (none the cache holds), and their output caches
             once = done == 0
-            seconds += once * method.row_teacher_trainings * teacher_seconds
+            if method.row_teacher_trainings and not teacher_in_cache(args, *method.overrides):
+                seconds += once * method.row_teacher_trainings * teacher_seconds
             if method.name in cached:
                 seconds += build_seconds * ((args.seeds - done) * method.seed_cache_builds
                                             + once * method.row_cache_builds)

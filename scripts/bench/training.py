@@ -15,6 +15,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from distill.config import fit_config
+from distill.config.schemes import teacher_members
 from distill.data.identity import data_identity
 from distill.errors import DatasetNotFoundError
 from distill.io import read_json, write_json
@@ -53,17 +55,20 @@ def composed(args: argparse.Namespace, *overrides: str) -> DictConfig:
         return compose("train", overrides=[*common_overrides(args), *overrides])
 
 
-def teacher_in_cache(args: argparse.Namespace) -> bool:
-    """Whether the cache holds the teacher the runs would train (another out-dir of the same recipe trained it).
-    Its key needs the data's identity, read here with data.download=false (the key leaves that flag out): --plan
-    never downloads, and data that is not on this machine means no cached teacher."""
-    cfg = composed(args)
+def teacher_in_cache(args: argparse.Namespace, *overrides: str) -> bool:
+    """Whether the cache holds the teacher the runs would train (another out-dir of the same recipe trained it),
+    or with ``overrides`` naming an ensemble (``teachers=[...]``), every member. A key needs the data's identity,
+    read here with data.download=false (the key leaves that flag out): --plan never downloads, and data that is
+    not on this machine means no cached teacher."""
+    cfg = composed(args, *overrides)
     offline = OmegaConf.merge(cfg.data, {"download": False}) if "download" in cfg.data else cfg.data
     try:
         identity = data_identity(offline)
     except DatasetNotFoundError:
         return False
-    return TeacherCache(args.cache_dir).has(teacher_cache_key(cfg, identity))
+    members = teacher_members(cfg)
+    teachers = [cfg] if members is None else [fit_config(cfg, teacher=member) for member in members]
+    return all(TeacherCache(args.cache_dir).has(teacher_cache_key(teacher, identity)) for teacher in teachers)
 
 
 KEEP_EVERY_SECONDS = 60.0  # how often a row's finished seeds are kept while its other seeds train

@@ -19,7 +19,7 @@ from scripts.bench.doc import (
     method_table,
     section_text,
 )
-from scripts.bench.grid import FMNIST_COST
+from scripts.bench.grid import FMNIST_COST, STRONG_COST
 from scripts.bench.results import size_of, width_form
 from tests.bench.conftest import kept_seed, run_config
 
@@ -169,6 +169,32 @@ def test_plan_prices_a_scheme_by_its_runs_and_the_teachers_and_caches_it_builds(
     assert methods.plan([takd], args) == pytest.approx(teacher + 2 * takd_seed)
     assert methods.plan([ensemble], args) == pytest.approx(teacher + 2 * ensemble_seed)
     assert "read the teacher-output cache" in capsys.readouterr().out
+
+
+def test_an_ensemble_of_cached_teachers_is_priced_without_training_them(tmp_path, capsys):
+    """The strong setting's ensemble distils from the setting's own two teachers (their keys, not look-alikes):
+    each one the cache holds is neither the benchmark's teacher to train nor the row's."""
+    def plan() -> float:
+        args = methods.parse_args(["--setting", "strong", "--out-dir", str(tmp_path / "teacher_seed0"), "--plan",
+                                   "--cache-dir", str(tmp_path / "cache")])
+        ensemble = next(m for m in methods.grid(args.setting, 30) if m.name.startswith("ensemble"))
+        return methods.plan([ensemble], args)
+
+    def cache_teacher(seed: int) -> None:
+        args = methods.parse_args(["--setting", "strong", "--teacher-seed", str(seed)])
+        entry = TeacherCache(tmp_path / "cache").entry(teacher_cache_key(training.composed(args)))
+        entry.mkdir(parents=True)
+        (entry / "teacher.json").write_text("{}")
+
+    cost = STRONG_COST
+    teacher = cost["run"] + 150 * (100 * cost["teacher_step"] + cost["validation"])
+    nothing_cached = plan()
+    cache_teacher(0)
+    assert nothing_cached - plan() == pytest.approx(teacher)  # the benchmark's teacher; the row's second is left
+    first_cached = plan()
+    cache_teacher(1)
+    assert first_cached - plan() == pytest.approx(teacher)  # the row's second teacher: nothing left to train
+    capsys.readouterr()
 
 
 def test_an_out_dir_of_another_schedule_is_refused_before_anything_runs(tmp_path, script_main):
