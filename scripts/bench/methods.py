@@ -127,8 +127,8 @@ def plan(methods: list[Method], args: argparse.Namespace, optional: Sequence[Met
             seconds, method = 0.0, replace(method, note=f"cannot run here: {reason}")  # tried again: a few seconds
         if seconds:  # the teachers a row trains for itself (none the cache holds), and their output caches
             once = done == 0
-            if method.row_teacher_trainings and not teacher_in_cache(args, *method.overrides):
-                seconds += once * method.row_teacher_trainings * teacher_seconds
+            if once and method.row_teacher_trainings and not teacher_in_cache(args, *method.overrides):
+                seconds += method.row_teacher_trainings * teacher_seconds
             if method.name in cached:
                 seconds += build_seconds * ((args.seeds - done) * method.seed_cache_builds
                                             + once * method.row_cache_builds)

@@ -67,9 +67,9 @@ def save_row(out_dir: Path, results: Path, folder: str) -> list[Path]:
     """Keep the ended seeds of one row (its folder in the out-dir), and the records that name its commit. A row
     linked from another out-dir (a later teacher's student alone: teacher_seeds.py) is kept by that one's results,
     not a second time here."""
-    copied, patterns = [], tuple(pattern.removeprefix("*/") for pattern in RUN_FILES)
     if (out_dir / folder).is_symlink():
         return save_top(out_dir, results)
+    copied, patterns = [], tuple(pattern.removeprefix("*/") for pattern in RUN_FILES)
     for seed in sorted(p for p in (out_dir / folder).glob("*") if p.is_dir() and ended(p)):
         copied += copy_missing(seed, results / folder / seed.name, patterns)
     return copied + save_top(out_dir, results)
@@ -121,11 +121,7 @@ def restore(results: Path, out_dir: Path, cache_root: Path, teacher_key: str) ->
             f"error: {results} keeps runs distilled from teacher {kept[0]}, but this config's teacher key is "
             f"{teacher_key}: the teacher's recipe (teacher.*, data, trainer settings) differs from the one those "
             "rows were trained with; give the same options as before, or a new --results and --out-dir")
-    copied = restore_runs(results, out_dir)
-    entry, cache = results / TEACHER_ENTRY / teacher_key, TeacherCache(cache_root)
-    if entry.is_dir() and cache.adopt(teacher_key, entry):
-        copied.append(cache.entry(teacher_key))
-    return copied
+    return restore_runs(results, out_dir) + restore_teachers(results, cache_root)
 
 
 def restore_teachers(results: Path, cache_root: Path) -> list[Path]:
